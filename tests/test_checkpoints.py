@@ -1,0 +1,203 @@
+import pickle
+import sys
+import types
+from collections import OrderedDict
+
+import pytest
+import torch
+
+from cxr_workbench.checkpoints import (load_generator, model_card, rosinality_key_map, save_generator)
+from cxr_workbench.stylegan2 import Generator
+
+
+def small_G(seed=0, **kw):
+    torch.manual_seed(seed)
+    G = Generator(**{**dict(img_resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_max=16), **kw})
+    with torch.no_grad():  # make every parameter matter in the comparisons
+        for p in G.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        G.mapping.w_avg.normal_()
+    return G.eval()
+
+
+def test_roundtrip_our_format(tmp_path):
+    G = small_G()
+    path = save_generator(tmp_path / "g.pt", G, model_card={"kimg": 12.5, "machine": "test"})
+    H = load_generator(path)
+    z = torch.randn(3, 8)
+    torch.testing.assert_close(H(z, psi=0.7), G(z, psi=0.7))
+    assert model_card(path) == {"kimg": 12.5, "machine": "test"}
+    assert [p.name for p in tmp_path.iterdir()] == ["g.pt"]  # no temporary left behind
+    with pytest.raises(FileExistsError, match="exists"):
+        save_generator(path, G, overwrite=False)
+
+
+def test_truncated_and_unknown_files(tmp_path):
+    path = save_generator(tmp_path / "g.pt", small_G())
+    data = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        load_generator(tmp_path / "cut.pt")
+    (tmp_path / "junk.bin").write_bytes(b"hello, not a checkpoint")
+    with pytest.raises(ValueError, match="unknown checkpoint format"):
+        load_generator(tmp_path / "junk.bin")
+    torch.save({"something": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="unknown checkpoint format"):
+        load_generator(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError):
+        load_generator(tmp_path / "missing.pt")
+
+
+# ------------------------------------------------------------------ rosinality
+
+
+def rosinality_state_dict(size, style_dim, n_mlp, channel_multiplier, img_channels=3, seed=0):
+    """A state dict laid out exactly as rosinality's Generator (written from their model.py)."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)
+    ch = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * channel_multiplier, 128: 128 * channel_multiplier}
+    sd = {}
+    for i in range(1, n_mlp + 1):
+        sd[f"style.{i}.weight"], sd[f"style.{i}.bias"] = r(style_dim, style_dim), r(style_dim)
+    sd["input.input"] = r(1, ch[4], 4, 4)
+
+    def styled(name, cin, cout, up):
+        sd[f"{name}.conv.weight"] = r(1, cout, cin, 3, 3)
+        sd[f"{name}.conv.modulation.weight"], sd[f"{name}.conv.modulation.bias"] = r(cin, style_dim), r(cin)
+        if up:
+            sd[f"{name}.conv.blur.kernel"] = r(4, 4)
+        sd[f"{name}.noise.weight"] = r(1)
+        sd[f"{name}.activate.bias"] = r(cout)
+
+    def torgb(name, cin, up):
+        sd[f"{name}.conv.weight"] = r(1, img_channels, cin, 1, 1)
+        sd[f"{name}.conv.modulation.weight"], sd[f"{name}.conv.modulation.bias"] = r(cin, style_dim), r(cin)
+        sd[f"{name}.bias"] = r(1, img_channels, 1, 1)
+        if up:
+            sd[f"{name}.upsample.kernel"] = r(4, 4)
+
+    styled("conv1", ch[4], ch[4], False)
+    torgb("to_rgb1", ch[4], False)
+    sd["noises.noise_0"] = r(1, 1, 4, 4)
+    res, j = 8, 0
+    while res <= size:
+        styled(f"convs.{2 * j}", ch[res // 2], ch[res], True)
+        styled(f"convs.{2 * j + 1}", ch[res], ch[res], False)
+        torgb(f"to_rgbs.{j}", ch[res], True)
+        sd[f"noises.noise_{2 * j + 1}"] = r(1, 1, res, res)
+        sd[f"noises.noise_{2 * j + 2}"] = r(1, 1, res, res)
+        res, j = res * 2, j + 1
+    return sd
+
+
+def test_rosinality_import_complete_and_shape_correct(tmp_path):
+    sd = rosinality_state_dict(size=64, style_dim=16, n_mlp=3, channel_multiplier=1)
+    latent_avg = torch.randn(16)
+    torch.save({"g_ema": sd, "latent_avg": latent_avg, "args": {}}, tmp_path / "rosi.pt")
+    G = load_generator(tmp_path / "rosi.pt", channel_multiplier=1)
+    assert (G.img_resolution, G.img_channels, G.w_dim, G.z_dim, G.num_ws) == (64, 3, 16, 16, 10)
+    ours = G.state_dict()
+    names = rosinality_key_map(64, 3)
+    used = {dst for dst in names.values() if dst}
+    assert used | {"mapping.w_avg"} == set(ours)  # every parameter of ours comes from theirs
+    assert set(names) == set(sd)                  # every key of theirs is accounted for
+    torch.testing.assert_close(ours["synthesis.b8.conv0.weight"], sd["convs.0.conv.weight"][0])
+    torch.testing.assert_close(ours["synthesis.b64.torgb.bias"], sd["to_rgbs.3.bias"].flatten())
+    torch.testing.assert_close(ours["synthesis.b32.conv1.noise_const"], sd["noises.noise_6"][0, 0])
+    torch.testing.assert_close(ours["mapping.fc2.weight"], sd["style.3.weight"])
+    torch.testing.assert_close(ours["mapping.w_avg"], latent_avg)
+    assert G.synthesis(G.mapping(torch.randn(1, 16))).shape == (1, 3, 64, 64)
+
+
+def test_rosinality_errors_name_the_key(tmp_path):
+    sd = rosinality_state_dict(size=8, style_dim=8, n_mlp=2, channel_multiplier=2)
+    bad = dict(sd)
+    del bad["convs.1.activate.bias"]
+    torch.save({"g_ema": bad}, tmp_path / "missing.pt")
+    with pytest.raises(KeyError, match="convs.1.activate.bias"):
+        load_generator(tmp_path / "missing.pt")
+    extra = {**sd, "convs.9.extra": torch.zeros(1)}
+    torch.save({"g_ema": extra}, tmp_path / "extra.pt")
+    with pytest.raises(KeyError, match="convs.9.extra"):
+        load_generator(tmp_path / "extra.pt")
+    shaped = {**sd, "to_rgb1.conv.modulation.bias": torch.zeros(7)}
+    torch.save({"g_ema": shaped}, tmp_path / "shape.pt")
+    with pytest.raises(ValueError, match=r"synthesis.b4.torgb.affine.bias has shape \(7,\)"):
+        load_generator(tmp_path / "shape.pt")
+    big = rosinality_state_dict(size=64, style_dim=8, n_mlp=1, channel_multiplier=1)
+    torch.save({"g_ema": big}, tmp_path / "cm.pt")
+    with pytest.raises(ValueError, match="synthesis.b64"):  # wrong channel multiplier
+        load_generator(tmp_path / "cm.pt", channel_multiplier=2)
+
+
+# ------------------------------------------------------------------ NVlabs pickles
+
+
+@pytest.fixture
+def fake_nvlabs(monkeypatch, tmp_path):
+    """Modules that pickle the way torch_utils.persistence does, without NVlabs' code."""
+    marker = tmp_path / "EXECUTED"
+    persistence = types.ModuleType("torch_utils.persistence")
+    package = types.ModuleType("torch_utils")
+    package.persistence = persistence
+
+    def _reconstruct_persistent_obj(meta):  # what NVlabs would run: exec(module_src)
+        raise AssertionError("must never be called")
+    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
+
+    class Evil:
+        def __reduce__(self):
+            import os
+            return (os.system, (f"touch {marker}",))
+
+    class Record:
+        def __init__(self, module):
+            self.state = dict(training=False, init_kwargs={"evil": Evil()},
+                              _parameters=OrderedDict(module._parameters), _buffers=OrderedDict(
+                                  (k, v) for k, v in module._buffers.items() if k not in module._non_persistent_buffers_set),
+                              _modules=OrderedDict((k, Record(m)) for k, m in module._modules.items()))
+            self.name = type(module).__name__
+
+        def __reduce__(self):
+            meta = dict(type="class", version=4, class_name=self.name, state=self.state,
+                        module_src=f"import os\nos.system('touch {marker}')\n")
+            return (_reconstruct_persistent_obj, (meta,))
+
+    monkeypatch.setitem(sys.modules, "torch_utils", package)
+    monkeypatch.setitem(sys.modules, "torch_utils.persistence", persistence)
+    return Record, marker
+
+
+def test_nvlabs_pickle_import_runs_nothing(tmp_path, fake_nvlabs):
+    Record, marker = fake_nvlabs
+    G = small_G(seed=3)
+    rec = Record(G)
+    # NVlabs layers also carry their fixed resampling filters as buffers
+    rec.state["_modules"]["synthesis"].state["_modules"]["b8"].state["_buffers"]["resample_filter"] = torch.ones(4, 4)
+    with open(tmp_path / "net.pkl", "wb") as f:
+        pickle.dump({"G": rec, "D": None, "G_ema": rec, "training_set_kwargs": {"path": "x"}}, f)
+    H = load_generator(tmp_path / "net.pkl")
+    assert not marker.exists()
+    z = torch.randn(2, 8)
+    torch.testing.assert_close(H(z, psi=0.5), G(z, psi=0.5))
+
+
+def test_nvlabs_pickle_errors(tmp_path, fake_nvlabs):
+    Record, _ = fake_nvlabs
+    G = small_G()
+    rec = Record(G)
+    del rec.state["_modules"]["synthesis"].state["_modules"]["b16"].state["_modules"]["conv1"].state["_parameters"]["bias"]
+    with open(tmp_path / "net.pkl", "wb") as f:
+        pickle.dump({"G_ema": rec}, f)
+    with pytest.raises(KeyError, match="synthesis.b16.conv1.bias"):
+        load_generator(tmp_path / "net.pkl")
+    with open(tmp_path / "nog.pkl", "wb") as f:
+        pickle.dump({"D": 1}, f)
+    with pytest.raises(ValueError, match="no 'G_ema'"):
+        load_generator(tmp_path / "nog.pkl")
+    data = (tmp_path / "net.pkl").read_bytes()
+    (tmp_path / "cut.pkl").write_bytes(data[:200])
+    with pytest.raises(ValueError, match="truncated"):
+        load_generator(tmp_path / "cut.pkl")
