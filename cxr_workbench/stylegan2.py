@@ -183,6 +183,11 @@ class Conv2d(nn.Module):
         return x * gain if gain != 1 else x
 
 
+def z_from_seeds(seeds, z_dim: int) -> torch.Tensor:
+    """The z of each integer seed, [len(seeds), z_dim] (numpy RandomState, as NVlabs' tools)."""
+    return torch.stack([torch.from_numpy(np.random.RandomState(int(s)).randn(z_dim)).float() for s in seeds])
+
+
 def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoints import machine_description, read_checkpoint, save_checkpoint
-from .stylegan2 import Discriminator, Generator
+from .stylegan2 import Discriminator, Generator, z_from_seeds
 
 
 @dataclass
@@ -55,9 +55,8 @@ def _config_difference(a: dict, b: dict) -> dict:
 
 def sample_grid(G: Generator, seeds, cols: int = 8, psi: float = 1.0) -> np.ndarray:
     """Images of the given seeds tiled into a uint8 grid [rows*H, cols*W]."""
-    z = torch.stack([torch.from_numpy(np.random.RandomState(s).randn(G.z_dim)).float() for s in seeds])
     with torch.no_grad():
-        img = G(z.to(G.w_avg.device), psi=psi).float().cpu()
+        img = G(z_from_seeds(seeds, G.z_dim).to(G.w_avg.device), psi=psi).float().cpu()
     img = ((img[:, 0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     n, h, w = img.shape
     rows = -(-n // cols)

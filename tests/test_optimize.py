@@ -1,0 +1,118 @@
+import math
+
+import pytest
+import torch
+
+from cxr_workbench.masks import Box
+from cxr_workbench.optimize import (LOConfig, optimize_trajectory, reference_latents, run_method,
+                                    translate_along)
+from cxr_workbench.stylegan2 import Generator
+
+
+@pytest.fixture(scope="module")
+def G():
+    torch.manual_seed(0)
+    return Generator(img_resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channel_max=32).eval().requires_grad_(False)
+
+
+BOX = Box(4, 4, 12, 12, resolution=16)
+FAST = LOConfig(n=4, max_steps=40, min_steps=10, lr=0.02, layers=(0, 1, 2))
+
+
+def test_shapes_layers_and_loss_decrease(G):
+    w = reference_latents(G, [0, 1])
+    traj = optimize_trajectory(G, w, BOX, config=FAST, progress=False)
+    assert traj.points.shape == (2, 4, G.num_ws, 16)
+    assert traj.images.shape == (2, 4, 1, 16, 16)
+    assert traj.sequence(1).shape == (5, 1, 16, 16)
+    # layers outside (0, 1, 2) stay at the reference
+    torch.testing.assert_close(traj.points[:, :, 3:], w[:, None, 3:].expand(-1, 4, -1, -1))
+    assert (traj.points[:, :, :3] - w[:, None, :3]).abs().amax() > 0
+    h = traj.history["total"]
+    assert len(h) == traj.steps and h[-1] < h[0]
+    assert traj.status in ("converged", "max_steps")
+
+
+def test_direction_keeps_points_in_the_cone(G):
+    w = reference_latents(G, [3])
+    u = torch.randn(16)
+    cfg = LOConfig(**{**FAST.__dict__, "theta_deg": 20.0, "delta": 10.0, "max_steps": 60})
+    traj = optimize_trajectory(G, w, BOX, u=u, config=cfg, progress=False)
+    v = (traj.points[0, :, :3] - w[0, :3]).reshape(4, -1)
+    u_flat = (u / u.norm()).repeat(3) / math.sqrt(3)
+    angles = torch.rad2deg(torch.arccos((v / v.norm(dim=1, keepdim=True)) @ u_flat))
+    assert (angles < 25).all(), angles
+
+
+def test_reproducible_for_a_seed(G):
+    w = reference_latents(G, [5])
+    a = optimize_trajectory(G, w, BOX, config=FAST, progress=False)
+    b = optimize_trajectory(G, w, BOX, config=FAST, progress=False)
+    torch.testing.assert_close(a.points, b.points)
+
+
+def test_callback_and_stop(G):
+    seen = []
+    traj = optimize_trajectory(G, reference_latents(G, [0]), BOX, config=FAST, progress=False,
+                               callback=lambda step, info: seen.append(info["images"].shape) or step >= 5,
+                               callback_every=5)
+    assert traj.status == "stopped" and traj.steps == 6 and seen == [(1, 4, 1, 16, 16)] * 2
+
+
+def test_linear_translation(G):
+    w = reference_latents(G, [0])
+    u = torch.zeros(16)
+    u[3] = 2.0
+    traj = translate_along(G, w, u, FAST)
+    step = traj.points[0, :, 0] - w[0, 0]
+    torch.testing.assert_close(step[:, 3], torch.arange(1, 5.0) * FAST.sigma)
+    torch.testing.assert_close(traj.points[0, :, 5], w[0, 5].expand(4, -1))
+
+
+class NaNAfter(torch.nn.Module):
+    """A generator whose images turn to NaN after a few calls."""
+
+    def __init__(self, G, calls):
+        super().__init__()
+        self.G, self.calls = G, calls
+        for k in ("num_ws", "w_dim", "z_dim", "img_resolution", "img_channels", "mapping"):
+            setattr(self, k, getattr(G, k))
+
+    @property
+    def w_avg(self):
+        return self.G.w_avg
+
+    def synthesis(self, ws):
+        self.calls -= 1
+        img = self.G.synthesis(ws)
+        return img * float("nan") if self.calls < 0 else img
+
+
+def test_nan_stops_and_keeps_last_good_points(G):
+    bad = NaNAfter(G, calls=8)  # 1 call for the reference, then 7 good steps
+    with pytest.warns(UserWarning, match="non-finite at step 7"):
+        traj = optimize_trajectory(bad, reference_latents(G, [0]), BOX, config=FAST, progress=False)
+    assert traj.status == "nan" and torch.isfinite(traj.points).all()
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(n=2), "n=2"), (dict(sigma=0.0), "sigma=0.0"), (dict(theta_deg=180.0), "theta_deg=180.0"),
+    (dict(theta_deg=0.0), "theta_deg=0.0"), (dict(distance="l3"), "distance='l3'"), (dict(layers=(0, 99)), "layers"),
+])
+def test_bad_config(G, kw, match):
+    with pytest.raises(ValueError, match=match):
+        optimize_trajectory(G, reference_latents(G, [0]), BOX, config=LOConfig(**kw), progress=False)
+
+
+def test_bad_inputs(G):
+    w = reference_latents(G, [0])
+    for u, match in ((torch.zeros(16), "zero"), (torch.ones(5), "5 values"),
+                     (torch.full((16,), float("nan")), "non-finite")):
+        with pytest.raises(ValueError, match=match):
+            optimize_trajectory(G, w, BOX, u=u, config=FAST, progress=False)
+    with pytest.raises(ValueError, match="w_ref has shape"):
+        optimize_trajectory(G, torch.zeros(1, 3, 16), BOX, config=FAST, progress=False)
+    with pytest.raises(ValueError, match="box is for 64 px"):
+        optimize_trajectory(G, w, Box(4, 4, 20, 20, 64), config=FAST, progress=False)
+    with pytest.raises(ValueError, match="needs a direction"):
+        run_method(G, "linear", w, BOX)
