@@ -14,3 +14,14 @@ def load_default_generator(device="cpu"):
         raise FileNotFoundError(f"the shipped generator {DEFAULT_GENERATOR} is missing; "
                                 "is this a complete checkout?")
     return load_generator(DEFAULT_GENERATOR, device=device)
+
+
+DEFAULT_ORACLE = DATA_DIR / "oracle.pt"
+
+
+def load_default_oracle():
+    """The shipped severity oracle (``data/oracle.pt``): CTR, opacity burden, kind, plausibility."""
+    from .oracle import load_oracle
+    if not DEFAULT_ORACLE.is_file():
+        raise FileNotFoundError(f"the shipped oracle {DEFAULT_ORACLE} is missing; is this a complete checkout?")
+    return load_oracle(DEFAULT_ORACLE)

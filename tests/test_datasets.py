@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cxr_workbench import phantom
+from cxr_workbench.datasets import (CheXpertDataset, ImageFolderDataset, PhantomDataset, read_dicom,
+                                    read_image)
+
+
+def write_dicom(path, pixels, photometric="MONOCHROME2", syntax=None, window=None):
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax or ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PhotometricInterpretation = "DX", photometric
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 16, 12, 11, 0
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    data = pixels.astype(np.uint16).tobytes()
+    if syntax is not None:  # compressed syntaxes carry encapsulated fragments (here: not a real codestream)
+        from pydicom.encaps import encapsulate
+        data = encapsulate([data])
+    ds.PixelData = data
+    ds.save_as(str(path), enforce_file_format=True)
+
+
+def test_phantom_dataset_reproducible_with_truth():
+    a, b = PhantomDataset(12, 32, seed=3), PhantomDataset(12, 32, seed=3)
+    np.testing.assert_array_equal(a.images, b.images)
+    item = a[0]
+    assert item["img"].shape == (1, 32, 32) and -1 <= item["img"].min() and item["img"].max() <= 1
+    assert set(a.kind) <= set(phantom.KINDS)
+    for i in range(12):
+        assert (a.ctr[i] > 0.5) == (a.kind[i] == "cardiomegaly")
+        assert (a.burden[i] > 0) == (a.kind[i] == "opacity")
+
+
+def test_phantom_render_truth_follows_parameters():
+    rng = np.random.default_rng(0)
+    p = phantom.sample_params(rng, "normal")
+    small, t_small = phantom.render(p, 64)
+    import dataclasses
+    big, t_big = phantom.render(dataclasses.replace(p, ctr=0.62), 64)
+    assert t_small["ctr"] == p.ctr and t_big["cardiomegaly"] and not t_small["cardiomegaly"]
+    # a wider heart brightens the heart-border region
+    assert big[28:44, 16:48].mean() > small[28:44, 16:48].mean()
+    with pytest.raises(ValueError, match="kind='fracture'"):
+        phantom.sample_params(rng, "fracture")
+
+
+def test_read_png_8_and_16_bit_and_jpeg(tmp_path):
+    ramp8 = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (64, 1))
+    Image.fromarray(ramp8).save(tmp_path / "a.png")
+    ramp16 = (ramp8.astype(np.uint16) * 257)
+    Image.fromarray(ramp16).save(tmp_path / "b.png")
+    Image.fromarray(np.stack([ramp8] * 3, -1)).save(tmp_path / "c.jpg", quality=95)
+    a, b, c = (read_image(tmp_path / n) for n in ("a.png", "b.png", "c.jpg"))
+    np.testing.assert_allclose(a, ramp8 / 255.0, atol=1e-6)
+    np.testing.assert_allclose(b, ramp8 / 255.0, atol=1e-4)
+    np.testing.assert_allclose(c, ramp8 / 255.0, atol=0.03)
+
+
+def test_dicom_monochrome_window_and_bad_syntax(tmp_path):
+    px = np.tile(np.arange(0, 4096, 64, dtype=np.uint16), (64, 1))
+    write_dicom(tmp_path / "m2.dcm", px)
+    write_dicom(tmp_path / "m1.dcm", px, photometric="MONOCHROME1")
+    write_dicom(tmp_path / "win.dcm", px, window=(2048, 2048))
+    m2, m1 = read_dicom(tmp_path / "m2.dcm"), read_dicom(tmp_path / "m1.dcm")
+    assert m2[0, 0] == 0 and m2[0, -1] == 1
+    np.testing.assert_allclose(m1, 1 - m2, atol=1e-6)
+    win = read_dicom(tmp_path / "win.dcm")  # window [1024, 3072]
+    assert win[0, 10] == 0 and win[0, 60] == 1 and 0 < win[0, 32] < 1
+    from pydicom.uid import JPEG2000
+    write_dicom(tmp_path / "j2k.dcm", px, syntax=JPEG2000)
+    with pytest.raises(ValueError, match="transfer syntax"):
+        read_dicom(tmp_path / "j2k.dcm")
+
+
+def test_image_folder_bad_files(tmp_path):
+    Image.fromarray(np.full((40, 40), 128, np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(ValueError, match="broken.png"):
+        ImageFolderDataset(tmp_path, 32)
+    ds = ImageFolderDataset(tmp_path, 32, skip_bad=True)
+    assert len(ds) == 1 and sorted(p.name for p, _ in ds.skipped) == ["broken.png", "notes.txt"]
+    item = ds[0]
+    assert item["img"].shape == (1, 32, 32)
+    torch.testing.assert_close(item["img"], torch.full((1, 32, 32), 128 / 255 * 2 - 1))
+
+
+def test_chexpert_csv(tmp_path):
+    (tmp_path / "p").mkdir()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "p" / "1.png")
+    rows = ["Path,Sex,Frontal/Lateral,Cardiomegaly,Lung Opacity",
+            "p/1.png,F,Frontal,1.0,-1.0", "p/1.png,M,Lateral,1.0,1.0", "p/1.png,M,Frontal,,0.0"]
+    (tmp_path / "train.csv").write_text("\n".join(rows))
+    zeros = CheXpertDataset(tmp_path / "train.csv", resolution=16)
+    assert len(zeros) == 2
+    torch.testing.assert_close(zeros.targets, torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    ones = CheXpertDataset(tmp_path / "train.csv", uncertainty="ones", resolution=16)
+    assert ones.targets[0, 1] == 1.0
+    ignore = CheXpertDataset(tmp_path / "train.csv", uncertainty="ignore", resolution=16)
+    assert torch.isnan(ignore.targets[0, 1])
+    assert ones[0]["img"].shape == (1, 16, 16)
+    (tmp_path / "bad.csv").write_text("Path,Cardiomegaly\np/1.png,1\n")
+    with pytest.raises(ValueError, match=r"missing columns \['Frontal/Lateral', 'Lung Opacity'\]"):
+        CheXpertDataset(tmp_path / "bad.csv")
+    with pytest.raises(ValueError, match="uncertainty='maybe'"):
+        CheXpertDataset(tmp_path / "train.csv", uncertainty="maybe")
