@@ -53,6 +53,18 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_edit(args) -> int:
+    from . import DEFAULT_GENERATOR
+    from .edit import EditRequest, run_edit
+    req = EditRequest(checkpoint=args.checkpoint or DEFAULT_GENERATOR, seeds=args.seed, box=args.box,
+                      direction=args.direction, method=args.method, sigma=args.sigma, layers=args.layers,
+                      c=args.c, max_steps=args.max_steps)
+    written = run_edit(req, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    for path in written:
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxr-workbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -67,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("out/grid.png"))
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("edit", help="edit seeds inside a box: Baseline LO, LO + direction or linear")
+    e.add_argument("--checkpoint", type=Path, help="generator (default: shipped)")
+    e.add_argument("--seed", type=parse_seeds, default=[0], help="reference seed(s), e.g. 0 or 0-7")
+    e.add_argument("--box", default="heart", help="preset name or a box .json")
+    e.add_argument("--direction", default="pc:0", help="pc:K, pc:K:-1, or a .pt/.npy direction file")
+    e.add_argument("--method", default="lo+dir", choices=["lo", "lo+dir", "linear"])
+    e.add_argument("--sigma", type=float, default=None, help="spring rest length (default 0.3)")
+    e.add_argument("--c", type=float, default=None, help="in-box target change of the last point")
+    e.add_argument("--layers", default=None, help="W+ layers that move, e.g. 0-5")
+    e.add_argument("--max-steps", type=int, default=None)
+    e.add_argument("--out", type=Path, required=True, help="output folder")
+    e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=cmd_edit)
 
     t = sub.add_parser("train", help="train (or resume) a StyleGAN2 on phantoms")
     t.add_argument("--run-dir", type=Path, required=True)

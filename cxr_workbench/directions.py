@@ -188,3 +188,32 @@ def rank_pcs_for_box(G, w_refs: torch.Tensor, pca: WPCA, box: Box, n_pcs: int = 
         rows.append(dict(pc=k, inside_share=share, lift=share / area, box_change=signed,
                          std=float(pca.std[k])))
     return sorted(rows, key=lambda r: -r["inside_share"])
+
+
+def save_direction(path, u: torch.Tensor, source: str = "", overwrite: bool = True) -> Path:
+    """Save a direction for ``--direction FILE`` (a weights-only torch file with ``u`` [w_dim])."""
+    data = {"u": torch.as_tensor(u, dtype=torch.float32).flatten(), "source": source}
+    return atomic_write(path, lambda f: torch.save(data, f), "wb", overwrite)
+
+
+def resolve_direction(spec: str, pca: WPCA | None, w_dim: int) -> tuple[torch.Tensor, str]:
+    """``pc:K`` or ``pc:K:-1`` (PC K of ``pca`` with a sign), or a file saved by ``save_direction``
+    (``.pt``) or a numpy ``.npy`` vector. Returns (unit u [w_dim], description)."""
+    if spec.startswith("pc:"):
+        parts = spec.split(":")
+        try:
+            k, sign = int(parts[1]), int(parts[2]) if len(parts) > 2 else 1
+        except (ValueError, IndexError):
+            raise ValueError(f"direction={spec!r}; expected 'pc:K' or 'pc:K:-1'") from None
+        if pca is None:
+            raise ValueError("a pc:K direction needs the PCA of the generator")
+        return check_direction(pca.direction(k, sign), w_dim), f"PC {k} (sign {sign:+d})"
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"direction={spec!r}; expected 'pc:K[:-1]' or an existing .pt/.npy file")
+    if path.suffix == ".npy":
+        return check_direction(np.load(path, allow_pickle=False), w_dim), f"file {path}"
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or "u" not in data:
+        raise ValueError(f"{path}: expected a direction file with a 'u' entry (see save_direction)")
+    return check_direction(data["u"], w_dim), data.get("source") or f"file {path}"

@@ -1,0 +1,50 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cxr_workbench.checkpoints import save_generator
+from cxr_workbench.cli import main
+from cxr_workbench.directions import save_direction
+from cxr_workbench.masks import Box
+from cxr_workbench.stylegan2 import Generator
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    torch.manual_seed(0)
+    G = Generator(img_resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channel_max=16)
+    return save_generator(tmp_path / "g.pt", G)
+
+
+@pytest.mark.parametrize("method", ["lo", "lo+dir", "linear"])
+def test_edit_writes_strip_latents_metrics(tmp_path, ckpt, method):
+    out = tmp_path / method
+    args = ["edit", "--checkpoint", str(ckpt), "--seed", "0-1", "--box", "heart", "--direction", "pc:1:-1",
+            "--method", method, "--max-steps", "15", "--layers", "0-3", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    strip = np.asarray(Image.open(out / "strip.png"))
+    assert strip.shape[0] > 2 * 16 and strip.shape[2] == 3
+    assert (strip == [40, 220, 80]).all(-1).any()  # the box is drawn
+    lat = torch.load(out / "latents.pt", weights_only=True)
+    assert lat["points"].shape == (2, 12, 6, 16) and lat["seeds"] == [0, 1]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["per_reference"]) == 2 and {"PV", "S", "M", "leakage"} <= set(metrics["per_reference"][0])
+    assert metrics["direction"] == ("none" if method == "lo" else "PC 1 (sign -1)")
+    assert main(args) == 2  # refuses to overwrite
+
+
+def test_edit_with_box_json_and_direction_file(tmp_path, ckpt, capsys):
+    Box(2, 2, 10, 10, 16).save(tmp_path / "box.json")
+    u = torch.zeros(16)
+    u[0] = 1
+    save_direction(tmp_path / "u.pt", u, source="hand-made")
+    assert main(["edit", "--checkpoint", str(ckpt), "--box", str(tmp_path / "box.json"), "--direction",
+                 str(tmp_path / "u.pt"), "--method", "linear", "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["direction"] == "hand-made"
+    assert main(["edit", "--checkpoint", str(ckpt), "--box", "kidney", "--out", str(tmp_path / "p")]) == 2
+    assert "box='kidney'" in capsys.readouterr().err
+    assert main(["edit", "--checkpoint", str(ckpt), "--direction", "pc:x", "--out", str(tmp_path / "q")]) == 2
+    assert "direction='pc:x'" in capsys.readouterr().err
