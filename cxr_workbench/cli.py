@@ -1,4 +1,4 @@
-"""Command line: ``cxr-workbench {sample, train} ...`` (batch runs of what the notebooks do)."""
+"""Command line: ``cxr-workbench {sample, edit, train, ship} ...`` (batch runs of what the notebooks do)."""
 from __future__ import annotations
 
 import argparse
@@ -65,6 +65,15 @@ def cmd_edit(args) -> int:
     return 0
 
 
+def cmd_ship(args) -> int:
+    from . import DATA_DIR, load_default_oracle
+    from .quality import ship_generator
+    for path in ship_generator(args.run_dir, args.data_dir or DATA_DIR, load_default_oracle(), n=args.n,
+                               overwrite=args.overwrite):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxr-workbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -84,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", type=Path, help="generator (default: shipped)")
     e.add_argument("--seed", type=parse_seeds, default=[0], help="reference seed(s), e.g. 0 or 0-7")
     e.add_argument("--box", default="heart", help="preset name or a box .json")
-    e.add_argument("--direction", default="pc:0", help="pc:K, pc:K:-1, or a .pt/.npy direction file")
+    e.add_argument("--direction", default="auto",
+                   help="auto (most box-local PC), pc:K, pc:K:-1, or a .pt/.npy direction file")
     e.add_argument("--method", default="lo+dir", choices=["lo", "lo+dir", "linear"])
     e.add_argument("--sigma", type=float, default=None, help="spring rest length (default 0.3)")
     e.add_argument("--c", type=float, default=None, help="in-box target change of the last point")
@@ -106,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
+    h = sub.add_parser("ship", help="make a run's generator the shipped default (figures, PCA, model card)")
+    h.add_argument("--run-dir", type=Path, required=True)
+    h.add_argument("--data-dir", type=Path, default=None, help="default: the package's data/")
+    h.add_argument("--n", type=int, default=2000, help="images per set for the quality figures")
+    h.add_argument("--overwrite", action="store_true")
+    h.set_defaults(func=cmd_ship)
     return p
 
 

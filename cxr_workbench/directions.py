@@ -197,7 +197,8 @@ def save_direction(path, u: torch.Tensor, source: str = "", overwrite: bool = Tr
 
 
 def resolve_direction(spec: str, pca: WPCA | None, w_dim: int) -> tuple[torch.Tensor, str]:
-    """``pc:K`` or ``pc:K:-1`` (PC K of ``pca`` with a sign), or a file saved by ``save_direction``
+    """``pc:K`` or ``pc:K:-1`` (PC K of ``pca`` with a sign), ``auto`` (see ``suggest_direction``;
+    resolved by the caller, who knows the box), or a file saved by ``save_direction``
     (``.pt``) or a numpy ``.npy`` vector. Returns (unit u [w_dim], description)."""
     if spec.startswith("pc:"):
         parts = spec.split(":")
@@ -217,3 +218,15 @@ def resolve_direction(spec: str, pca: WPCA | None, w_dim: int) -> tuple[torch.Te
     if not isinstance(data, dict) or "u" not in data:
         raise ValueError(f"{path}: expected a direction file with a 'u' entry (see save_direction)")
     return check_direction(data["u"], w_dim), data.get("source") or f"file {path}"
+
+
+def suggest_direction(G, pca: WPCA, box: Box, seeds=range(8), n_pcs: int = 10, layers=None, sign: int = +1):
+    """The PC most local to ``box`` (largest inside share over a few seeds), signed so that the box
+    changes with the desired ``sign`` (+1: brightens). The paper picks by eye; this helps the eye.
+
+    Returns (u [w_dim], ranking row of the chosen PC, full ranking).
+    """
+    from .optimize import reference_latents
+    rows = rank_pcs_for_box(G, reference_latents(G, list(seeds)), pca, box, n_pcs=n_pcs, layers=layers)
+    best = rows[0]
+    return pca.direction(best["pc"], sign if best["box_change"] >= 0 else -sign), best, rows

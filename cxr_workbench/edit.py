@@ -12,7 +12,7 @@ import torch
 
 from . import DATA_DIR, DEFAULT_GENERATOR, DEFAULT_ORACLE
 from .checkpoints import load_generator
-from .directions import WPCA, compute_pca, generator_key, resolve_direction
+from .directions import WPCA, compute_pca, generator_key, resolve_direction, suggest_direction
 from .io import atomic_write, write_json
 from .masks import PRESETS, Box, preset
 from .metrics import pv_metric, trend
@@ -83,7 +83,7 @@ class EditRequest:
     checkpoint: Path = DEFAULT_GENERATOR
     seeds: list = field(default_factory=lambda: [0])
     box: str = "heart"
-    direction: str = "pc:0"
+    direction: str = "auto"
     method: str = "lo+dir"
     disease: str | None = None      # None: from the box preset
     sigma: float | None = None      # None: LOConfig defaults
@@ -110,8 +110,14 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
     G = load_generator(req.checkpoint)
     box = load_box(req.box, G.img_resolution)
     disease = req.disease or disease_for_box(req.box)
-    u, u_desc = (None, "none") if req.method == "lo" else resolve_direction(req.direction, pca_for(G), G.w_dim)
     cfg = req.config()
+    if req.method == "lo":
+        u, u_desc = None, "none"
+    elif req.direction == "auto":
+        u, best, _ = suggest_direction(G, pca_for(G), box, layers=cfg.layers)
+        u_desc = f"auto: PC {best['pc']} ({best['inside_share']:.0%} of its change inside the box)"
+    else:
+        u, u_desc = resolve_direction(req.direction, pca_for(G), G.w_dim)
     w_ref = reference_latents(G, req.seeds)
     traj = run_method(G, req.method, w_ref, box, u=u, config=cfg, progress=progress) if req.method != "linear" \
         else run_method(G, "linear", w_ref, box, u=u, config=cfg)

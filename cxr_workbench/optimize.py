@@ -103,6 +103,35 @@ def _prepare(G, w_ref: torch.Tensor, box: Box | None, config: LOConfig):
     return w_ref.detach().to(G.w_avg.device, torch.float32), layers
 
 
+def objective_terms(x_ref, images, box: Box, points, ref, u_flat, config: LOConfig) -> dict:
+    """The terms of Eq. 3 (+ Eq. 4 when ``u_flat`` is given), per reference.
+
+    x_ref: [R, C, H, W]; images: [R, n, C, H, W]; points: [R, n, D] moving layers flattened;
+    ref: [R, D]; u_flat: [D] unit or None. Returns dict of [R] tensors, ``total`` included.
+    """
+    targets = target_schedule(config.c, images.shape[1], config.schedule).to(images.device)
+    terms = dict(image=image_loss(x_ref, images, box, targets, config.distance).sum(1),
+                 spring1=spring_loss(points, 1, config.sigma), spring2=spring_loss(points, 2, config.sigma))
+    terms["angle"] = angle_loss(points, ref, u_flat, math.radians(config.theta_deg), config.angle_form) \
+        if u_flat is not None else torch.zeros_like(terms["image"])
+    terms["total"] = (config.alpha * terms["image"] + config.beta * terms["spring1"] + config.gamma * terms["spring2"]
+                      + (config.delta * terms["angle"] if u_flat is not None else 0))
+    return terms
+
+
+def evaluate_objective(G, traj: "Trajectory", box: Box, u: torch.Tensor | None, layers=None) -> dict:
+    """The objective of a finished trajectory, measured on ``layers`` (default: all W+ layers), so
+    trajectories found on different layer sets can be compared. Returns floats (mean over R)."""
+    layers = check_layers(layers, G.num_ws)
+    R, n = traj.points.shape[:2]
+    flat = lambda w: w[..., layers, :].reshape(*w.shape[:-2], -1)
+    u_flat = None if u is None else check_direction(u, G.w_dim).repeat(len(layers)) / math.sqrt(len(layers))
+    with torch.no_grad():
+        terms = objective_terms(traj.reference_images, traj.images, box, flat(traj.points), flat(traj.w_ref),
+                                u_flat, traj.config)
+    return {k: float(v.mean()) for k, v in terms.items()}
+
+
 def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, u: torch.Tensor | None = None,
                         config: LOConfig | None = None, progress: bool = True,
                         callback: Callable[[int, dict], bool | None] | None = None,
@@ -136,10 +165,8 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, u: torch.Tensor | None
     ref_sel = w_ref[:, layers].reshape(R, L * w_dim)
     with torch.no_grad():
         x_ref = G.synthesis(w_ref)
-    targets = target_schedule(config.c, n, config.schedule).to(device)
-    theta = math.radians(config.theta_deg)
     opt = torch.optim.Adam([offset], lr=config.lr)
-    history = {k: [] for k in ("total", "image", "spring1", "spring2", "angle")}
+    history = {k: [] for k in ("image", "spring1", "spring2", "angle", "total")}
     status, message = "max_steps", ""
     last_good = offset.detach().clone()
     t0 = time.perf_counter()
@@ -154,22 +181,15 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, u: torch.Tensor | None
     for step in bar:
         ws = full_ws(offset)
         images = G.synthesis(ws.reshape(R * n, G.num_ws, w_dim)).reshape(R, n, *x_ref.shape[1:])
-        points = ref_sel[:, None] + offset
-        l_img = image_loss(x_ref, images, box, targets, config.distance).sum(1)  # [R]
-        l_s1 = spring_loss(points, 1, config.sigma)
-        l_s2 = spring_loss(points, 2, config.sigma)
-        l_ang = angle_loss(points, ref_sel, u_flat, theta, config.angle_form) if u is not None \
-            else torch.zeros_like(l_img)
-        total = (config.alpha * l_img + config.beta * l_s1 + config.gamma * l_s2
-                 + (config.delta * l_ang if u is not None else 0)).sum()
+        terms = objective_terms(x_ref, images, box, ref_sel[:, None] + offset, ref_sel, u_flat, config)
+        total = terms["total"].sum()
         if not torch.isfinite(total):
             status, message = "nan", f"loss became non-finite at step {step}; kept the points of step {step - 1}"
             warnings.warn(message)
             break
         last_good = offset.detach().clone()
-        for k, v in (("total", total / R), ("image", l_img.mean()), ("spring1", l_s1.mean()),
-                     ("spring2", l_s2.mean()), ("angle", l_ang.mean())):
-            history[k].append(float(v.detach()))
+        for k, v in terms.items():
+            history[k].append(float(v.detach().mean()))
         if callback is not None and step % callback_every == 0:
             if callback(step, dict(step=step, images=images.detach(),
                                    **{k: v[-1] for k, v in history.items()})):

@@ -29,7 +29,7 @@ class SeverityOracle(nn.Module):
     """images [B, 1, R, R] in [-1, 1] -> dict of ctr [B], opacity_burden [B], kind_logits [B, 3],
     plausible_logit [B], features [B, 4 * width]."""
 
-    def __init__(self, resolution: int = 64, width: int = 32):
+    def __init__(self, resolution: int = 64, width: int = 16):
         super().__init__()
         self.config = dict(resolution=resolution, width=width)
         self.resolution = resolution

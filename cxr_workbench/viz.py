@@ -35,3 +35,128 @@ def strip_image(rows: list[torch.Tensor], box: Box | None = None, scale: int = 3
                 draw.rectangle([x0 + box.x0 * s, y0 + box.y0 * s, x0 + box.x1 * s - 1, y0 + box.y1 * s - 1],
                                outline=BOX_COLOUR, width=max(1, scale // 2))
     return canvas
+
+
+# --------------------------------------------------------------------------------------------
+# Matplotlib / plotly figures
+# --------------------------------------------------------------------------------------------
+
+def _draw_box(ax, box: Box | None, scale: float = 1.0):
+    import matplotlib.patches as patches
+    if box is not None:
+        s = scale
+        ax.add_patch(patches.Rectangle((box.x0 * s - 0.5, box.y0 * s - 0.5), box.width * s, box.height * s,
+                                       fill=False, edgecolor=np.array(BOX_COLOUR) / 255, linewidth=1.2))
+
+
+def comparison_figure(rows: dict, box: Box | None = None, differences: bool = True, title: str | None = None):
+    """Paper Fig. 3/5 layout: one row of images per method (label -> sequence [n, C, H, W], each
+    starting with the reference), each followed by its difference maps x_i - x_1 when asked.
+    Returns a matplotlib Figure."""
+    import matplotlib.pyplot as plt
+    labels = list(rows)
+    n = max(len(v) for v in rows.values())
+    n_rows = len(labels) * (2 if differences else 1)
+    fig, axes = plt.subplots(n_rows, n, figsize=(1.1 * n, 1.15 * n_rows + (0.4 if title else 0)), squeeze=False)
+    lim = max(float((v[1:] - v[:1]).abs().max()) for v in rows.values()) or 1.0
+    for i, label in enumerate(labels):
+        seq = rows[label].detach().float().cpu().mean(1).numpy()  # [n, H, W]
+        r = i * (2 if differences else 1)
+        for j in range(n):
+            for rr in ([r, r + 1] if differences else [r]):
+                axes[rr, j].axis("off")
+            if j >= len(seq):
+                continue
+            axes[r, j].imshow(seq[j], cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+            _draw_box(axes[r, j], box)
+            if differences:
+                axes[r + 1, j].imshow(seq[j] - seq[0], cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+                _draw_box(axes[r + 1, j], box)
+        axes[r, 0].set_title(label, loc="left", fontsize=8)
+        if differences:
+            axes[r + 1, 0].set_title("difference to reference", loc="left", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+def loss_figure(history: dict, title: str = "loss"):
+    """Loss terms against the step (log scale)."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4, 2.4))
+    for k, v in history.items():
+        if len(v) and max(v) > 0:
+            ax.plot(v, label=k, lw=1.5 if k == "total" else 1)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def umap_embedding(trajectories: dict, layers=None, seed: int = 0, n_neighbors: int = 15):
+    """2-d UMAP of latent trajectories (paper Fig. 4).
+
+    trajectories: label -> Trajectory; all points (and each reference) of all methods are embedded
+    together, on the given W+ layers (default: all). Returns a DataFrame with x, y, method,
+    reference, step (0 is the reference).
+    """
+    import pandas as pd
+    import umap
+    pts, meta = [], []
+    for label, traj in trajectories.items():
+        R, n = traj.points.shape[:2]
+        sel = slice(None) if layers is None else list(layers)
+        for r in range(R):
+            pts.append(traj.w_ref[r, sel].flatten()[None])
+            meta.append((label, r, 0))
+            pts.append(traj.points[r, :, sel].reshape(n, -1))
+            meta += [(label, r, i + 1) for i in range(n)]
+    X = torch.cat(pts).cpu().numpy()
+    emb = umap.UMAP(n_neighbors=min(n_neighbors, len(X) - 1), random_state=seed, n_jobs=1).fit_transform(X)
+    df = pd.DataFrame(meta, columns=["method", "reference", "step"])
+    df["x"], df["y"] = emb[:, 0], emb[:, 1]
+    return df
+
+
+def umap_figure(df, title: str = "UMAP of latent trajectories"):
+    """Matplotlib: one line per (method, reference), colour by method, the reference as a star."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 4))
+    colours = dict(zip(df["method"].unique(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for (method, ref), g in df.groupby(["method", "reference"]):
+        g = g.sort_values("step")
+        ax.plot(g["x"], g["y"], "-o", ms=2.5, lw=1, color=colours[method], alpha=0.8,
+                label=method if ref == df[df["method"] == method]["reference"].min() else None)
+        ax.plot(g["x"].iloc[0], g["y"].iloc[0], "*", ms=9, color="k")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def umap_plotly(df, title: str = "UMAP of latent trajectories"):
+    """Interactive plotly version of ``umap_figure`` (hover shows method, reference and step)."""
+    import plotly.express as px
+    d = df.assign(trajectory=df["method"] + " / ref " + df["reference"].astype(str)).sort_values(["trajectory", "step"])
+    fig = px.line(d, x="x", y="y", color="method", line_group="trajectory", markers=True,
+                  hover_data=["reference", "step"], title=title)
+    return fig
+
+
+def save_figure(fig, path, overwrite: bool = True):
+    """Save a matplotlib figure (PNG/PDF/SVG) or a plotly figure (HTML, self-contained for offline use) atomically."""
+    from pathlib import Path
+    from .io import atomic_write
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if hasattr(fig, "to_html"):
+        if suffix != ".html":
+            raise ValueError(f"{path}: plotly figures are saved as .html here (no image export engine)")
+        return atomic_write(path, lambda f: f.write(fig.to_html(include_plotlyjs=True)), "w", overwrite)
+    if suffix not in (".png", ".pdf", ".svg"):
+        raise ValueError(f"{path}: expected .png, .pdf or .svg for a matplotlib figure")
+    return atomic_write(path, lambda f: fig.savefig(f, format=suffix[1:], dpi=150), "wb", overwrite)

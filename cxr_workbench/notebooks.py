@@ -1,0 +1,54 @@
+"""Run the workbench notebooks headless: inject parameters after the cell tagged ``parameters``
+(as papermill does), execute with nbclient, and write the executed notebook as HTML."""
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import nbformat
+
+from .io import atomic_write
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def inject_parameters(nb, parameters: dict):
+    """Insert a cell with ``name = value`` lines right after the ``parameters`` cell."""
+    idx = next((i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if idx is None:
+        raise ValueError("notebook has no cell tagged 'parameters'")
+    known = {t.id for node in ast.parse(nb.cells[idx].source).body if isinstance(node, ast.Assign)
+             for t in node.targets if isinstance(t, ast.Name)}
+    unknown = set(parameters) - set(known)
+    if unknown:
+        raise ValueError(f"unknown notebook parameters {sorted(unknown)}; expected some of {sorted(known)}")
+    src = "# injected parameters\n" + "\n".join(f"{k} = {v!r}" for k, v in parameters.items())
+    cell = nbformat.v4.new_code_cell(src, metadata={"tags": ["injected-parameters"]})
+    nb.cells.insert(idx + 1, cell)
+    return nb
+
+
+def execute_notebook(path, parameters: dict | None = None, html_out=None, timeout: int = 900,
+                     overwrite: bool = True):
+    """Execute a notebook (in its own folder) and return the executed notebook node."""
+    from nbclient import NotebookClient
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    if parameters:
+        inject_parameters(nb, parameters)
+    env_backend = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "Agg"
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        if env_backend is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = env_backend
+    if html_out is not None:
+        from nbconvert import HTMLExporter
+        body, _ = HTMLExporter().from_notebook_node(nb)
+        atomic_write(html_out, lambda f: f.write(body), "w", overwrite)
+    return nb

@@ -1,0 +1,293 @@
+"""ipywidgets user interfaces: PC browser, ROI drawer, optimisation runner.
+
+Every widget keeps its state in plain attributes and ipywidgets traits, so it can be driven from
+Python (tests do exactly that) as well as by the mouse. Images are shown as PNG bytes in
+``ipywidgets.Image``; nothing here needs a running browser to compute.
+"""
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import ipywidgets as W
+import numpy as np
+import torch
+from PIL import Image
+
+from .directions import WPCA, apply_direction, rank_pcs_for_box, save_direction, synthesize
+from .masks import PRESETS, Box, preset
+from .optimize import LOConfig, optimize_trajectory, translate_along
+from .viz import loss_figure, strip_image
+
+DISPLAY_SCALE = 4  # 64-px images are shown at 256 px
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def figure_png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+class PCBrowser:
+    """Browse PCs of W around a reference: sliders in units of each PC's sigma, a layer range,
+    the PC ranking for a box, a strip preview of one PC, its sign, and "use as u"."""
+
+    def __init__(self, G, pca: WPCA, w_ref: torch.Tensor, box: Box | None = None, n_sliders: int = 8,
+                 direction_path=None):
+        self.G, self.pca, self.box = G, pca, box
+        self.w_ref = w_ref.reshape(1, G.num_ws, G.w_dim)
+        self.direction_path = Path(direction_path) if direction_path else None
+        self.u: torch.Tensor | None = None
+        self.u_source = ""
+        n_sliders = min(n_sliders, len(pca.components))
+        self.sliders = [W.FloatSlider(value=0.0, min=-3, max=3, step=0.25, description=f"PC {k}",
+                                      continuous_update=False, readout_format=".2f") for k in range(n_sliders)]
+        self.layers = W.IntRangeSlider(value=(0, G.num_ws - 1), min=0, max=G.num_ws - 1, description="layers")
+        self.pc = W.Dropdown(options=list(range(len(pca.components))), value=0, description="strip PC")
+        self.sign = W.ToggleButtons(options=[("+u", 1), ("-u", -1)], value=1, description="sign")
+        self.use = W.Button(description="use as u", button_style="success")
+        self.image = W.Image(format="png")
+        self.strip = W.Image(format="png")
+        self.ranking = W.HTML()
+        self.status = W.HTML()
+        for s in self.sliders:
+            s.observe(lambda _: self.redraw(), "value")
+        self.layers.observe(lambda _: self.refresh(), "value")
+        self.pc.observe(lambda _: self.draw_strip(), "value")
+        self.sign.observe(lambda _: self.draw_strip(), "value")
+        self.use.on_click(lambda _: self.use_direction())
+        self.widget = W.HBox([W.VBox([self.image, self.status]),
+                              W.VBox([self.layers, *self.sliders]),
+                              W.VBox([self.pc, self.sign, self.strip, self.use, self.ranking])])
+        self.refresh()
+
+    @property
+    def layer_list(self) -> list[int]:
+        lo, hi = self.layers.value
+        return list(range(lo, hi + 1))
+
+    def current_ws(self) -> torch.Tensor:
+        """W+ latent after the slider moves: [1, num_ws, w_dim]."""
+        ws = self.w_ref.clone()
+        for k, s in enumerate(self.sliders):
+            if s.value:
+                amount = s.value * float(self.pca.std[k])
+                ws = apply_direction(ws, self.pca.direction(k), [amount], self.layer_list)[:, 0]
+        return ws
+
+    def redraw(self):
+        img = synthesize(self.G, self.current_ws())
+        self.current_image = img[0]
+        self.image.value = png_bytes(strip_image([img], self.box, scale=DISPLAY_SCALE))
+
+    def draw_strip(self, sigmas=(-3, -1.5, 0, 1.5, 3)):
+        k, sign = self.pc.value, self.sign.value
+        amounts = torch.tensor(sigmas, dtype=torch.float32) * float(self.pca.std[k])
+        imgs = synthesize(self.G, apply_direction(self.w_ref, self.pca.direction(k, sign), amounts, self.layer_list))[0]
+        self.strip_images = imgs
+        self.strip.value = png_bytes(strip_image([imgs], self.box, scale=2))
+
+    def draw_ranking(self, n_pcs: int = 10):
+        if self.box is None:
+            self.rows = []
+            self.ranking.value = "<i>draw a box to rank PCs by how local they are to it</i>"
+            return
+        self.rows = rank_pcs_for_box(self.G, self.w_ref, self.pca, self.box, n_pcs=n_pcs, layers=self.layer_list)
+        body = "".join(f"<tr><td>{r['pc']}</td><td>{r['inside_share']:.2f}</td><td>{r['lift']:.2f}</td>"
+                       f"<td>{'+u' if r['box_change'] > 0 else '-u'} brightens</td></tr>" for r in self.rows[:6])
+        self.ranking.value = ("<b>PCs local to the box</b><table><tr><th>PC</th><th>share</th><th>lift</th>"
+                              f"<th>sign</th></tr>{body}</table>")
+
+    def set_box(self, box: Box | None):
+        self.box = box
+        self.refresh()
+
+    def refresh(self):
+        self.redraw()
+        self.draw_strip()
+        self.draw_ranking()
+
+    def use_direction(self) -> torch.Tensor:
+        """Hand PC ``pc`` with ``sign`` to the next step (and save it for the CLI, if a path is set)."""
+        k, sign = self.pc.value, self.sign.value
+        self.u = self.pca.direction(k, sign)
+        self.u_source = f"PC {k} (sign {sign:+d})"
+        msg = f"u = {self.u_source}"
+        if self.direction_path is not None:
+            save_direction(self.direction_path, self.u, source=self.u_source)
+            msg += f", saved to {self.direction_path}"
+        self.status.value = msg
+        return self.u
+
+
+class ROIDrawer:
+    """Draw the box on the reference image (mouse, via jupyter-bbox-widget), pick a preset, or type
+    pixel coordinates; all three stay in sync. Invalid boxes are reported, never applied."""
+
+    def __init__(self, image: torch.Tensor, box: Box | None = None, json_path="box.json"):
+        from jupyter_bbox_widget import BBoxWidget
+        self.resolution = image.shape[-1]
+        self._image = image
+        self.box: Box | None = None
+        self.fields = {k: W.BoundedIntText(min=0, max=self.resolution, description=k, layout=W.Layout(width="140px"))
+                       for k in ("x0", "y0", "x1", "y1")}
+        self.presets = W.Dropdown(options=["(custom)"] + list(PRESETS), value="(custom)", description="preset")
+        self.message = W.HTML()
+        self.path = W.Text(value=str(json_path), description="JSON")
+        self.save_button, self.load_button = W.Button(description="save"), W.Button(description="load")
+        self.canvas = BBoxWidget(image="data:image/png;base64," + self._encode(), classes=["roi"], hide_buttons=True)
+        self._syncing = False
+        for f in self.fields.values():
+            f.observe(lambda _: self._from_fields(), "value")
+        self.presets.observe(lambda ch: self.set_preset(ch["new"]) if ch["new"] != "(custom)" else None, "value")
+        self.canvas.observe(lambda _: self._from_canvas(), "bboxes")
+        self.save_button.on_click(lambda _: self.save())
+        self.load_button.on_click(lambda _: self.load())
+        self.widget = W.HBox([self.canvas, W.VBox([self.presets, *self.fields.values(), self.message,
+                                                   self.path, W.HBox([self.save_button, self.load_button])])])
+        if box is not None:
+            self.set_box(box)
+
+    def _encode(self) -> str:
+        import base64
+        return base64.b64encode(png_bytes(strip_image([self._image[None]], None, scale=DISPLAY_SCALE))).decode()
+
+    def set_box(self, box: Box):
+        """Apply a box everywhere (fields, canvas)."""
+        box = box.at_resolution(self.resolution)
+        self.box = box
+        self._syncing = True
+        try:
+            for k in self.fields:
+                self.fields[k].value = getattr(box, k)
+            s = DISPLAY_SCALE
+            self.canvas.bboxes = [dict(x=box.x0 * s, y=box.y0 * s, width=box.width * s, height=box.height * s,
+                                       label="roi")]
+        finally:
+            self._syncing = False
+        self.message.value = f"box {box.x0},{box.y0} - {box.x1},{box.y1} ({box.width}x{box.height} px)"
+
+    def set_preset(self, name: str):
+        self.set_box(preset(name, self.resolution))
+
+    def _try(self, make):
+        try:
+            box = make()
+        except (ValueError, TypeError) as e:
+            self.message.value = f"<span style='color:#b00'>{e}</span>"
+            return
+        self.set_box(box)
+
+    def _from_fields(self):
+        if not self._syncing:
+            self._try(lambda: Box(*(int(self.fields[k].value) for k in ("x0", "y0", "x1", "y1")), self.resolution))
+
+    def _from_canvas(self):
+        if self._syncing or not self.canvas.bboxes:
+            return
+        b, s = self.canvas.bboxes[-1], DISPLAY_SCALE
+        self._try(lambda: Box(round(b["x"] / s), round(b["y"] / s), round((b["x"] + b["width"]) / s),
+                              round((b["y"] + b["height"]) / s), self.resolution))
+
+    def save(self):
+        if self.box is None:
+            self.message.value = "<span style='color:#b00'>no valid box to save</span>"
+            return None
+        return self.box.save(self.path.value)
+
+    def load(self):
+        self._try(lambda: Box.load(self.path.value))
+
+
+class OptimizationRunner:
+    """Method and hyper-parameters, run/stop, progress, live loss plot and strip; Baseline LO and
+    LO + direction (and linear translation) side by side when ``compare`` is ticked."""
+
+    def __init__(self, G, w_ref: torch.Tensor, box: Box, u: torch.Tensor | None = None,
+                 config: LOConfig | None = None, update_every: int = 10):
+        self.G, self.w_ref, self.box, self.u = G, w_ref.reshape(-1, G.num_ws, G.w_dim), box, u
+        cfg = config or LOConfig()
+        self.update_every = update_every
+        self.method = W.Dropdown(options=["lo+dir", "lo"], value="lo+dir" if u is not None else "lo",
+                                 description="method")
+        self.compare = W.Checkbox(value=False, description="side by side (LO, linear, LO + dir)")
+        self.sigma = W.FloatText(value=cfg.sigma, description="sigma")
+        self.theta = W.FloatText(value=cfg.theta_deg, description="theta' (deg)")
+        self.c = W.FloatText(value=cfg.c, description="c")
+        self.max_steps = W.IntText(value=cfg.max_steps, description="max steps")
+        self.run_button = W.Button(description="run", button_style="primary")
+        self.stop_button = W.Button(description="stop", button_style="warning")
+        self.progress = W.IntProgress(min=0, max=cfg.max_steps, description="step")
+        self.loss_plot, self.strip = W.Image(format="png"), W.Image(format="png")
+        self.message = W.HTML()
+        self.base_config = cfg
+        self.results: dict = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.run_button.on_click(lambda _: self.run(block=False))
+        self.stop_button.on_click(lambda _: self._stop.set())
+        self.widget = W.VBox([W.HBox([self.method, self.compare]),
+                              W.HBox([self.sigma, self.theta, self.c, self.max_steps]),
+                              W.HBox([self.run_button, self.stop_button, self.progress]), self.message,
+                              W.HBox([self.loss_plot, self.strip])])
+
+    def config(self) -> LOConfig:
+        return replace(self.base_config, sigma=float(self.sigma.value), theta_deg=float(self.theta.value),
+                       c=float(self.c.value), max_steps=int(self.max_steps.value)).validate()
+
+    def _callback(self, label):
+        def cb(step, info):
+            self.progress.value = step
+            self.strip.value = png_bytes(strip_image([info["images"][0]], self.box, scale=2))
+            self.message.value = f"{label}: step {step}, loss {info['total']:.4f}"
+            return self._stop.is_set()
+        return cb
+
+    def _run(self):
+        try:
+            cfg = self.config()
+            self.progress.max = cfg.max_steps
+            methods = ["lo", "lo+dir"] if self.compare.value else [self.method.value]
+            if any(m == "lo+dir" for m in methods) and self.u is None:
+                raise ValueError("LO + direction needs a direction u (pick one in the PC browser)")
+            self.results = {}
+            for m in methods:
+                self.results[m] = optimize_trajectory(self.G, self.w_ref, self.box, u=self.u if m == "lo+dir" else None,
+                                                      config=cfg, progress=False, callback=self._callback(m),
+                                                      callback_every=self.update_every)
+                self.loss_plot.value = figure_png(loss_figure(self.results[m].history, title=m))
+                if self._stop.is_set():
+                    break
+            if self.compare.value and self.u is not None:
+                self.results["linear"] = translate_along(self.G, self.w_ref, self.u, cfg)
+            order = [m for m in ("lo", "linear", "lo+dir") if m in self.results]
+            self.strip.value = png_bytes(strip_image([self.results[m].sequence(0) for m in order], self.box, scale=2))
+            self.message.value = "; ".join(f"{m}: {t.steps} steps, {t.status}, {t.wall_time:.1f} s"
+                                           for m, t in self.results.items())
+        except Exception as e:  # shown in the widget: a background thread has nowhere else to report
+            self.message.value = f"<span style='color:#b00'>{type(e).__name__}: {e}</span>"
+            self.error = e
+
+    def run(self, block: bool = True):
+        """Run with the current settings; in a thread when ``block`` is False (the run button)."""
+        if self._thread is not None and self._thread.is_alive():
+            self.message.value = "already running"
+            return
+        self._stop.clear()
+        self.error = None
+        if block:
+            self._run()
+        else:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self.results

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from cxr_workbench.directions import (WPCA, apply_direction, compute_pca, parse_layers, pc_strip,
+                                      rank_pcs_for_box, resolve_direction, save_direction)
+from cxr_workbench.masks import Box
+from cxr_workbench.stylegan2 import Generator
+
+BOX = Box(0, 0, 8, 8, resolution=16)
+
+
+@pytest.fixture(scope="module")
+def G():
+    torch.manual_seed(0)
+    return Generator(img_resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_max=16).eval()
+
+
+def test_pca_orthonormal_sorted_cached(G, tmp_path):
+    pca = compute_pca(G, n_samples=3000, cache_dir=tmp_path)
+    C = pca.components
+    torch.testing.assert_close(C @ C.T, torch.eye(8), atol=1e-4, rtol=0)
+    assert (pca.std[:-1] >= pca.std[1:]).all()
+    assert len(list(tmp_path.glob("pca_*.pt"))) == 1
+    again = compute_pca(G, n_samples=3000, cache_dir=tmp_path)
+    torch.testing.assert_close(again.components, C)
+    inc = compute_pca(G, n_samples=3000, incremental=True, batch=500)
+    cos = (inc.components[:3] * C[:3]).sum(1).abs()
+    assert (cos > 0.99).all(), cos
+
+
+class BoxOrOutside(torch.nn.Module):
+    """w[0] paints the top-left quarter, w[1] the rest (a perfectly disentangled toy generator)."""
+    num_ws, w_dim, img_resolution, img_channels = 2, 4, 16, 1
+
+    def synthesis(self, ws):
+        m = BOX.mask()
+        return (ws[:, 0, 0, None, None] * m + ws[:, 0, 1, None, None] * (1 - m))[:, None]
+
+
+def test_ranking_finds_the_local_pc():
+    eye = torch.eye(4)
+    pca = WPCA(mean=torch.zeros(4), components=eye[[1, 0, 2, 3]], std=torch.ones(4),
+               explained_variance_ratio=torch.full((4,), 0.25), n_samples=0, seed=0, generator_key="toy")
+    rows = rank_pcs_for_box(BoxOrOutside(), torch.zeros(2, 2, 4), pca, BOX, n_pcs=4)
+    assert rows[0]["pc"] == 1 and rows[0]["inside_share"] == pytest.approx(1.0)
+    assert rows[0]["lift"] == pytest.approx(4.0) and rows[0]["box_change"] == pytest.approx(4.0)
+    assert {r["pc"]: r["inside_share"] for r in rows}[0] == pytest.approx(0.0)
+
+
+def test_apply_direction_and_strip(G):
+    w = torch.zeros(1, G.num_ws, 8)
+    u = torch.zeros(8)
+    u[2] = 1
+    ws = apply_direction(w, u, [-1.0, 2.0], layers=[0, 3])
+    assert ws.shape == (1, 2, G.num_ws, 8)
+    assert ws[0, 1, 3, 2] == 2.0 and ws[0, 0, 0, 2] == -1.0 and ws[0, 1, 1].abs().sum() == 0
+    pca = compute_pca(G, n_samples=500)
+    strip = pc_strip(G, G.mapping(torch.randn(1, 8))[0], pca, 0, sigmas=(-2, 0, 2))
+    assert strip.shape == (3, 1, 16, 16)
+    assert (strip[0] - strip[2]).abs().max() > 0
+
+
+def test_direction_specs(tmp_path, G):
+    pca = compute_pca(G, n_samples=500)
+    u, desc = resolve_direction("pc:2:-1", pca, 8)
+    torch.testing.assert_close(u, -pca.components[2])
+    save_direction(tmp_path / "u.pt", torch.arange(8.0), source="test")
+    u2, desc2 = resolve_direction(str(tmp_path / "u.pt"), None, 8)
+    assert desc2 == "test" and u2.norm() == pytest.approx(1.0)
+    np.save(tmp_path / "u.npy", np.ones(8))
+    assert resolve_direction(str(tmp_path / "u.npy"), None, 8)[0].norm() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="pc=40"):
+        resolve_direction("pc:40", pca, 8)
+    np.save(tmp_path / "u9.npy", np.ones(9))
+    with pytest.raises(ValueError, match="9 values"):
+        resolve_direction(str(tmp_path / "u9.npy"), None, 8)
+    assert parse_layers("0-2,5") == [0, 1, 2, 5]
+    with pytest.raises(ValueError, match="layers='a-b'"):
+        parse_layers("a-b")

@@ -1,0 +1,115 @@
+import io
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+matplotlib.use("Agg")
+
+from cxr_workbench.directions import compute_pca
+from cxr_workbench.masks import Box, preset
+from cxr_workbench.optimize import LOConfig, optimize_trajectory, reference_latents, translate_along
+from cxr_workbench.stylegan2 import Generator
+from cxr_workbench.viz import comparison_figure, save_figure, strip_image, umap_embedding, umap_figure, umap_plotly
+from cxr_workbench.widgets import OptimizationRunner, PCBrowser, ROIDrawer
+
+FAST = LOConfig(n=4, max_steps=12, min_steps=5, layers=(0, 1, 2))
+
+
+@pytest.fixture(scope="module")
+def G():
+    torch.manual_seed(0)
+    return Generator(img_resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channel_max=16).eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def pca(G):
+    return compute_pca(G, n_samples=1000)
+
+
+def png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_pc_browser_slider_sign_and_use(G, pca, tmp_path):
+    box = preset("heart", 16)
+    b = PCBrowser(G, pca, reference_latents(G, [0])[0], box=box, n_sliders=4, direction_path=tmp_path / "u.pt")
+    before = b.current_image.clone()
+    b.sliders[0].value = 2.0  # moving a slider redraws
+    assert (b.current_image - before).abs().max() > 0
+    assert png(b.image.value).shape == (64, 64, 3)
+    assert len(b.rows) == 10 and b.rows[0]["inside_share"] >= b.rows[-1]["inside_share"]
+    assert "PCs local to the box" in b.ranking.value
+    b.pc.value, b.sign.value = 2, -1
+    strip = b.strip_images.clone()
+    u = b.use_direction()
+    torch.testing.assert_close(u, -pca.components[2])
+    assert torch.load(tmp_path / "u.pt", weights_only=True)["source"] == "PC 2 (sign -1)"
+    b.layers.value = (0, 0)  # fewer layers -> a different strip
+    assert (b.strip_images - strip).abs().max() > 0
+
+
+def test_roi_drawer_sync_validation_and_json(G, tmp_path):
+    d = ROIDrawer(G.synthesis(reference_latents(G, [0]))[0], json_path=tmp_path / "box.json")
+    d.presets.value = "heart"
+    assert d.box == preset("heart", 16)
+    assert d.canvas.bboxes[0]["x"] == d.box.x0 * 4
+    d.fields["x1"].value = 15  # typing updates the box and the canvas
+    assert d.box.x1 == 15 and d.canvas.bboxes[0]["width"] == (15 - d.box.x0) * 4
+    d.canvas.bboxes = [dict(x=8, y=8, width=32, height=24, label="roi")]  # mouse drawing
+    assert (d.box.x0, d.box.y0, d.box.x1, d.box.y1) == (2, 2, 10, 8)
+    assert d.fields["x1"].value == 10
+    good = d.box
+    d.fields["x1"].value = 1  # x1 < x0: reported, not applied
+    assert "empty or outside" in d.message.value and d.box == good
+    d.set_box(good)
+    d.save()
+    d.set_preset("lung_lower_left")
+    d.load()
+    assert d.box == good
+
+
+def test_runner_side_by_side_and_stop(G, pca):
+    box = preset("heart", 16)
+    r = OptimizationRunner(G, reference_latents(G, [1]), box, u=pca.direction(0), config=FAST, update_every=2)
+    r.compare.value = True
+    r.sigma.value = 0.5
+    res = r.run(block=True)
+    assert set(res) == {"lo", "lo+dir", "linear"} and r.error is None
+    assert res["lo+dir"].config.sigma == 0.5
+    assert png(r.loss_plot.value).ndim == 3 and png(r.strip.value).shape[0] > 3 * 32
+    r.compare.value = False
+    r.stop_button.click()  # a stop pressed before the run does not stick ...
+    r.run(block=True)
+    assert r.results["lo+dir"].status != "stopped"
+    r._stop.set()  # ... a stop during the run ends it at the next update
+    r._run()
+    assert r.results["lo+dir"].status == "stopped"
+    r.theta.value = 200.0
+    r.run(block=True)
+    assert "theta_deg=200.0" in r.message.value
+
+
+def test_figures_have_content(G, pca, tmp_path):
+    box = Box(4, 4, 12, 12, 16)
+    w = reference_latents(G, [0, 1])
+    lo = optimize_trajectory(G, w, box, config=FAST, progress=False)
+    lin = translate_along(G, w, pca.direction(0), FAST)
+    img = np.asarray(strip_image([lo.sequence(0), lin.sequence(0)], box, scale=2))
+    assert img.shape == (2 * 32 + 2, 5 * 32 + 4 * 2, 3)
+    assert (img[:, :32] == [40, 220, 80]).all(-1).sum() > 20  # box outline on the first tile
+    fig = comparison_figure({"Baseline LO": lo.sequence(0), "Linear": lin.sequence(0)}, box)
+    assert len(fig.axes) == 4 * 5 and fig.axes[0].get_title(loc="left") == "Baseline LO"
+    path = save_figure(fig, tmp_path / "fig.png")
+    assert np.asarray(Image.open(path)).std() > 10
+    save_figure(fig, tmp_path / "fig.pdf")
+    assert (tmp_path / "fig.pdf").read_bytes()[:4] == b"%PDF"
+    emb = umap_embedding({"lo": lo, "linear": lin})
+    assert len(emb) == 2 * 2 * 5 and set(emb["method"]) == {"lo", "linear"} and emb["x"].std() > 0
+    assert len(umap_figure(emb).axes[0].lines) == 2 * 2 * 2
+    html = save_figure(umap_plotly(emb), tmp_path / "u.html").read_text()
+    assert "plotly" in html and "ref 1" in html
+    with pytest.raises(ValueError, match="expected .png"):
+        save_figure(fig, tmp_path / "fig.gif")
