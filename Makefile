@@ -16,10 +16,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/cxr-workbench sample --seeds 0-15 --out $(OUT)/grid.png --overwrite
+	$(BIN)/cxr-workbench quickstart --out $(OUT)/quickstart --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python benchmarks/bench_modconv.py
+	$(BIN)/python benchmarks/bench_optimize.py
+	$(BIN)/python benchmarks/bench_slider.py
+	$(BIN)/python benchmarks/quality.py

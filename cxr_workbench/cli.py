@@ -1,4 +1,4 @@
-"""Command line: ``cxr-workbench {sample, edit, train, ship} ...`` (batch runs of what the notebooks do)."""
+"""Command line: ``cxr-workbench {quickstart, sample, edit, train, ship} ...`` (batch runs of what the notebooks do)."""
 from __future__ import annotations
 
 import argparse
@@ -74,9 +74,32 @@ def cmd_ship(args) -> int:
     return 0
 
 
+def cmd_quickstart(args) -> int:
+    from .notebooks import NOTEBOOK_DIR, execute_notebook
+    out = args.out.resolve()
+    html = out / "00_quickstart.html"
+    if html.exists() and not args.overwrite:
+        raise FileExistsError(f"{html} exists; pass --overwrite or choose another --out")
+    execute_notebook(NOTEBOOK_DIR / "00_quickstart.ipynb",
+                     dict(OUT_DIR=str(out), SEED=args.seed, BOX=args.box, MAX_STEPS=args.max_steps), html_out=html)
+    for p in sorted(out.iterdir()):
+        print(p)
+    print(f"\nOpen the executed notebook: {html}\n"
+          f"Explore interactively:     .venv/bin/jupyter lab {NOTEBOOK_DIR}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxr-workbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("quickstart", help="run notebooks/00_quickstart headless: figures + HTML into --out")
+    q.add_argument("--out", type=Path, default=Path("out/quickstart"))
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--box", default="heart")
+    q.add_argument("--max-steps", type=int, default=300)
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(func=cmd_quickstart)
 
     s = sub.add_parser("sample", help="write a grid of generated images")
     s.add_argument("--checkpoint", type=Path, help="ours, rosinality .pt or NVlabs .pkl (default: shipped)")

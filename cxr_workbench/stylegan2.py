@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # Faster formulation per device type, from benchmarks/bench_modconv.py (see the README figures).
-DEFAULT_MODCONV = {"cpu": "input", "cuda": "grouped"}
+DEFAULT_MODCONV = {"cpu": "input", "cuda": "input"}  # cuda: not measured here (no GPU lent)
 
 SQRT2 = math.sqrt(2.0)
 
@@ -74,22 +74,36 @@ def downsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return upfirdn2d(x, f, down=2, pad=((k - 1) // 2, k // 2, (k - 1) // 2, k // 2))
 
 
-def _conv(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, up: bool, groups: int = 1) -> torch.Tensor:
-    """k x k 'same' convolution, optionally fused with 2x FIR upsampling (transposed conv + blur).
+def _up_phase_kernels(w: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Fold "transposed 3x3 conv (stride 2) + FIR blur (gain 4)" into 4 polyphase 3x3 kernels.
 
-    w: [O, I/groups, k, k]. With ``up`` the result is [N, O, 2H, 2W].
+    w: [O, I, 3, 3] (applied as a transposed conv, unflipped); f: [4, 4]. Returns [O * 4, I, 3, 3],
+    phase (a, b) at channel o * 4 + 2a + b, so ``pixel_shuffle(conv2d(x, K, padding=1), 2)``
+    equals ``upfirdn2d(conv_transpose2d(x, w^T, stride=2), f, pad=1, gain=4)`` exactly.
+    """
+    o, i, k, _ = w.shape
+    if k != 3 or f.shape != (4, 4):
+        raise ValueError(f"polyphase up-conv needs a 3x3 kernel and a 4x4 filter, got {k}x{k} and {tuple(f.shape)}")
+    g = (f * 4).flip([0, 1]).to(w)
+    full = w.new_zeros(o, i, 6, 6)  # combined kernel, offsets -2..3
+    for qy in range(4):
+        for qx in range(4):
+            full[:, :, 3 - qy:6 - qy, 3 - qx:6 - qx] += w * g[qy, qx]
+    taps = [[4, 2, 0], [5, 3, 1]]  # kernel index j -> offset 2 - 2j + a (+2)
+    phases = [full[:, :, taps[a]][:, :, :, taps[b]] for a in (0, 1) for b in (0, 1)]
+    return torch.stack(phases, 1).reshape(o * 4, i, 3, 3)
+
+
+def _conv(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, up: bool, groups: int = 1) -> torch.Tensor:
+    """k x k 'same' convolution, optionally fused with 2x FIR upsampling (polyphase, see above).
+
+    w: [O, I/groups, k, k]. With ``up`` the result is [N, O/groups*groups, 2H, 2W].
     """
     k = w.shape[-1]
     if not up:
         return F.conv2d(x, w, padding=k // 2, groups=groups)
-    o, i_g = w.shape[:2]
-    # Transposed conv wants [I, O/groups, k, k]; regroup per sample for the grouped form.
-    wt = w.reshape(groups, o // groups, i_g, k, k).transpose(1, 2).reshape(groups * i_g, o // groups, k, k)
-    x = F.conv_transpose2d(x, wt, stride=2, groups=groups)  # [N, O, 2H+k-2, 2W+k-2]
-    fk = f.shape[0]
-    p0 = (fk + 1) // 2 + k // 2 - (k - 1)
-    p1 = (fk - 2) // 2 + k // 2 - (k - 2)
-    return upfirdn2d(x, f, pad=(p0, p1, p0, p1), gain=4)
+    y = F.conv2d(x, _up_phase_kernels(w, f), padding=1, groups=groups)  # [N, 4 O, H, W]
+    return F.pixel_shuffle(y, 2)
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,

@@ -1,0 +1,20 @@
+"""Benchmarks stay runnable (tiny settings); their figures are read by people, not asserted."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args):
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_bench_modconv_runs():
+    assert "grouped/input" in run("benchmarks/bench_modconv.py", "--repeats", "1", "--batch", "2")
+
+
+def test_bench_slider_runs():
+    assert "slider move" in run("benchmarks/bench_slider.py", "--repeats", "2")
