@@ -181,10 +181,13 @@ def rosinality_key_map(img_resolution: int, n_mapping: int) -> dict[str, str | N
         m[f"style.{i + 1}.bias"] = f"mapping.fc{i}.bias"
     m["input.input"] = "synthesis.b4.const"
 
-    def styled(src: str, dst: str, noise_idx: int, up: bool):
+    def modulated(src: str, dst: str):
         m[f"{src}.conv.weight"] = f"{dst}.weight"
         m[f"{src}.conv.modulation.weight"] = f"{dst}.affine.weight"
         m[f"{src}.conv.modulation.bias"] = f"{dst}.affine.bias"
+
+    def styled(src: str, dst: str, noise_idx: int, up: bool):
+        modulated(src, dst)
         m[f"{src}.noise.weight"] = f"{dst}.noise_strength"
         m[f"{src}.activate.bias"] = f"{dst}.bias"
         m[f"noises.noise_{noise_idx}"] = f"{dst}.noise_const"
@@ -192,9 +195,7 @@ def rosinality_key_map(img_resolution: int, n_mapping: int) -> dict[str, str | N
             m[f"{src}.conv.blur.kernel"] = None
 
     def torgb(src: str, dst: str, up: bool):
-        m[f"{src}.conv.weight"] = f"{dst}.weight"
-        m[f"{src}.conv.modulation.weight"] = f"{dst}.affine.weight"
-        m[f"{src}.conv.modulation.bias"] = f"{dst}.affine.bias"
+        modulated(src, dst)
         m[f"{src}.bias"] = f"{dst}.bias"
         if up:
             m[f"{src}.upsample.kernel"] = None

@@ -8,12 +8,12 @@ from PIL import Image
 from cxr_workbench.notebooks import NOTEBOOK_DIR, execute_notebook, inject_parameters
 
 SMALL = {
-    "00_quickstart": dict(MAX_STEPS=40),
-    "01_the_generator": dict(N_QUALITY=200),
+    "00_quickstart": dict(MAX_STEPS=15),
+    "01_the_generator": dict(N_QUALITY=100),
     "02_pc_browser": dict(),
-    "03_mask_and_edit": dict(MAX_STEPS=40),
-    "04_umap_trajectories": dict(SEEDS=[0, 1], MAX_STEPS=30),
-    "05_pv_table": dict(SEEDS=[0, 1], SIGMAS=[0.3, 1.0], MAX_STEPS=30),
+    "03_mask_and_edit": dict(MAX_STEPS=15),
+    "04_umap_trajectories": dict(SEEDS=[0, 1], MAX_STEPS=10),
+    "05_pv_table": dict(SEEDS=[0, 1], SIGMAS=[0.3], MAX_STEPS=10),
 }
 FIGURES = {
     "00_quickstart": ["samples.png", "comparison.png", "metrics.csv"],
