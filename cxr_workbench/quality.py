@@ -71,13 +71,19 @@ def model_card_markdown(card: dict) -> str:
         lines += ["", "(the phantoms row uses the first draw's statistics; FD is the first draw vs a second draw)"]
     if card.get("oracle"):
         lines += ["", "## Severity oracle (held-out phantoms)", "", f"```\n{json.dumps(card['oracle'], indent=2)}\n```"]
-    lines += ["", "Sample grid: `data/samples.png` (seeds 0-31)."]
+    lines += ["", "Sample grid: `data/samples.png` (seeds 0-31).", "",
+              "## Resuming training", "",
+              "`data/training/snapshot.pt` is the full training state (G, D, EMA generator, optimisers, RNG)",
+              "at the kimg above. To train further and ship the result:", "",
+              "    mkdir -p runs/default64 && cp data/training/snapshot.pt runs/default64/",
+              "    .venv/bin/cxr-workbench train --run-dir runs/default64 --kimg 300",
+              "    .venv/bin/cxr-workbench ship --run-dir runs/default64 --overwrite"]
     return "\n".join(lines) + "\n"
 
 
 def ship_generator(run_dir, data_dir, oracle, n: int = 2000, overwrite: bool = False) -> list[Path]:
     """Copy a run's EMA generator into ``data_dir`` with its quality figures, the PCA of W, a
-    sample grid and a markdown model card."""
+    sample grid, a markdown model card, and the run's training snapshot (for resuming)."""
     from .train import sample_grid
     from .checkpoints import load_generator
     run_dir, data_dir = Path(run_dir), Path(data_dir)
@@ -91,5 +97,7 @@ def ship_generator(run_dir, data_dir, oracle, n: int = 2000, overwrite: bool = F
     out = [save_checkpoint(data_dir / "generator.pt", {**data, "model_card": card}, overwrite=overwrite)]
     out.append(compute_pca(load_generator(out[0]), n_samples=20000).save(data_dir / "pca.pt", overwrite=overwrite))
     out.append(save_png(data_dir / "samples.png", sample_grid(G, range(32)), overwrite=overwrite))
+    snapshot = (run_dir / "snapshot.pt").read_bytes()
+    out.append(atomic_write(data_dir / "training" / "snapshot.pt", lambda f: f.write(snapshot), "wb", overwrite))
     out.append(atomic_write(data_dir / "MODEL_CARD.md", lambda f: f.write(model_card_markdown(card)), "w", overwrite))
     return out

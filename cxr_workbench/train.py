@@ -176,7 +176,7 @@ def train(cfg: TrainConfig, run_dir, images: torch.Tensor | None = None, resume:
             state["snapshots"].append(dict(kimg=kimg, wall_time=state["wall_time"],
                                            loss_G=loss_G.item(), loss_D=loss_D.item()))
             G_cpu = copy.deepcopy(G_ema).float().cpu()
-            save_png(run_dir / f"samples_{kimg:07.1f}kimg.png", sample_grid(G_cpu, range(32)))
+            save_png(run_dir / f"samples_{kimg:09.3f}kimg.png", sample_grid(G_cpu, range(32)))
             card = dict(training_data=f"{cfg.dataset_size} procedural phantoms (cxr_workbench.phantom)",
                         kimg=kimg, wall_time_s=round(state["wall_time"], 1), machine=machine_description(),
                         train_config=asdict(cfg))

@@ -57,7 +57,7 @@ def comparison_figure(rows: dict, box: Box | None = None, differences: bool = Tr
     labels = list(rows)
     n = max(len(v) for v in rows.values())
     n_rows = len(labels) * (2 if differences else 1)
-    fig, axes = plt.subplots(n_rows, n, figsize=(1.1 * n, 1.15 * n_rows + (0.4 if title else 0)), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n, figsize=(1.1 * n, 1.3 * n_rows + (0.4 if title else 0)), squeeze=False)
     lim = max(float((v[1:] - v[:1]).abs().max()) for v in rows.values()) or 1.0
     for i, label in enumerate(labels):
         seq = rows[label].detach().float().cpu().mean(1).numpy()  # [n, H, W]

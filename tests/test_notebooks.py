@@ -18,7 +18,7 @@ SMALL = {
 FIGURES = {
     "00_quickstart": ["samples.png", "comparison.png", "metrics.csv"],
     "01_the_generator": ["severity_distributions.png"],
-    "02_pc_browser": ["pc_strips.png"],
+    "02_pc_browser": ["pc_strips.png", "u.pt"],
     "03_mask_and_edit": ["figure3.png", "figure3.pdf", "box.json"],
     "04_umap_trajectories": ["umap.png", "umap.html"],
     "05_pv_table": ["pv_runs.csv"],
@@ -44,7 +44,10 @@ def test_unknown_parameter_is_refused():
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_notebook_runs(name, tmp_path):
     out = tmp_path / "out"
-    nb = execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", dict(SMALL[name], OUT_DIR=str(out)),
+    params = dict(SMALL[name], OUT_DIR=str(out))
+    if name == "02_pc_browser":
+        params["DIRECTION_FILE"] = str(out / "u.pt")
+    nb = execute_notebook(NOTEBOOK_DIR / f"{name}.ipynb", params,
                           html_out=tmp_path / f"{name}.html")
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors

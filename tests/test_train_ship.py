@@ -1,0 +1,44 @@
+import json
+
+import pytest
+import torch
+
+from cxr_workbench.checkpoints import load_generator, model_card, read_checkpoint
+from cxr_workbench.oracle import SeverityOracle, save_oracle
+from cxr_workbench.quality import ship_generator
+from cxr_workbench.train import TrainConfig, train
+
+TINY = dict(resolution=16, z_dim=16, w_dim=16, mapping_layers=1, channel_base=256, channel_max=32,
+            batch=8, dataset_size=64, snapshot_kimg=0.016, kimg=0.048)
+
+
+def test_training_stops_resumes_and_refuses_other_configs(tmp_path):
+    cfg = TrainConfig(**TINY)
+    train(cfg, tmp_path / "run", progress=False, stop_after_kimg=0.016)  # a "kill" after one snapshot
+    snap = read_checkpoint(tmp_path / "run" / "snapshot.pt")
+    assert snap["state"]["images_seen"] == 16 and len(snap["state"]["snapshots"]) == 1
+    path = train(cfg, tmp_path / "run", progress=False)  # resumes, finishes
+    snap = read_checkpoint(tmp_path / "run" / "snapshot.pt")
+    assert snap["state"]["images_seen"] == 48 and [s["kimg"] for s in snap["state"]["snapshots"]] == [0.016, 0.032, 0.048]
+    assert model_card(path)["kimg"] == 0.048
+    G = load_generator(path)
+    assert G(torch.randn(2, 16)).shape == (2, 1, 16, 16)
+    assert len(list((tmp_path / "run").glob("samples_*.png"))) == 3
+    with pytest.raises(ValueError, match=r"config differs.*'batch': \(8, 16\)"):
+        train(TrainConfig(**{**TINY, "batch": 16}), tmp_path / "run", progress=False)
+    with pytest.raises(FileExistsError):
+        train(cfg, tmp_path / "run", progress=False, resume=False)
+
+
+def test_ship_writes_the_default_set(tmp_path):
+    train(TrainConfig(**TINY), tmp_path / "run", progress=False)
+    data = tmp_path / "data"
+    save_oracle(data / "oracle.pt", SeverityOracle(resolution=16, width=4).eval())
+    written = ship_generator(tmp_path / "run", data, SeverityOracle(resolution=16, width=4).eval(), n=32)
+    names = sorted(p.relative_to(data).as_posix() for p in written)
+    assert names == ["MODEL_CARD.md", "generator.pt", "pca.pt", "samples.png", "training/snapshot.pt"]
+    card = model_card(data / "generator.pt")
+    assert card["quality"]["n"] == 32 and card["architecture"]["img_resolution"] == 16
+    assert "## Resuming training" in (data / "MODEL_CARD.md").read_text()
+    with pytest.raises(FileExistsError):
+        ship_generator(tmp_path / "run", data, SeverityOracle(resolution=16, width=4).eval(), n=32)
