@@ -29,17 +29,29 @@ if __name__ == "__main__":
     G, oracle = load_default_generator(), load_default_oracle()
     pca, cfg = pca_for(G), LOConfig()
     seeds = list(range(100, 100 + args.seeds))  # not the seeds used to pick u
-    frames = []
+    sigmas = [float(s) for s in args.sigmas.split(",")]
+    # Resumable: runs already in --csv are kept and skipped; each finished run is appended at once.
+    df = pd.read_csv(args.csv) if args.csv.is_file() else pd.DataFrame()
     t0 = time.time()
-    for disease, box_name in BOXES.items():
-        box = load_box(box_name, G.img_resolution)
-        u, best, _ = suggest_direction(G, pca, box, layers=cfg.layers)
-        print(f"{disease}: box {box_name}, u = PC {best['pc']} ({best['inside_share']:.0%} inside)", flush=True)
-        frames.append(compare_methods(G, seeds, box, u, disease, sigmas=[float(s) for s in args.sigmas.split(",")],
-                                      methods=args.methods.split(","), config=cfg, oracle=oracle, progress=False))
-    df = pd.concat(frames, ignore_index=True)
-    atomic_write(args.csv, lambda f: df.to_csv(f, index=False), "w")
+
+    def save(frame):
+        global df
+        df = pd.concat([df, frame], ignore_index=True)
+        atomic_write(args.csv, lambda f: df.to_csv(f, index=False), "w")
+        r = frame.iloc[0]
+        print(f"  {r['disease']:12s} sigma {r['sigma']:.1f} {r['method']:7s} PV {frame['PV'].mean():.3f} "
+              f"trend {frame['severity_trend'].mean():.3f} ({time.time() - t0:.0f} s)", flush=True)
+
+    for sigma in sigmas:  # sigma-major order: the paper's default (first) is finished first
+        for disease, box_name in BOXES.items():
+            box = load_box(box_name, G.img_resolution)
+            u, best, _ = suggest_direction(G, pca, box, layers=cfg.layers)
+            done = set() if df.empty else {(s, m) for s, m, d in zip(df["sigma"], df["method"], df["disease"])
+                                           if d == disease}
+            print(f"{disease}: box {box_name}, u = PC {best['pc']} ({best['inside_share']:.0%} inside)", flush=True)
+            compare_methods(G, seeds, box, u, disease, sigmas=[sigma], methods=args.methods.split(","), config=cfg,
+                            oracle=oracle, progress=False, done=done, on_run=save)
     for metric in ("PV", "severity_trend", "severity_change", "leakage", "monotonicity"):
         print(f"\n{metric} (mean ± std over {args.seeds} references)")
         print(summary_table(df, metric).to_string())
-    print(f"\n{len(df)} trajectories in {time.time() - t0:.0f} s; runs in {args.csv}")
+    print(f"\n{len(df)} trajectories; runs in {args.csv}")

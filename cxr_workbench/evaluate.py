@@ -19,20 +19,29 @@ METRIC_COLUMNS = ("PV", "S", "M", "monotonicity", "leakage", "severity_trend", "
 
 def compare_methods(G, seeds, box: Box, u: torch.Tensor, disease: str, sigmas=(0.3,),
                     methods=("lo", "lo+dir"), config: LOConfig | None = None, oracle=None,
-                    progress: bool = True) -> pd.DataFrame:
-    """One row per (sigma, method, seed). All seeds of a (sigma, method) run as one batch."""
+                    progress: bool = True, done=(), on_run=None) -> pd.DataFrame:
+    """One row per (sigma, method, seed). All seeds of a (sigma, method) run as one batch.
+
+    ``done``: (sigma, method) pairs to skip (already measured); ``on_run(frame)`` is called with
+    the rows of each finished (sigma, method) run, so a long sweep can be saved as it goes.
+    """
     config = config or LOConfig()
     w_ref = reference_latents(G, seeds)
-    rows = []
+    frames = []
     for sigma in sigmas:
         cfg = replace(config, sigma=float(sigma))
         for method in methods:
+            if (float(sigma), method) in set(done):
+                continue
             traj = run_method(G, method, w_ref, box, u=u, config=cfg,
                               **({} if method == "linear" else dict(progress=progress)))
-            for seed, m in zip(seeds, measure(traj, box, +1, oracle, disease)):
-                rows.append(dict(disease=disease, sigma=float(sigma), method=method, seed=int(seed),
-                                 steps=traj.steps, wall_time=traj.wall_time / len(seeds), **m))
-    return pd.DataFrame(rows)
+            frame = pd.DataFrame([dict(disease=disease, sigma=float(sigma), method=method, seed=int(seed),
+                                       steps=traj.steps, wall_time=traj.wall_time / len(seeds), **m)
+                                  for seed, m in zip(seeds, measure(traj, box, +1, oracle, disease))])
+            if on_run is not None:
+                on_run(frame)
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def summary_table(df: pd.DataFrame, metric: str = "PV") -> pd.DataFrame:
