@@ -132,8 +132,8 @@ def load_generator(path, format: str = "auto", channel_multiplier: int = 2,
 def _sniff(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(4)
-    if head[:2] == b"\x80\x02" or head[:2] == b"\x80\x03" or head[:1] == b"\x80" and head[1:2] in b"\x04\x05":
-        return "nvlabs"  # a bare pickle stream; torch.save files are zip archives
+    if head[:1] == b"\x80":
+        return "nvlabs"  # a bare pickle stream (protocol >= 2); torch.save files are zip archives
     if head[:2] != b"PK":
         raise ValueError(f"{path}: unknown checkpoint format (neither a torch zip file nor a pickle); "
                          "expected a cxr-workbench .pt, a rosinality .pt or an NVlabs .pkl")

@@ -13,7 +13,7 @@ import torch
 from . import DATA_DIR, DEFAULT_GENERATOR, DEFAULT_ORACLE
 from .checkpoints import load_generator
 from .directions import WPCA, compute_pca, generator_key, resolve_direction, suggest_direction
-from .io import atomic_write, write_json
+from .io import atomic_write, save_png, write_json
 from .masks import PRESETS, Box, preset
 from .metrics import pv_metric, trend
 from .optimize import LOConfig, Trajectory, reference_latents, run_method
@@ -119,11 +119,9 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
     else:
         u, u_desc = resolve_direction(req.direction, pca_for(G), G.w_dim)
     w_ref = reference_latents(G, req.seeds)
-    traj = run_method(G, req.method, w_ref, box, u=u, config=cfg, progress=progress) if req.method != "linear" \
-        else run_method(G, "linear", w_ref, box, u=u, config=cfg)
+    traj = run_method(G, req.method, w_ref, box, u=u, config=cfg, progress=progress)
     rows = measure(traj, box, +1, oracle_for(G), disease)
     strip = strip_image([traj.sequence(r) for r in range(len(req.seeds))], box)
-    from .io import save_png
     save_png(targets[0], strip)
     atomic_write(targets[1], lambda f: torch.save(dict(points=traj.points, w_ref=traj.w_ref, seeds=list(req.seeds),
                                                        method=req.method), f))

@@ -33,8 +33,7 @@ def compare_methods(G, seeds, box: Box, u: torch.Tensor, disease: str, sigmas=(0
         for method in methods:
             if (float(sigma), method) in set(done):
                 continue
-            traj = run_method(G, method, w_ref, box, u=u, config=cfg,
-                              **({} if method == "linear" else dict(progress=progress)))
+            traj = run_method(G, method, w_ref, box, u=u, config=cfg, progress=progress)
             frame = pd.DataFrame([dict(disease=disease, sigma=float(sigma), method=method, seed=int(seed),
                                        steps=traj.steps, wall_time=traj.wall_time / len(seeds), **m)
                                   for seed, m in zip(seeds, measure(traj, box, +1, oracle, disease))])

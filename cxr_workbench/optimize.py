@@ -232,7 +232,8 @@ def translate_along(G, w_ref: torch.Tensor, u: torch.Tensor, config: LOConfig | 
 
 
 def run_method(G, method: str, w_ref, box: Box, u=None, config: LOConfig | None = None, **kw) -> Trajectory:
-    """One entry point for the three methods compared in the paper."""
+    """One entry point for the three methods compared in the paper. ``kw`` (progress, callback ...)
+    goes to ``optimize_trajectory``; linear translation has no loop and ignores it."""
     if method not in METHODS:
         raise ValueError(f"method={method!r}; expected one of {METHODS}")
     if method != "lo" and u is None:
