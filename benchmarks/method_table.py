@@ -13,7 +13,7 @@ import pandas as pd
 from cxr_workbench import load_default_generator, load_default_oracle
 from cxr_workbench.directions import suggest_direction
 from cxr_workbench.edit import load_box, pca_for
-from cxr_workbench.evaluate import compare_methods, summary_table
+from cxr_workbench.evaluate import compare_methods, paired_differences, summary_table
 from cxr_workbench.io import atomic_write
 from cxr_workbench.optimize import LOConfig
 
@@ -54,4 +54,7 @@ if __name__ == "__main__":
     for metric in ("PV", "severity_trend", "severity_change", "leakage", "monotonicity"):
         print(f"\n{metric} (mean ± std over {args.seeds} references)")
         print(summary_table(df, metric).to_string())
+    for metric in ("PV", "severity_trend", "leakage"):
+        print(f"\n{metric}: LO + direction minus Baseline LO on the same seed")
+        print(paired_differences(df, metric).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"\n{len(df)} trajectories; runs in {args.csv}")

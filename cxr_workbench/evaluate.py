@@ -50,3 +50,22 @@ def summary_table(df: pd.DataFrame, metric: str = "PV") -> pd.DataFrame:
     g = df.groupby(["sigma", "method", "disease"])[metric].agg(["mean", "std"]).reset_index()
     g["value"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(g["mean"], g["std"].fillna(0.0))]
     return g.pivot(index=["sigma", "method"], columns="disease", values="value")
+
+
+def paired_differences(df: pd.DataFrame, metric: str = "PV", method: str = "lo+dir",
+                       baseline: str = "lo") -> pd.DataFrame:
+    """``metric(method) - metric(baseline)`` on the same reference seed, per (sigma, disease):
+    mean, std, the fraction of seeds where it is positive, the number of seeds and the two-sided
+    Wilcoxon signed-rank p-value (NaN below 2 seeds)."""
+    from scipy.stats import wilcoxon
+    for m in (method, baseline):
+        if m not in set(df["method"]):
+            raise ValueError(f"method {m!r} is not in the table; it has {sorted(set(df['method']))}")
+    wide = df.pivot_table(index=["sigma", "disease", "seed"], columns="method", values=metric)
+    diff = (wide[method] - wide[baseline]).dropna()
+    rows = []
+    for (sigma, disease), d in diff.groupby(level=["sigma", "disease"]):
+        p = float(wilcoxon(d).pvalue) if len(d) >= 2 and (d != 0).any() else float("nan")
+        rows.append(dict(sigma=sigma, disease=disease, mean=float(d.mean()), std=float(d.std()),
+                         positive=float((d > 0).mean()), seeds=len(d), p=p))
+    return pd.DataFrame(rows)

@@ -41,8 +41,10 @@ class LOConfig:
     lr: float = 0.01              # Adam step size
     max_steps: int = 300
     min_steps: int = 30
-    window: int = 15              # convergence: relative loss decrease over this many steps ...
-    tol: float = 0.01             # ... below this
+    window: int = 15              # plateau: the best loss fell by less than tol (relative) ...
+    tol: float = 0.01             # ... over the last window steps
+    lr_drops: int = 2             # on a plateau, multiply lr by lr_drop this many times, then stop
+    lr_drop: float = 0.3
     init_spacing: float = 0.5     # initial points at i * init_spacing * sigma along the start direction
     seed: int = 0
 
@@ -57,6 +59,9 @@ class LOConfig:
             raise ValueError(f"distance={self.distance!r}; expected one of {DISTANCES}")
         if self.angle_form not in ("hinge", "literal"):
             raise ValueError(f"angle_form={self.angle_form!r}; expected 'hinge' or 'literal'")
+        if not 0 < self.lr_drop <= 1 or self.lr_drops < 0:
+            raise ValueError(f"lr_drop={self.lr_drop!r}, lr_drops={self.lr_drops!r}; expected lr_drop in (0, 1] "
+                             "and lr_drops >= 0")
         if self.max_steps < 1 or self.min_steps < 0 or self.window < 1:
             raise ValueError(f"max_steps={self.max_steps}, min_steps={self.min_steps}, window={self.window}; "
                              "expected max_steps >= 1, min_steps >= 0, window >= 1")
@@ -168,7 +173,11 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, u: torch.Tensor | None
     opt = torch.optim.Adam([offset], lr=config.lr)
     history = {k: [] for k in ("image", "spring1", "spring2", "angle", "total")}
     status, message = "max_steps", ""
-    last_good = offset.detach().clone()
+    # Each reference keeps its best points: Adam wobbles, and a NaN must not cost the good points.
+    best_offset = offset.detach().clone()
+    best_total = torch.full([R], math.inf, device=device)
+    best = []  # best mean total so far, per step (the plateau rule)
+    drops, plateau_from = 0, 0
     t0 = time.perf_counter()
 
     def full_ws(off):
@@ -184,10 +193,14 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, u: torch.Tensor | None
         terms = objective_terms(x_ref, images, box, ref_sel[:, None] + offset, ref_sel, u_flat, config)
         total = terms["total"].sum()
         if not torch.isfinite(total):
-            status, message = "nan", f"loss became non-finite at step {step}; kept the points of step {step - 1}"
+            status, message = "nan", (f"loss became non-finite at step {step}; kept each reference's best points "
+                                      "before it")
             warnings.warn(message)
             break
-        last_good = offset.detach().clone()
+        with torch.no_grad():
+            better = terms["total"] < best_total
+            best_total = torch.where(better, terms["total"], best_total)
+            best_offset[better] = offset[better]
         for k, v in terms.items():
             history[k].append(float(v.detach().mean()))
         if callback is not None and step % callback_every == 0:
@@ -199,15 +212,21 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, u: torch.Tensor | None
         total.backward()
         opt.step()
         h = history["total"]
-        if step + 1 >= max(config.min_steps, config.window + 1):
-            before, now = h[-config.window - 1], h[-1]
+        best.append(min(best[-1], h[-1]) if best else h[-1])
+        # Best-so-far, not the last value: one Adam wobble upwards must not end the run.
+        if step + 1 >= max(config.min_steps, plateau_from + config.window + 1):
+            before, now = best[-config.window - 1], best[-1]
             if (before - now) / (abs(before) + 1e-12) < config.tol:
-                status = "converged"
-                break
+                if drops == config.lr_drops:
+                    status = "converged"
+                    break
+                drops, plateau_from = drops + 1, step + 1
+                for group in opt.param_groups:
+                    group["lr"] *= config.lr_drop
         bar.set_postfix(loss=f"{h[-1]:.4f}")
     bar.close()
 
-    ws = full_ws(last_good)
+    ws = full_ws(best_offset)
     with torch.no_grad():
         images = synthesize(G, ws)
     return Trajectory(method=method, w_ref=w_ref, points=ws.detach(), reference_images=x_ref, images=images,

@@ -89,8 +89,9 @@ def _up_phase_kernels(w: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     for qy in range(4):
         for qx in range(4):
             full[:, :, 3 - qy:6 - qy, 3 - qx:6 - qx] += w * g[qy, qx]
-    taps = [[4, 2, 0], [5, 3, 1]]  # kernel index j -> offset 2 - 2j + a (+2)
-    phases = [full[:, :, taps[a]][:, :, :, taps[b]] for a in (0, 1) for b in (0, 1)]
+    # Phase a uses combined offsets 4 - a, 2 - a, 0 - a (+2): every other tap of the flipped kernel.
+    flipped = full.flip([2, 3])
+    phases = [flipped[:, :, 1 - a::2, 1 - b::2] for a in (0, 1) for b in (0, 1)]
     return torch.stack(phases, 1).reshape(o * 4, i, 3, 3)
 
 

@@ -99,19 +99,26 @@ def loss_figure(history: dict, title: str = "loss"):
 def umap_embedding(trajectories: dict, layers=None, seed: int = 0, n_neighbors: int = 15):
     """2-d UMAP of latent trajectories (paper Fig. 4).
 
-    trajectories: label -> Trajectory; all points (and each reference) of all methods are embedded
-    together, on the given W+ layers (default: all). Returns a DataFrame with x, y, method,
-    reference, step (0 is the reference).
+    trajectories: label -> Trajectory, all on the same references (the methods compared). Every
+    point of every method and each reference (once) are embedded together, on the given W+
+    layers (default: all). Returns a DataFrame with x, y, method ("reference" for the
+    references), reference, step (0 is the reference).
     """
     import pandas as pd
     import umap
-    pts, meta = [], []
+    sel = slice(None) if layers is None else list(layers)
+    refs, pts, meta = {}, [], []
     for label, traj in trajectories.items():
         R, n = traj.points.shape[:2]
-        sel = slice(None) if layers is None else list(layers)
         for r in range(R):
-            pts.append(traj.w_ref[r, sel].flatten()[None])
-            meta.append((label, r, 0))
+            w = traj.w_ref[r, sel].flatten()
+            if r not in refs:
+                refs[r] = w
+                pts.append(w[None])
+                meta.append(("reference", r, 0))
+            elif not torch.equal(refs[r], w):
+                raise ValueError(f"trajectory {label!r} has a different reference {r} from the others; "
+                                 "expected methods run on the same references (embed other sets separately)")
             pts.append(traj.points[r, :, sel].reshape(n, -1))
             meta += [(label, r, i + 1) for i in range(n)]
     X = torch.cat(pts).cpu().numpy()
@@ -121,16 +128,27 @@ def umap_embedding(trajectories: dict, layers=None, seed: int = 0, n_neighbors: 
     return df
 
 
+def _with_reference_rows(df):
+    """Each method's rows preceded by the row of its reference, so every trajectory line starts at it."""
+    import pandas as pd
+    refs = df[df["method"] == "reference"]
+    parts = [pd.concat([refs.assign(method=m), df[df["method"] == m]])
+             for m in df["method"].unique() if m != "reference"]
+    return pd.concat(parts).sort_values(["method", "reference", "step"])
+
+
 def umap_figure(df, title: str = "UMAP of latent trajectories"):
-    """Matplotlib: one line per (method, reference), colour by method, the reference as a star."""
+    """Matplotlib: one line per (method, reference), colour by method, each reference a star."""
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 4))
-    colours = dict(zip(df["method"].unique(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    for (method, ref), g in df.groupby(["method", "reference"]):
-        g = g.sort_values("step")
+    lines = _with_reference_rows(df)
+    colours = dict(zip(lines["method"].unique(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for (method, ref), g in lines.groupby(["method", "reference"], sort=False):
+        first = ref == lines[lines["method"] == method]["reference"].min()
         ax.plot(g["x"], g["y"], "-o", ms=2.5, lw=1, color=colours[method], alpha=0.8,
-                label=method if ref == df[df["method"] == method]["reference"].min() else None)
-        ax.plot(g["x"].iloc[0], g["y"].iloc[0], "*", ms=9, color="k")
+                label=method if first else None)
+    refs = df[df["method"] == "reference"]
+    ax.plot(refs["x"], refs["y"], "*", ms=9, color="k", ls="none", label="reference")
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.set_xticks([]), ax.set_yticks([])
@@ -141,7 +159,8 @@ def umap_figure(df, title: str = "UMAP of latent trajectories"):
 def umap_plotly(df, title: str = "UMAP of latent trajectories"):
     """Interactive plotly version of ``umap_figure`` (hover shows method, reference and step)."""
     import plotly.express as px
-    d = df.assign(trajectory=df["method"] + " / ref " + df["reference"].astype(str)).sort_values(["trajectory", "step"])
+    d = _with_reference_rows(df)
+    d = d.assign(trajectory=d["method"] + " / ref " + d["reference"].astype(str))
     fig = px.line(d, x="x", y="y", color="method", line_group="trajectory", markers=True,
                   hover_data=["reference", "step"], title=title)
     return fig

@@ -18,3 +18,8 @@ def test_bench_modconv_runs():
 
 def test_bench_slider_runs():
     assert "slider move" in run("benchmarks/bench_slider.py", "--repeats", "2")
+
+
+def test_bench_optimize_runs():
+    out = run("benchmarks/bench_optimize.py", "--refs", "1", "--ref-steps", "2", "--batches", "1")
+    assert "speed-up" in out and "R =   1" in out

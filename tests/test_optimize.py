@@ -59,6 +59,26 @@ def test_callback_and_stop(G):
     assert traj.status == "stopped" and traj.steps == 6 and seen == [(1, 4, 1, 16, 16)] * 2
 
 
+def test_returns_each_references_best_points(G):
+    # Batched objective per reference == its lowest total seen during the run (R = 1: the history).
+    from cxr_workbench.optimize import evaluate_objective
+    w = reference_latents(G, [2])
+    traj = optimize_trajectory(G, w, BOX, config=FAST, progress=False)
+    best = evaluate_objective(G, traj, BOX, None, FAST.layers)["total"]
+    assert best == pytest.approx(min(traj.history["total"]), rel=1e-4)
+
+
+def test_plateau_drops_the_learning_rate_before_stopping(G):
+    w = reference_latents(G, [0, 1])
+    cfg = LOConfig(**{**FAST.__dict__, "max_steps": 400, "window": 5, "tol": 0.05})
+    stop = optimize_trajectory(G, w, BOX, config=LOConfig(**{**cfg.__dict__, "lr_drops": 0}), progress=False)
+    drop = optimize_trajectory(G, w, BOX, config=LOConfig(**{**cfg.__dict__, "lr_drops": 2}), progress=False)
+    assert stop.status == drop.status == "converged"
+    assert drop.steps > stop.steps  # the first plateau lowers lr and goes on
+    assert drop.history["total"][:stop.steps] == stop.history["total"]  # same run until then
+    assert min(drop.history["total"]) <= min(stop.history["total"])
+
+
 def test_linear_translation(G):
     w = reference_latents(G, [0])
     u = torch.zeros(16)
@@ -98,6 +118,7 @@ def test_nan_stops_and_keeps_last_good_points(G):
 @pytest.mark.parametrize("kw,match", [
     (dict(n=2), "n=2"), (dict(sigma=0.0), "sigma=0.0"), (dict(theta_deg=180.0), "theta_deg=180.0"),
     (dict(theta_deg=0.0), "theta_deg=0.0"), (dict(distance="l3"), "distance='l3'"), (dict(layers=(0, 99)), "layers"),
+    (dict(lr_drop=0.0), "lr_drop=0.0"), (dict(lr_drops=-1), "lr_drops=-1"),
 ])
 def test_bad_config(G, kw, match):
     with pytest.raises(ValueError, match=match):

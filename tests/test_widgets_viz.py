@@ -107,8 +107,15 @@ def test_figures_have_content(G, pca, tmp_path):
     save_figure(fig, tmp_path / "fig.pdf")
     assert (tmp_path / "fig.pdf").read_bytes()[:4] == b"%PDF"
     emb = umap_embedding({"lo": lo, "linear": lin})
-    assert len(emb) == 2 * 2 * 5 and set(emb["method"]) == {"lo", "linear"} and emb["x"].std() > 0
-    assert len(umap_figure(emb).axes[0].lines) == 2 * 2 * 2
+    # each of the 2 references once, then 4 points per method and reference
+    assert len(emb) == 2 + 2 * 2 * 4 and emb["x"].std() > 0
+    assert (emb["method"] == "reference").sum() == 2 and set(emb["method"]) == {"reference", "lo", "linear"}
+    lines = umap_figure(emb).axes[0].lines
+    assert len(lines) == 2 * 2 + 1  # one per (method, reference), plus the stars
+    assert lines[0].get_xdata()[0] == emb[(emb["method"] == "reference") & (emb["reference"] == 0)]["x"].item()
+    other = type(lin)(**{**lin.__dict__, "w_ref": lin.w_ref + 1})
+    with pytest.raises(ValueError, match="different reference 0"):
+        umap_embedding({"lo": lo, "other": other})
     html = save_figure(umap_plotly(emb), tmp_path / "u.html").read_text()
     assert "plotly" in html and "ref 1" in html
     with pytest.raises(ValueError, match="expected .png"):
