@@ -15,7 +15,6 @@ Measures, in one run on this machine:
     python benchmarks/bench_optimize.py [--refs 3] [--ref-steps 500] [--batches 1,8,32]
 """
 import argparse
-import math
 import statistics
 import time
 from dataclasses import replace
@@ -27,16 +26,16 @@ from cxr_workbench.directions import check_layers, suggest_direction
 from cxr_workbench.edit import pca_for
 from cxr_workbench.losses import spring_loss, target_schedule
 from cxr_workbench.masks import preset
-from cxr_workbench.optimize import (LOConfig, Trajectory, evaluate_objective, objective_terms, optimize_trajectory,
-                                    reference_latents)
+from cxr_workbench.optimize import (LOConfig, Trajectory, evaluate_objective, flatten_layers, objective_terms,
+                                    optimize_trajectory, reference_latents, tile_direction)
 
 
 def reference_implementation(G, w_ref, box, u, cfg: LOConfig, steps: int) -> Trajectory:
     """Points one at a time, each a full W+ vector, a fixed number of Adam steps each; earlier
     points are frozen while the next one is optimised. w_ref: [1, num_ws, w_dim]."""
     layers = check_layers(cfg.layers, G.num_ws)
-    flat = lambda w: w[..., layers, :].reshape(*w.shape[:-2], -1)
-    u_flat = u.repeat(len(layers)) / math.sqrt(len(layers))
+    flat = lambda w: flatten_layers(w, layers)
+    u_flat, ref_flat = tile_direction(u, len(layers)), flat(w_ref)
     step = torch.zeros_like(w_ref[0])
     step[layers] = cfg.sigma * u_flat.reshape(len(layers), -1)  # one rest length along u
     with torch.no_grad():
@@ -52,7 +51,7 @@ def reference_implementation(G, w_ref, box, u, cfg: LOConfig, steps: int) -> Tra
             img = G.synthesis(w[None])[:, None]                    # [1, 1, C, H, W]
             pts = flat(torch.stack(done[-2:] + [w])[None])         # [1, <=3, D]: the points i-2..i
             # The terms of Eqs. 3-4 that involve point i: its image, its angle, its springs to i-1, i-2.
-            terms = objective_terms(x_ref, img, box, pts[:, -1:], flat(w_ref), u_flat, own)
+            terms = objective_terms(x_ref, img, box, pts[:, -1:], ref_flat, u_flat, own)
             loss = (cfg.alpha * terms["image"] + cfg.delta * terms["angle"]
                     + cfg.beta * spring_loss(pts[:, -2:], 1, cfg.sigma) + cfg.gamma * spring_loss(pts, 2, cfg.sigma))
             opt.zero_grad()

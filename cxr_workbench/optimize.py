@@ -108,6 +108,17 @@ def _prepare(G, w_ref: torch.Tensor, box: Box | None, config: LOConfig):
     return w_ref.detach().to(G.w_avg.device, torch.float32), layers
 
 
+def flatten_layers(w: torch.Tensor, layers) -> torch.Tensor:
+    """The chosen W+ layers of latents [..., num_ws, w_dim], flattened: [..., len(layers) * w_dim]
+    (the space where springs and angles are measured)."""
+    return w[..., layers, :].reshape(*w.shape[:-2], -1)
+
+
+def tile_direction(u: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """A unit direction u [w_dim] tiled over ``n_layers`` layers and made unit again: [n_layers * w_dim]."""
+    return u.repeat(n_layers) / math.sqrt(n_layers)
+
+
 def objective_terms(x_ref, images, box: Box, points, ref, u_flat, config: LOConfig) -> dict:
     """The terms of Eq. 3 (+ Eq. 4 when ``u_flat`` is given), per reference.
 
@@ -129,8 +140,8 @@ def evaluate_objective(G, traj: "Trajectory", box: Box, u: torch.Tensor | None, 
     trajectories found on different layer sets can be compared. Returns floats (mean over R)."""
     layers = check_layers(layers, G.num_ws)
     R, n = traj.points.shape[:2]
-    flat = lambda w: w[..., layers, :].reshape(*w.shape[:-2], -1)
-    u_flat = None if u is None else check_direction(u, G.w_dim).repeat(len(layers)) / math.sqrt(len(layers))
+    flat = lambda w: flatten_layers(w, layers)
+    u_flat = None if u is None else tile_direction(check_direction(u, G.w_dim), len(layers))
     with torch.no_grad():
         terms = objective_terms(traj.reference_images, traj.images, box, flat(traj.points), flat(traj.w_ref),
                                 u_flat, traj.config)
@@ -160,14 +171,14 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, u: torch.Tensor | None
         u_flat = None
     else:
         u = check_direction(u, w_dim).to(device)
-        u_flat = u.repeat(L) / math.sqrt(L)  # tiled over the moving layers, unit again
+        u_flat = tile_direction(u, L)
         start = u_flat.cpu()[None].expand(R, -1)
     start = (start / start.norm(dim=-1, keepdim=True)).to(device)
     steps_along = torch.arange(1, n + 1, device=device, dtype=torch.float32) * config.init_spacing * config.sigma
     jitter = 1e-3 * config.sigma * torch.randn(R, n, L * w_dim, generator=gen).to(device)
     offset = (steps_along[None, :, None] * start[:, None] + jitter).requires_grad_(True)  # [R, n, L*w_dim]
 
-    ref_sel = w_ref[:, layers].reshape(R, L * w_dim)
+    ref_sel = flatten_layers(w_ref, layers)  # [R, L * w_dim]
     with torch.no_grad():
         x_ref = G.synthesis(w_ref)
     opt = torch.optim.Adam([offset], lr=config.lr)
@@ -176,7 +187,7 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, u: torch.Tensor | None
     # Each reference keeps its best points: Adam wobbles, and a NaN must not cost the good points.
     best_offset = offset.detach().clone()
     best_total = torch.full([R], math.inf, device=device)
-    best = []  # best mean total so far, per step (the plateau rule)
+    best_mean = []  # best mean total so far, per step (the plateau rule)
     drops, plateau_from = 0, 0
     t0 = time.perf_counter()
 
@@ -212,10 +223,10 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, u: torch.Tensor | None
         total.backward()
         opt.step()
         h = history["total"]
-        best.append(min(best[-1], h[-1]) if best else h[-1])
+        best_mean.append(min(best_mean[-1], h[-1]) if best_mean else h[-1])
         # Best-so-far, not the last value: one Adam wobble upwards must not end the run.
         if step + 1 >= max(config.min_steps, plateau_from + config.window + 1):
-            before, now = best[-config.window - 1], best[-1]
+            before, now = best_mean[-config.window - 1], best_mean[-1]
             if (before - now) / (abs(before) + 1e-12) < config.tol:
                 if drops == config.lr_drops:
                     status = "converged"
