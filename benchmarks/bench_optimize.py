@@ -21,13 +21,12 @@ from dataclasses import replace
 
 import torch
 
-from cxr_workbench import load_default_generator
-from cxr_workbench.directions import check_layers, suggest_direction
-from cxr_workbench.edit import pca_for
+from cxr_workbench.assets import load_default_generator, pca_for
+from cxr_workbench.directions import suggest_direction
+from cxr_workbench.latents import check_layers, flatten_layers, reference_latents, tile_direction
 from cxr_workbench.losses import spring_loss, target_schedule
 from cxr_workbench.masks import preset
-from cxr_workbench.optimize import (LOConfig, Trajectory, evaluate_objective, flatten_layers, objective_terms,
-                                    optimize_trajectory, reference_latents, tile_direction)
+from cxr_workbench.optimize import LOConfig, Trajectory, evaluate_objective, objective_terms, optimize_trajectory
 
 
 def reference_implementation(G, w_ref, box, u, cfg: LOConfig, steps: int) -> Trajectory:
@@ -74,7 +73,7 @@ def main():
     G = load_default_generator()
     box = preset("heart", G.img_resolution)
     cfg = LOConfig()
-    u, best, _ = suggest_direction(G, pca_for(G), box, layers=cfg.layers)
+    u, best, _ = suggest_direction(G, pca_for(G), box, "cardiomegaly", layers=cfg.layers)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; shipped {G.img_resolution}px generator, "
           f"heart box, u = PC {best['pc']}, n = {cfg.n}, layers {cfg.layers}")
     score = lambda traj: evaluate_objective(G, traj, box, u, cfg.layers)["total"]

@@ -10,10 +10,9 @@ import time
 
 import torch
 
-from cxr_workbench import load_default_generator
-from cxr_workbench.edit import pca_for
+from cxr_workbench.assets import load_default_generator, pca_for
+from cxr_workbench.latents import reference_latents
 from cxr_workbench.masks import preset
-from cxr_workbench.optimize import reference_latents
 from cxr_workbench.widgets import PCBrowser
 
 

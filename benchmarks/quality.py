@@ -5,7 +5,7 @@
 import argparse
 import json
 
-from cxr_workbench import load_default_generator, load_default_oracle
+from cxr_workbench.assets import load_default_generator, load_default_oracle
 from cxr_workbench.quality import quality_figures
 
 if __name__ == "__main__":

@@ -218,7 +218,7 @@ def generator_from_rosinality(sd: dict, latent_avg: torch.Tensor | None = None,
     n_mapping = len({k.split(".")[1] for k in sd if re.fullmatch(r"style\.\d+\.weight", k)})
     noise_res = [v.shape[-1] for k, v in sd.items() if k.startswith("noises.noise_")]
     img_resolution = max(noise_res) if noise_res else 4 * 2 ** (len([k for k in sd if re.fullmatch(r"to_rgbs\.\d+\.bias", k)]))
-    w_dim, z_dim = sd["style.1.weight"].shape[0], sd[f"style.1.weight"].shape[1]
+    w_dim, z_dim = sd["style.1.weight"].shape[0], sd["style.1.weight"].shape[1]
     img_channels = sd["to_rgb1.conv.weight"].shape[1]
     # rosinality's width rule for 'channel_multiplier'
     base = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
@@ -343,7 +343,7 @@ def generator_from_nvlabs(sd: dict[str, torch.Tensor]) -> Generator:
         raise KeyError("NVlabs G_ema has no synthesis.b{res} blocks")
     img_resolution = res_list[-1]
     channels = {r: sd[f"synthesis.b{r}.conv1.weight"].shape[0] for r in res_list}
-    G = Generator(img_resolution=img_resolution, img_channels=sd[f"synthesis.b4.torgb.weight"].shape[0],
+    G = Generator(img_resolution=img_resolution, img_channels=sd["synthesis.b4.torgb.weight"].shape[0],
                   z_dim=sd["mapping.fc0.weight"].shape[1], w_dim=sd["mapping.fc0.weight"].shape[0],
                   mapping_layers=n_mapping, channels=channels)
     mapped = {k: v for k, v in sd.items() if not k.endswith("resample_filter")}

@@ -1,35 +1,108 @@
-"""Command line: ``cxr-workbench {quickstart, sample, edit, train, ship} ...`` (batch runs of what the notebooks do)."""
+"""cxr-workbench: batch runs of what the notebooks do.
+
+Examples (defaults shown by each command's --help):
+
+    cxr-workbench quickstart --out out/quickstart
+    cxr-workbench edit --seed 0-7 --box heart --out out/heart
+    cxr-workbench edit --seed 3 --box lung_lower_right --direction pc:4:-1 --method lo --out out/lo
+    cxr-workbench edit --seed 3 --box my_box.json --disease opacity --sigma 1.0 --out out/mine
+    cxr-workbench sample --seeds 0-15 --out out/grid.png
+    cxr-workbench train --run-dir runs/mine --kimg 200
+    cxr-workbench ship --run-dir runs/mine --overwrite
+
+Every error is one line on stderr and exit status 2 (1 for an internal error); nothing a
+command already wrote is replaced without --overwrite.
+"""
 from __future__ import annotations
 
 import argparse
-import json
+import math
+import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
+MAX_SEED = 2 ** 32 - 1  # numpy RandomState seeds, as NVlabs' tools
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]."""
-    seeds: list[int] = []
+
+def seed_list(text: str) -> list[int]:
+    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11] (argparse type)."""
+    from .latents import parse_range
     try:
-        for part in text.split(","):
-            a, _, b = part.strip().partition("-")
-            lo, hi = int(a), int(b) if b else int(a)
-            if hi < lo:
-                raise ValueError
-            seeds.extend(range(lo, hi + 1))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds={text!r}; expected a list like '0-15' or '1,4,9-12'") from None
+        seeds = parse_range(text, "seeds")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if max(seeds) > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seeds={text!r}; expected seeds in 0..{MAX_SEED}")
     return seeds
+
+
+def _number(kind, low=None, high=None, strict_low=False):
+    """An argparse type: a finite int/float within [low, high] ((low, high] when strict_low)."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        bad_low = low is not None and (v <= low if strict_low else v < low)
+        if not math.isfinite(v) or bad_low or (high is not None and v > high):
+            lo = "-inf" if low is None else low
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range; expected a finite number in "
+                                             f"{'(' if strict_low else '['}{lo}, {high if high is not None else 'inf'}]")
+        return v
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _layers(text: str):
+    from .latents import parse_range
+    if text == "all":
+        return None
+    try:
+        return tuple(parse_range(text, "layers"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_config_options(parser, config_class) -> None:
+    """One option per field of a settings dataclass (``--max-steps`` for ``max_steps``), with the
+    field's help and default; unset options stay None, so only what the user gave overrides."""
+    defaults = config_class()
+    group = parser.add_argument_group(f"{config_class.__name__} settings (defaults from the paper)")
+    for f in fields(config_class):
+        meta, default = f.metadata, getattr(defaults, f.name)
+        kw = dict(default=None, dest=f"cfg_{f.name}", help=f"{meta['help']} (default: {default})")
+        if f.name == "layers":
+            kw.update(type=_layers, metavar="LIST", help=kw["help"].replace("None: all", "'all': all"))
+        elif meta["choices"]:
+            kw.update(choices=meta["choices"])
+        else:
+            kw.update(type=int if type(f.default) is int else float)  # ranges are checked by validate()
+        group.add_argument("--" + f.name.replace("_", "-"), **kw)
+
+
+def config_overrides(args) -> dict:
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+
+
+def _check_output_file(path: Path, overwrite: bool) -> None:
+    from .io import check_writable
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; expected a .png file name")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite or choose another --out")
+    check_writable(path.parent)
 
 
 def cmd_sample(args) -> int:
     import torch
+    from .assets import DEFAULT_GENERATOR
     from .checkpoints import load_generator
     from .io import save_png
     from .stylegan2 import Generator
-    from .train import sample_grid
-    from . import DEFAULT_GENERATOR
+    from .viz import sample_grid
 
+    _check_output_file(args.out, args.overwrite)
     path = args.checkpoint or (DEFAULT_GENERATOR if DEFAULT_GENERATOR.is_file() and not args.random_init else None)
     if path is None:
         torch.manual_seed(0)
@@ -38,8 +111,7 @@ def cmd_sample(args) -> int:
     else:
         G = load_generator(path, format=args.format)
         label = f"generator {path}"
-    grid = sample_grid(G, args.seeds, cols=args.cols, psi=args.psi)
-    save_png(args.out, grid, overwrite=args.overwrite)
+    save_png(args.out, sample_grid(G, args.seeds, cols=args.cols, psi=args.psi), overwrite=args.overwrite)
     print(f"{label}: {len(args.seeds)} samples -> {args.out}")
     return 0
 
@@ -47,26 +119,25 @@ def cmd_sample(args) -> int:
 def cmd_train(args) -> int:
     from .train import TrainConfig, train
     cfg = TrainConfig(resolution=args.resolution, kimg=args.kimg, batch=args.batch, seed=args.seed,
-                      dataset_size=args.dataset_size, snapshot_kimg=args.snapshot_kimg)
+                      dataset_size=args.dataset_size, snapshot_kimg=args.snapshot_kimg).validate()
     path = train(cfg, args.run_dir, progress=not args.no_progress, stop_after_kimg=args.stop_after_kimg)
     print(f"generator -> {path}")
     return 0
 
 
 def cmd_edit(args) -> int:
-    from . import DEFAULT_GENERATOR
+    from .assets import DEFAULT_GENERATOR
     from .edit import EditRequest, run_edit
     req = EditRequest(checkpoint=args.checkpoint or DEFAULT_GENERATOR, seeds=args.seed, box=args.box,
-                      direction=args.direction, method=args.method, sigma=args.sigma, layers=args.layers,
-                      c=args.c, max_steps=args.max_steps)
-    written = run_edit(req, args.out, overwrite=args.overwrite, progress=not args.no_progress)
-    for path in written:
+                      direction=args.direction, method=args.method, disease=args.disease,
+                      overrides=config_overrides(args))
+    for path in run_edit(req, args.out, overwrite=args.overwrite, progress=not args.no_progress):
         print(path)
     return 0
 
 
 def cmd_ship(args) -> int:
-    from . import DATA_DIR, load_default_oracle
+    from .assets import DATA_DIR, load_default_oracle
     from .quality import ship_generator
     for path in ship_generator(args.run_dir, args.data_dir or DATA_DIR, load_default_oracle(), n=args.n,
                                overwrite=args.overwrite):
@@ -76,7 +147,8 @@ def cmd_ship(args) -> int:
 
 def cmd_quickstart(args) -> int:
     from .notebooks import NOTEBOOK_DIR, execute_notebook
-    out = args.out.resolve()
+    from .io import check_writable
+    out = check_writable(args.out.resolve())
     html = out / "00_quickstart.html"
     if html.exists() and not args.overwrite:
         raise FileExistsError(f"{html} exists; pass --overwrite or choose another --out")
@@ -90,71 +162,95 @@ def cmd_quickstart(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cxr-workbench", description=__doc__)
+    from .masks import DISEASES, PRESETS
+    from .optimize import METHODS
+    p = argparse.ArgumentParser(prog="cxr-workbench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
 
-    q = sub.add_parser("quickstart", help="run notebooks/00_quickstart headless: figures + HTML into --out")
-    q.add_argument("--out", type=Path, default=Path("out/quickstart"))
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--box", default="heart")
-    q.add_argument("--max-steps", type=int, default=300)
-    q.add_argument("--overwrite", action="store_true")
+    q = sub.add_parser("quickstart", formatter_class=fmt,
+                       help="run notebooks/00_quickstart headless: figures + HTML into --out")
+    q.add_argument("--out", type=Path, default=Path("out/quickstart"), help="output folder")
+    q.add_argument("--seed", type=_number(int, 0, MAX_SEED), default=0, help="reference seed")
+    q.add_argument("--box", default="heart", choices=list(PRESETS), help="preset box")
+    q.add_argument("--max-steps", type=_number(int, 1), default=300, help="optimisation step cap")
+    q.add_argument("--overwrite", action="store_true", help="replace earlier results")
     q.set_defaults(func=cmd_quickstart)
 
-    s = sub.add_parser("sample", help="write a grid of generated images")
+    s = sub.add_parser("sample", formatter_class=fmt, help="write a grid of generated images")
     s.add_argument("--checkpoint", type=Path, help="ours, rosinality .pt or NVlabs .pkl (default: shipped)")
     s.add_argument("--format", default="auto", choices=["auto", "workbench", "rosinality", "nvlabs"])
     s.add_argument("--random-init", action="store_true", help="ignore the shipped generator")
-    s.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-15"))
-    s.add_argument("--cols", type=int, default=8)
-    s.add_argument("--psi", type=float, default=1.0, help="truncation")
-    s.add_argument("--out", type=Path, default=Path("out/grid.png"))
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--seeds", type=seed_list, default=seed_list("0-15"), help="e.g. 0-15 or 1,4,9-12")
+    s.add_argument("--cols", type=_number(int, 1, 1024), default=8, help="grid columns")
+    s.add_argument("--psi", type=_number(float, 0, 2), default=1.0, help="truncation")
+    s.add_argument("--out", type=Path, default=Path("out/grid.png"), help="PNG file")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     s.set_defaults(func=cmd_sample)
 
-    e = sub.add_parser("edit", help="edit seeds inside a box: Baseline LO, LO + direction or linear")
+    e = sub.add_parser("edit", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="edit seeds inside a box: Baseline LO, LO + direction or linear",
+                       description="Edit reference seeds inside a box; writes strip.png, latents.pt, metrics.json.")
     e.add_argument("--checkpoint", type=Path, help="generator (default: shipped)")
-    e.add_argument("--seed", type=parse_seeds, default=[0], help="reference seed(s), e.g. 0 or 0-7")
-    e.add_argument("--box", default="heart", help="preset name or a box .json")
+    e.add_argument("--seed", type=seed_list, default=[0], help="reference seed(s), e.g. 0 or 0-7 (default: 0)")
+    e.add_argument("--box", default="heart", help=f"a preset ({', '.join(PRESETS)}) or a box .json (default: heart)")
+    e.add_argument("--disease", choices=list(DISEASES), default=None,
+                   help="what the box shows (default: the preset's; required for a box .json)")
     e.add_argument("--direction", default="auto",
-                   help="auto (most box-local PC), pc:K, pc:K:-1, or a .pt/.npy direction file")
-    e.add_argument("--method", default="lo+dir", choices=["lo", "lo+dir", "linear"])
-    e.add_argument("--sigma", type=float, default=None, help="spring rest length (default 0.3)")
-    e.add_argument("--c", type=float, default=None, help="in-box target change of the last point")
-    e.add_argument("--layers", default=None, help="W+ layers that move, e.g. 0-5")
-    e.add_argument("--max-steps", type=int, default=None)
+                   help="auto (most box-local PC), pc:K, pc:K:-1, or a .pt/.npy direction file (default: auto)")
+    e.add_argument("--method", default="lo+dir", choices=list(METHODS), help="(default: lo+dir)")
     e.add_argument("--out", type=Path, required=True, help="output folder")
-    e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     e.add_argument("--no-progress", action="store_true")
+    from .optimize import LOConfig
+    add_config_options(e, LOConfig)
     e.set_defaults(func=cmd_edit)
 
-    t = sub.add_parser("train", help="train (or resume) a StyleGAN2 on phantoms")
-    t.add_argument("--run-dir", type=Path, required=True)
-    t.add_argument("--resolution", type=int, default=64)
-    t.add_argument("--kimg", type=float, default=200.0)
-    t.add_argument("--stop-after-kimg", type=float, default=None, help="end this call early, resumable")
-    t.add_argument("--batch", type=int, default=32)
-    t.add_argument("--snapshot-kimg", type=float, default=10.0)
-    t.add_argument("--dataset-size", type=int, default=20000)
-    t.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("train", formatter_class=fmt, help="train (or resume) a StyleGAN2 on phantoms")
+    t.add_argument("--run-dir", type=Path, required=True, help="resumed if it holds a snapshot")
+    t.add_argument("--resolution", type=int, default=64, help="image size, a power of two >= 8")
+    t.add_argument("--kimg", type=_number(float, 0, strict_low=True), default=200.0,
+                   help="training length, thousands of images")
+    t.add_argument("--stop-after-kimg", type=_number(float, 0, strict_low=True), default=None,
+                   help="end this call early, resumable")
+    t.add_argument("--batch", type=_number(int, 1, 4096), default=32)
+    t.add_argument("--snapshot-kimg", type=_number(float, 0, strict_low=True), default=10.0)
+    t.add_argument("--dataset-size", type=_number(int, 1), default=20000, help="phantoms rendered once")
+    t.add_argument("--seed", type=_number(int, 0, MAX_SEED), default=0)
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
-    h = sub.add_parser("ship", help="make a run's generator the shipped default (figures, PCA, model card)")
+
+    h = sub.add_parser("ship", formatter_class=fmt,
+                       help="make a run's generator the shipped default (figures, PCA, model card)")
     h.add_argument("--run-dir", type=Path, required=True)
-    h.add_argument("--data-dir", type=Path, default=None, help="default: the package's data/")
-    h.add_argument("--n", type=int, default=2000, help="images per set for the quality figures")
+    h.add_argument("--data-dir", type=Path, default=None, help="default: the checkout's data/")
+    h.add_argument("--n", type=_number(int, 2), default=2000, help="images per set for the quality figures")
     h.add_argument("--overwrite", action="store_true")
     h.set_defaults(func=cmd_ship)
     return p
+
+
+EXPECTED_ERRORS = (ValueError, KeyError, OSError, FloatingPointError)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as e:
-        print(f"cxr-workbench {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"cxr-workbench {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except EXPECTED_ERRORS as e:
+        text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        print(f"cxr-workbench {args.command}: error: {' '.join(text.split())}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if os.environ.get("CXR_WORKBENCH_DEBUG"):
+            raise
+        print(f"cxr-workbench {args.command}: internal error: {type(e).__name__}: {' '.join(str(e).split())} "
+              "(set CXR_WORKBENCH_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

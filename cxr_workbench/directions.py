@@ -13,7 +13,8 @@ from sklearn.decomposition import PCA, IncrementalPCA
 from tqdm.auto import tqdm
 
 from .io import atomic_write
-from .masks import Box
+from .latents import apply_direction, check_direction, reference_latents, synthesize
+from .masks import DISEASES, Box, check_disease
 
 
 @dataclass
@@ -95,64 +96,6 @@ def compute_pca(G, n_samples: int = 20000, seed: int = 0, batch: int = 2000, inc
     return result
 
 
-def check_layers(layers, num_ws: int) -> list[int]:
-    """Validate a list of W+ layer indices (None: all)."""
-    if layers is None:
-        return list(range(num_ws))
-    layers = sorted(set(int(i) for i in layers))
-    if not layers or layers[0] < 0 or layers[-1] >= num_ws:
-        raise ValueError(f"layers={layers}; expected indices in 0..{num_ws - 1}")
-    return layers
-
-
-def parse_layers(text: str) -> list[int]:
-    """'0-5' or '0,2,4-6' -> list of ints."""
-    out = []
-    for part in str(text).split(","):
-        a, _, b = part.strip().partition("-")
-        try:
-            out.extend(range(int(a), int(b or a) + 1))
-        except ValueError:
-            raise ValueError(f"layers={text!r}; expected a list like '0-5' or '0,2,4-6'") from None
-    return out
-
-
-def check_direction(u, w_dim: int) -> torch.Tensor:
-    """A unit direction [w_dim]; errors for the wrong size, zero or non-finite vectors."""
-    u = torch.as_tensor(u, dtype=torch.float32).flatten()
-    if u.numel() != w_dim:
-        raise ValueError(f"direction u has {u.numel()} values; expected w_dim = {w_dim}")
-    if not torch.isfinite(u).all():
-        raise ValueError("direction u has non-finite values")
-    norm = u.norm()
-    if norm < 1e-8:
-        raise ValueError("direction u is zero; expected a non-zero vector")
-    return u / norm
-
-
-def apply_direction(w_ref: torch.Tensor, u: torch.Tensor, amounts, layers=None) -> torch.Tensor:
-    """``w_ref + a u`` on the chosen W+ layers for each amount a.
-
-    w_ref: [R, num_ws, w_dim]; u: [w_dim]; amounts: [m] -> ws [R, m, num_ws, w_dim].
-    """
-    num_ws = w_ref.shape[1]
-    layers = check_layers(layers, num_ws)
-    amounts = torch.as_tensor(amounts, dtype=w_ref.dtype, device=w_ref.device)
-    sel = torch.zeros(num_ws, 1, device=w_ref.device, dtype=w_ref.dtype)
-    sel[layers] = 1
-    step = sel * u.to(w_ref)[None]  # [num_ws, w_dim]
-    return w_ref[:, None] + amounts[None, :, None, None] * step[None, None]
-
-
-def synthesize(G, ws: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """Images for ws [..., num_ws, w_dim] -> [..., C, H, W], without gradients, in chunks."""
-    lead = ws.shape[:-2]
-    flat = ws.reshape(-1, *ws.shape[-2:])
-    with torch.no_grad():
-        out = torch.cat([G.synthesis(flat[i:i + batch]) for i in range(0, len(flat), batch)])
-    return out.reshape(*lead, *out.shape[1:])
-
-
 def pc_strip(G, w_ref: torch.Tensor, pca: WPCA, k: int, sigmas=(-3, -2, -1, 0, 1, 2, 3), layers=None,
              sign: int = +1) -> torch.Tensor:
     """Images of w_ref moved along PC k by ``sigmas`` of its standard deviation.
@@ -172,7 +115,8 @@ def rank_pcs_for_box(G, w_refs: torch.Tensor, pca: WPCA, box: Box, n_pcs: int = 
     over the references w_refs [R, num_ws, w_dim]. Returns rows sorted by ``inside_share`` with
     ``pc``, ``inside_share`` (fraction of the total change inside the box), ``lift`` (share /
     box area fraction; 1 means no preference for the box) and ``box_change`` (signed mean change
-    inside the box for the + sign: > 0 means +u brightens the box).
+    inside the box for the + sign) and ``brightens`` (the sign of u that brightens the box:
+    +1 when ``box_change >= 0``, the one sign rule everything uses).
     """
     n_pcs = min(n_pcs, len(pca.components))
     mask = box.mask()
@@ -186,7 +130,7 @@ def rank_pcs_for_box(G, w_refs: torch.Tensor, pca: WPCA, box: Box, n_pcs: int = 
         share = float(((diff.abs() * mask).sum((1, 2)) / total).mean())
         signed = float((diff * mask).sum((1, 2)).mean() / mask.sum())
         rows.append(dict(pc=k, inside_share=share, lift=share / area, box_change=signed,
-                         std=float(pca.std[k])))
+                         brightens=1 if signed >= 0 else -1, std=float(pca.std[k])))
     return sorted(rows, key=lambda r: -r["inside_share"])
 
 
@@ -196,14 +140,19 @@ def save_direction(path, u: torch.Tensor, source: str = "", overwrite: bool = Tr
     return atomic_write(path, lambda f: torch.save(data, f), "wb", overwrite)
 
 
+DIRECTION_FILE_HELP = "a .pt saved by save_direction (a dict with 'u' [w_dim]) or a .npy vector"
+
+
 def resolve_direction(spec: str, pca: WPCA | None, w_dim: int) -> tuple[torch.Tensor, str]:
-    """``pc:K`` or ``pc:K:-1`` (PC K of ``pca`` with a sign), ``auto`` (see ``suggest_direction``;
-    resolved by the caller, who knows the box), or a file saved by ``save_direction``
-    (``.pt``) or a numpy ``.npy`` vector. Returns (unit u [w_dim], description)."""
+    """``pc:K`` or ``pc:K:-1`` (PC K of ``pca`` with a sign), or a direction file (see
+    ``DIRECTION_FILE_HELP``). Returns (unit u [w_dim], description). ``auto`` needs the box:
+    see ``choose_direction``."""
     if spec.startswith("pc:"):
         parts = spec.split(":")
         try:
             k, sign = int(parts[1]), int(parts[2]) if len(parts) > 2 else 1
+            if len(parts) > 3:
+                raise ValueError
         except (ValueError, IndexError):
             raise ValueError(f"direction={spec!r}; expected 'pc:K' or 'pc:K:-1'") from None
         if pca is None:
@@ -211,22 +160,46 @@ def resolve_direction(spec: str, pca: WPCA | None, w_dim: int) -> tuple[torch.Te
         return check_direction(pca.direction(k, sign), w_dim), f"PC {k} (sign {sign:+d})"
     path = Path(spec)
     if not path.is_file():
-        raise ValueError(f"direction={spec!r}; expected 'pc:K[:-1]' or an existing .pt/.npy file")
-    if path.suffix == ".npy":
-        return check_direction(np.load(path, allow_pickle=False), w_dim), f"file {path}"
-    data = torch.load(path, map_location="cpu", weights_only=True)
+        raise ValueError(f"direction={spec!r}; expected 'auto', 'pc:K[:-1]' or an existing direction file "
+                         f"({DIRECTION_FILE_HELP})")
+    try:
+        if path.suffix == ".npy":
+            data = {"u": np.load(path, allow_pickle=False)}
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # random bytes, a pickle, unsafe objects: never executed, only refused
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in reason or "Unpickler" in reason:
+            reason = "it holds objects other than tensors"
+        raise ValueError(f"direction file {path}: not a direction file ({reason:.80}); expected "
+                         f"{DIRECTION_FILE_HELP}") from None
     if not isinstance(data, dict) or "u" not in data:
-        raise ValueError(f"{path}: expected a direction file with a 'u' entry (see save_direction)")
-    return check_direction(data["u"], w_dim), data.get("source") or f"file {path}"
+        raise ValueError(f"direction file {path}: holds no 'u' entry; expected {DIRECTION_FILE_HELP}")
+    try:
+        u = check_direction(data["u"], w_dim)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise ValueError(f"direction file {path}: {e}") from None
+    source = data.get("source")
+    return u, source if isinstance(source, str) and source else f"file {path}"
 
 
-def suggest_direction(G, pca: WPCA, box: Box, seeds=range(8), n_pcs: int = 10, layers=None, sign: int = +1):
+def suggest_direction(G, pca: WPCA, box: Box, disease: str, seeds=range(8), n_pcs: int = 10, layers=None):
     """The PC most local to ``box`` (largest inside share over a few seeds), signed so that the box
-    changes with the desired ``sign`` (+1: brightens). The paper picks by eye; this helps the eye.
+    changes the way ``disease`` changes it (``masks.DISEASES``). The paper picks by eye; this helps
+    the eye.
 
     Returns (u [w_dim], ranking row of the chosen PC, full ranking).
     """
-    from .optimize import reference_latents
+    sign = DISEASES[check_disease(disease)]["sign"]
     rows = rank_pcs_for_box(G, reference_latents(G, list(seeds)), pca, box, n_pcs=n_pcs, layers=layers)
     best = rows[0]
-    return pca.direction(best["pc"], sign if best["box_change"] >= 0 else -sign), best, rows
+    return pca.direction(best["pc"], sign * best["brightens"]), best, rows
+
+
+def choose_direction(G, pca: WPCA, box: Box, spec: str, disease: str, layers=None) -> tuple[torch.Tensor, str]:
+    """u for an edit of ``disease`` in ``box``: ``auto`` (the most box-local PC, signed to change the
+    box the way the disease does) or a spec for ``resolve_direction``. Returns (u [w_dim], description)."""
+    if spec == "auto":
+        u, best, _ = suggest_direction(G, pca, box, disease, layers=layers)
+        return u, f"auto: PC {best['pc']} ({best['inside_share']:.0%} of its change inside the box)"
+    return resolve_direction(spec, pca, G.w_dim)

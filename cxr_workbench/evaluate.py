@@ -1,6 +1,6 @@
-"""Method comparison over many references (paper Table 2): Baseline LO vs LO + direction vs
-linear translation, for several spring lengths sigma, measured with PV, its companions and the
-oracle severity trend.
+"""Measuring trajectories, and the method comparison over many references (paper Table 2):
+Baseline LO vs LO + direction vs linear translation, for several spring lengths sigma, measured
+with PV, its companions and the oracle severity trend.
 """
 from __future__ import annotations
 
@@ -9,12 +9,38 @@ from dataclasses import replace
 import pandas as pd
 import torch
 
-from .edit import measure
-from .masks import Box
-from .optimize import LOConfig, reference_latents, run_method
+from .directions import choose_direction
+from .latents import reference_latents
+from .masks import DISEASES, Box, check_disease, load_box
+from .metrics import pv_metric, trend
+from .optimize import LOConfig, Trajectory, run_method
+
+# The box each disease is measured in for Table 2 (presets of masks.py).
+TABLE2_BOXES = {"cardiomegaly": "heart", "opacity": "lung_lower_right"}
 
 METRIC_COLUMNS = ("PV", "S", "M", "monotonicity", "leakage", "severity_trend", "severity_change",
                   "plausible_fraction")
+
+
+def measure(traj: Trajectory, box: Box, disease: str, oracle=None) -> list[dict]:
+    """PV, companions and (with an oracle) the severity trend, one dict per reference.
+
+    Sequences are the reference image followed by the n edits; the sign PV rewards is the
+    disease's (``masks.DISEASES``), and so is the oracle reading whose trend is measured.
+    """
+    spec = DISEASES[check_disease(disease)]
+    rows = []
+    for r in range(traj.images.shape[0]):
+        seq = traj.sequence(r)
+        row = pv_metric(seq, box, spec["sign"]).to_dict()
+        if oracle is not None:
+            pred = oracle.predict(seq)
+            values = pred[spec["severity"]]
+            row.update(severity=spec["severity"], severity_trend=trend(values),
+                       severity_change=float(values[-1] - values[0]),
+                       plausible_fraction=float(pred["plausible"].mean()))
+        rows.append(row)
+    return rows
 
 
 def compare_methods(G, seeds, box: Box, u: torch.Tensor, disease: str, sigmas=(0.3,),
@@ -36,10 +62,37 @@ def compare_methods(G, seeds, box: Box, u: torch.Tensor, disease: str, sigmas=(0
             traj = run_method(G, method, w_ref, box, u=u, config=cfg, progress=progress)
             frame = pd.DataFrame([dict(disease=disease, sigma=float(sigma), method=method, seed=int(seed),
                                        steps=traj.steps, wall_time=traj.wall_time / len(seeds), **m)
-                                  for seed, m in zip(seeds, measure(traj, box, +1, oracle, disease))])
+                                  for seed, m in zip(seeds, measure(traj, box, disease, oracle))])
             if on_run is not None:
                 on_run(frame)
             frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def method_table(G, pca, seeds, boxes: dict | None = None, sigmas=(0.3, 1.0, 2.0), methods=("lo", "lo+dir"),
+                 config: LOConfig | None = None, oracle=None, progress: bool = True, done=(),
+                 on_run=None, on_direction=None) -> pd.DataFrame:
+    """Table 2: ``compare_methods`` for each disease in its box (default ``TABLE2_BOXES``), u the
+    PC most local to the box, sigma-major so the paper's default sigma finishes first.
+
+    ``done``: (disease, sigma, method) triples already measured (skipped); ``on_run(frame)`` as in
+    ``compare_methods``; ``on_direction(disease, box_name, description)`` reports each u chosen.
+    """
+    config = config or LOConfig()
+    boxes = dict(TABLE2_BOXES if boxes is None else boxes)
+    directions = {}
+    for disease, box_name in boxes.items():
+        box = load_box(box_name, G.img_resolution)
+        u, desc = choose_direction(G, pca, box, "auto", disease, layers=config.layers)
+        directions[disease] = (box, u)
+        if on_direction is not None:
+            on_direction(disease, box_name, desc)
+    frames = []
+    for sigma in sigmas:
+        for disease, (box, u) in directions.items():
+            skip = {(s, m) for d, s, m in done if d == disease}
+            frames.append(compare_methods(G, seeds, box, u, disease, sigmas=[sigma], methods=methods, config=config,
+                                          oracle=oracle, progress=progress, done=skip, on_run=on_run))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -1,4 +1,4 @@
-"""The losses of the method (paper Eqs. 1, 2, 4; forms settled in DESIGN.md section 2).
+"""The losses of the method (paper Eqs. 1, 2, 4; the forms chosen are explained in docs/method.md).
 
 All are batched over R references and n trajectory points and differentiable.
 """
@@ -9,7 +9,9 @@ import torch.nn.functional as F
 
 from .masks import Box
 
-DISTANCES = ("l1", "l2", "ssim")
+DISTANCES = ("l1", "l2", "ssim")     # D of Eq. 1
+SCHEDULES = ("ramp", "constant")     # in-box targets c_i: c*i/n or c
+ANGLE_FORMS = ("hinge", "literal")   # Eq. 4: a cone of half-angle theta', or the paper's line as printed
 
 
 def _gaussian_window(size: int = 7, sigma: float = 1.5) -> torch.Tensor:
@@ -63,7 +65,7 @@ def target_schedule(c: float, n: int, schedule: str = "ramp") -> torch.Tensor:
         return c * torch.arange(1, n + 1, dtype=torch.float32) / n
     if schedule == "constant":
         return torch.full([n], float(c))
-    raise ValueError(f"schedule={schedule!r}; expected 'ramp' or 'constant'")
+    raise ValueError(f"schedule={schedule!r}; expected one of {SCHEDULES}")
 
 
 def image_loss(x_ref: torch.Tensor, x: torch.Tensor, box: Box, targets: torch.Tensor,
@@ -110,4 +112,4 @@ def angle_loss(points: torch.Tensor, ref: torch.Tensor, u: torch.Tensor, theta: 
         return (angle - theta).clamp_min(0).mean(1)
     if form == "literal":
         return angle.mean(1) - theta
-    raise ValueError(f"angle form={form!r}; expected 'hinge' or 'literal'")
+    raise ValueError(f"angle form={form!r}; expected one of {ANGLE_FORMS}")

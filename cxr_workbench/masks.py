@@ -9,21 +9,29 @@ import torch
 
 MIN_SIDE = 4  # pixels; a smaller box has too few pixels for a stable image loss
 
+# The diseases the method edits: the oracle reading that measures each, and the sign of the in-box
+# change it causes (+1: the box brightens; a growing heart covers dark lung, an opacity whitens lung).
+DISEASES: dict[str, dict] = {
+    "cardiomegaly": dict(severity="ctr", sign=+1),
+    "opacity": dict(severity="opacity_burden", sign=+1),
+}
+
 # Presets in fractions of the image (x0, y0, x1, y1), drawn on the phantom anatomy (phantom.py).
 # Sides are the patient's: "right" lung is on the image left, as on a PA film.
-# sign: +1 when the disease brightens the box (heart grows over dark lung; opacity whitens).
 PRESETS: dict[str, dict] = {
-    "heart": dict(fractions=(0.30, 0.42, 0.80, 0.74), disease="cardiomegaly", sign=+1,
+    "heart": dict(fractions=(0.30, 0.42, 0.80, 0.74), disease="cardiomegaly",
                   description="heart borders: cardiomegaly widens the cardiac silhouette"),
-    "lung_lower_right": dict(fractions=(0.16, 0.46, 0.42, 0.70), disease="opacity", sign=+1,
+    "lung_lower_right": dict(fractions=(0.16, 0.46, 0.42, 0.70), disease="opacity",
                              description="patient's right lower zone (image left)"),
-    "lung_lower_left": dict(fractions=(0.58, 0.46, 0.84, 0.70), disease="opacity", sign=+1,
+    "lung_lower_left": dict(fractions=(0.58, 0.46, 0.84, 0.70), disease="opacity",
                             description="patient's left lower zone (image right)"),
-    "lung_upper_right": dict(fractions=(0.16, 0.18, 0.42, 0.42), disease="opacity", sign=+1,
+    "lung_upper_right": dict(fractions=(0.16, 0.18, 0.42, 0.42), disease="opacity",
                              description="patient's right upper zone (image left)"),
-    "lung_upper_left": dict(fractions=(0.58, 0.18, 0.84, 0.42), disease="opacity", sign=+1,
+    "lung_upper_left": dict(fractions=(0.58, 0.18, 0.84, 0.42), disease="opacity",
                             description="patient's left upper zone (image right)"),
 }
+
+BOX_FIELDS = ("x0", "y0", "x1", "y1", "resolution")
 
 
 @dataclass(frozen=True)
@@ -91,15 +99,39 @@ class Box:
         return write_json(path, self.to_dict(), overwrite=overwrite)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Box":
-        missing = {"x0", "y0", "x1", "y1", "resolution"} - set(d)
+    def from_dict(cls, d, source: str = "box") -> "Box":
+        """A box from a dict of integer pixels ``x0, y0, x1, y1, resolution``; errors name ``source``
+        and the field."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: holds {type(d).__name__} {d!r:.60}; expected an object with "
+                             f"{', '.join(BOX_FIELDS)}")
+        missing = [k for k in BOX_FIELDS if k not in d]
         if missing:
-            raise ValueError(f"box JSON lacks {sorted(missing)}; expected x0, y0, x1, y1, resolution")
-        return cls(*(int(d[k]) for k in ("x0", "y0", "x1", "y1", "resolution")))
+            raise ValueError(f"{source}: lacks {missing}; expected {', '.join(BOX_FIELDS)} (integer pixels)")
+        values = []
+        for k in BOX_FIELDS:
+            v = d[k]
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"{source}: field {k!r} is {v!r}; expected an integer number of pixels")
+            values.append(v)
+        try:
+            return cls(*values)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
 
     @classmethod
     def load(cls, path) -> "Box":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"box file {path}: cannot be read ({e})") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"box file {path}: not valid JSON ({e}); expected an object with "
+                             f"{', '.join(BOX_FIELDS)}") from None
+        return cls.from_dict(data, source=f"box file {path}")
 
 
 def preset(name: str, resolution: int) -> Box:
@@ -107,3 +139,36 @@ def preset(name: str, resolution: int) -> Box:
     if name not in PRESETS:
         raise ValueError(f"box preset {name!r} unknown; expected one of {sorted(PRESETS)}")
     return Box.from_fractions(*PRESETS[name]["fractions"], resolution)
+
+
+def load_box(spec, resolution: int) -> Box:
+    """A Box, a preset name (``heart``, ``lung_lower_left`` ...) or a box JSON file, at ``resolution``."""
+    if isinstance(spec, Box):
+        return spec if spec.resolution == resolution else spec.at_resolution(resolution)
+    if _check_spec(spec) in PRESETS:
+        return preset(spec, resolution)
+    return Box.load(spec).at_resolution(resolution)
+
+
+def _check_spec(spec):
+    if not isinstance(spec, Box) and spec not in PRESETS and not Path(spec).is_file():
+        raise ValueError(f"box={spec!r}; expected a preset ({', '.join(PRESETS)}) or a box .json file")
+    return spec
+
+
+def check_disease(disease: str) -> str:
+    if disease not in DISEASES:
+        raise ValueError(f"disease={disease!r}; expected one of {sorted(DISEASES)}")
+    return disease
+
+
+def disease_for_box(spec, disease: str | None = None) -> str:
+    """The disease an edit of this box shows: ``disease`` when given, else the preset's; a custom
+    box (file or Box) must say which disease it is for."""
+    _check_spec(spec)
+    if disease is not None:
+        return check_disease(disease)
+    if isinstance(spec, str) and spec in PRESETS:
+        return PRESETS[spec]["disease"]
+    raise ValueError(f"box={spec if isinstance(spec, str) else 'custom'!s} is not a preset, so its disease is unknown; "
+                     f"give one of {sorted(DISEASES)} (--disease)")

@@ -1,4 +1,4 @@
-"""Metrics: the Pixel-Variation (PV) metric of the paper (settled in DESIGN.md section 3), its
+"""Metrics: the Pixel-Variation (PV) metric of the paper (our reading: docs/method.md), its
 plain-language companions, and a Fréchet distance between feature sets.
 """
 from __future__ import annotations

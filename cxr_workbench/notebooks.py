@@ -1,16 +1,36 @@
-"""Run the workbench notebooks headless: inject parameters after the cell tagged ``parameters``
-(as papermill does), execute with nbclient, and write the executed notebook as HTML."""
+"""The notebooks' side of the package: the one setup call each notebook starts with, and headless
+runs (inject parameters after the cell tagged ``parameters``, as papermill does, execute with
+nbclient, write the executed notebook as HTML)."""
 from __future__ import annotations
 
 import ast
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import nbformat
 
 from .io import atomic_write
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+class Session(NamedTuple):
+    G: object        # the shipped generator
+    oracle: object   # the shipped severity oracle
+    pca: object      # the PCA of W for G
+    out: Path        # the notebook's output folder (created)
+
+
+def start(out_dir, quiet: bool = False) -> Session:
+    """Load the shipped generator, oracle and PCA, and create the output folder."""
+    from .assets import load_default_generator, load_default_oracle, pca_for
+    from .io import check_writable
+    out = check_writable(out_dir)
+    G = load_default_generator()
+    if not quiet:
+        print(f"generator: {G.img_resolution} px, {G.num_ws} W+ layers of width {G.w_dim}; outputs in {out}")
+    return Session(G, load_default_oracle(), pca_for(G), out)
 
 
 def inject_parameters(nb, parameters: dict):

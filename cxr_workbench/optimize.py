@@ -10,64 +10,81 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from .directions import apply_direction, check_direction, check_layers, synthesize
-from .losses import DISTANCES, angle_loss, image_loss, spring_loss, target_schedule
+from .latents import apply_direction, check_direction, check_layers, flatten_layers, synthesize, tile_direction
+from .losses import ANGLE_FORMS, DISTANCES, SCHEDULES, angle_loss, image_loss, spring_loss, target_schedule
 from .masks import Box
-from .stylegan2 import z_from_seeds
 
 METHODS = ("lo", "lo+dir", "linear")
+METHOD_LABELS = {"lo": "Baseline LO", "linear": "Linear translation", "lo+dir": "LO + direction"}
+
+
+def _setting(default, help: str, choices=None, low=None, high=None, open_low=False, open_high=False):
+    """A LOConfig field: its default, what it means (shown by the CLI), and its allowed values
+    (``choices``, or a range from ``low`` to ``high``, each end closed unless said open)."""
+    return field(default=default, metadata=dict(help=help, choices=choices, low=low, high=high,
+                                                open_low=open_low, open_high=open_high))
 
 
 @dataclass
 class LOConfig:
-    n: int = 12                   # points in the trajectory (paper)
-    sigma: float = 0.3            # spring rest length (paper's best)
-    theta_deg: float = 35.0       # half-angle of the cone around u (paper's best theta')
-    angle_form: str = "hinge"     # "hinge" (DESIGN) or "literal" (paper's Eq. 4 as printed)
-    c: float = 0.1                # in-box change targeted at the last point, in units of D
-    schedule: str = "ramp"        # c_i = c i / n ("ramp") or c ("constant")
-    distance: str = "l1"          # D: "l1", "l2" or "ssim"
-    alpha: float = 1.0            # weight of sum_i L_X
-    beta: float = 1.0             # weight of L_spring(k=1)
-    gamma: float = 1.0            # weight of L_spring(k=2)
-    delta: float = 1.0            # weight of L_angle (ignored by Baseline LO)
-    layers: tuple[int, ...] | None = (0, 1, 2, 3, 4, 5)  # W+ layers that move (None: all)
-    lr: float = 0.01              # Adam step size
-    max_steps: int = 300
-    min_steps: int = 30
-    window: int = 15              # plateau: the best loss fell by less than tol (relative) ...
-    tol: float = 0.01             # ... over the last window steps
-    lr_drops: int = 2             # on a plateau, multiply lr by lr_drop this many times, then stop
-    lr_drop: float = 0.3
-    init_spacing: float = 0.5     # initial points at i * init_spacing * sigma along the start direction
-    seed: int = 0
+    """Settings of one trajectory optimisation; defaults from the paper where it gives them
+    (docs/method.md says why for the rest). Each field's metadata is the one definition of its
+    meaning and range: ``validate`` and the CLI's ``edit`` options are derived from it."""
+
+    n: int = _setting(12, "points in the trajectory (paper: 12)", low=3, high=1000)
+    sigma: float = _setting(0.3, "spring rest length between consecutive points (paper's best: 0.3)", low=0, high=100,
+                            open_low=True)
+    theta_deg: float = _setting(35.0, "half-angle of the cone around u, degrees (paper's best theta': 35)",
+                                low=0, high=180, open_low=True, open_high=True)
+    angle_form: str = _setting("hinge", "Eq. 4 form: hinge (a cone) or literal (as printed)", choices=ANGLE_FORMS)
+    c: float = _setting(0.1, "in-box change targeted at the last point, in units of D", low=0, high=4)
+    schedule: str = _setting("ramp", "in-box targets: ramp c*i/n or constant c", choices=SCHEDULES)
+    distance: str = _setting("l1", "image distance D of Eq. 1", choices=DISTANCES)
+    alpha: float = _setting(1.0, "weight of the image loss sum_i L_X", low=0, high=1e6)
+    beta: float = _setting(1.0, "weight of L_spring(k=1)", low=0, high=1e6)
+    gamma: float = _setting(1.0, "weight of L_spring(k=2)", low=0, high=1e6)
+    delta: float = _setting(1.0, "weight of L_angle (ignored by Baseline LO)", low=0, high=1e6)
+    layers: tuple[int, ...] | None = _setting((0, 1, 2, 3, 4, 5), "W+ layers that move, e.g. 0-5 (None: all)")
+    lr: float = _setting(0.01, "Adam step size", low=0, high=10, open_low=True)
+    max_steps: int = _setting(300, "step cap", low=1, high=1_000_000)
+    min_steps: int = _setting(30, "no plateau stop before this step", low=0, high=1_000_000)
+    window: int = _setting(15, "plateau: the best loss fell by less than tol (relative) over this many steps",
+                           low=1, high=1_000_000)
+    tol: float = _setting(0.01, "plateau tolerance (relative)", low=0, high=1)
+    lr_drops: int = _setting(2, "on a plateau, multiply lr by lr_drop this many times, then stop", low=0, high=100)
+    lr_drop: float = _setting(0.3, "lr factor on a plateau", low=0, high=1, open_low=True)
+    init_spacing: float = _setting(0.5, "initial points at i * init_spacing * sigma along the start direction",
+                                   low=0, high=100)
+    init_seed: int = _setting(0, "seed of the start jitter and of Baseline LO's random start direction",
+                              low=0, high=2 ** 63 - 1)
 
     def validate(self) -> "LOConfig":
-        if not isinstance(self.n, int) or self.n < 3:
-            raise ValueError(f"n={self.n!r}; expected an integer >= 3 points")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma={self.sigma!r}; expected a positive spring rest length")
-        if not 0 < self.theta_deg < 180:
-            raise ValueError(f"theta_deg={self.theta_deg!r}; expected an angle in (0, 180) degrees")
-        if self.distance not in DISTANCES:
-            raise ValueError(f"distance={self.distance!r}; expected one of {DISTANCES}")
-        if self.angle_form not in ("hinge", "literal"):
-            raise ValueError(f"angle_form={self.angle_form!r}; expected 'hinge' or 'literal'")
-        if not 0 < self.lr_drop <= 1 or self.lr_drops < 0:
-            raise ValueError(f"lr_drop={self.lr_drop!r}, lr_drops={self.lr_drops!r}; expected lr_drop in (0, 1] "
-                             "and lr_drops >= 0")
-        if self.max_steps < 1 or self.min_steps < 0 or self.window < 1:
-            raise ValueError(f"max_steps={self.max_steps}, min_steps={self.min_steps}, window={self.window}; "
-                             "expected max_steps >= 1, min_steps >= 0, window >= 1")
-        for name in ("alpha", "beta", "gamma", "delta", "lr", "c"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name}={getattr(self, name)!r}; expected a non-negative number")
+        """Check every field against its metadata: the type of its default, finite numbers within
+        [low, high] (low exclusive for positive-only floats), choices for enumerations."""
+        for f in fields(self):
+            v, meta = getattr(self, f.name), f.metadata
+            if f.name == "layers":
+                if v is not None and (not isinstance(v, (tuple, list)) or not v
+                                      or not all(isinstance(i, int) and i >= 0 for i in v)):
+                    raise ValueError(f"layers={v!r}; expected non-negative W+ layer indices or None (all)")
+                continue
+            if meta["choices"] is not None:
+                if v not in meta["choices"]:
+                    raise ValueError(f"{f.name}={v!r}; expected one of {meta['choices']}")
+                continue
+            kind, lo, hi = type(f.default), meta["low"], meta["high"]
+            ok = isinstance(v, int) and not isinstance(v, bool) if kind is int else \
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if not (ok and (v > lo if meta["open_low"] else v >= lo) and (v < hi if meta["open_high"] else v <= hi)):
+                interval = f"{'(' if meta['open_low'] else '['}{lo}, {hi}{')' if meta['open_high'] else ']'}"
+                raise ValueError(f"{f.name}={v!r}; expected {'an integer' if kind is int else 'a finite number'} "
+                                 f"in {interval} ({meta['help']})")
         return self
 
 
@@ -106,17 +123,6 @@ def _prepare(G, w_ref: torch.Tensor, box: Box | None, config: LOConfig):
                          "use box.at_resolution()")
     layers = check_layers(config.layers, G.num_ws)
     return w_ref.detach().to(G.w_avg.device, torch.float32), layers
-
-
-def flatten_layers(w: torch.Tensor, layers) -> torch.Tensor:
-    """The chosen W+ layers of latents [..., num_ws, w_dim], flattened: [..., len(layers) * w_dim]
-    (the space where springs and angles are measured)."""
-    return w[..., layers, :].reshape(*w.shape[:-2], -1)
-
-
-def tile_direction(u: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """A unit direction u [w_dim] tiled over ``n_layers`` layers and made unit again: [n_layers * w_dim]."""
-    return u.repeat(n_layers) / math.sqrt(n_layers)
 
 
 def objective_terms(x_ref, images, box: Box, points, ref, u_flat, config: LOConfig) -> dict:
@@ -164,7 +170,7 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, u: torch.Tensor | None
     device = w_ref.device
     R, n, L, w_dim = w_ref.shape[0], config.n, len(layers), G.w_dim
     method = "lo" if u is None else "lo+dir"
-    gen = torch.Generator().manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.init_seed)
 
     if u is None:
         start = torch.randn(R, L * w_dim, generator=gen)
@@ -204,8 +210,11 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, u: torch.Tensor | None
         terms = objective_terms(x_ref, images, box, ref_sel[:, None] + offset, ref_sel, u_flat, config)
         total = terms["total"].sum()
         if not torch.isfinite(total):
-            status, message = "nan", (f"loss became non-finite at step {step}; kept each reference's best points "
-                                      "before it")
+            found = torch.isfinite(best_total)
+            status = "nan"
+            message = (f"loss became non-finite at step {step}; " + (
+                "kept each reference's best points before it" if found.all() else
+                f"references {found.logical_not().nonzero().flatten().tolist()} had no finite step, so no points"))
             warnings.warn(message)
             break
         with torch.no_grad():
@@ -271,10 +280,3 @@ def run_method(G, method: str, w_ref, box: Box, u=None, config: LOConfig | None 
     if method == "linear":
         return translate_along(G, w_ref, u, config)
     return optimize_trajectory(G, w_ref, box, u if method == "lo+dir" else None, config, **kw)
-
-
-def reference_latents(G, seeds, psi: float = 1.0) -> torch.Tensor:
-    """W+ latents [R, num_ws, w_dim] of the given seeds (z ~ N(0, I) from numpy's RandomState)."""
-    with torch.no_grad():
-        return G.mapping(z_from_seeds(seeds, G.z_dim).to(G.w_avg.device), psi=psi)
-

@@ -213,17 +213,13 @@ def render(params: PhantomParams, size: int = 64) -> tuple[np.ndarray, dict]:
     return img, truth
 
 
-def render_batch(rng: np.random.Generator, n: int, size: int = 64,
-                 kinds: tuple[str, ...] = KINDS, weights: tuple[float, ...] | None = None):
-    """Render ``n`` phantoms of random kinds.
-
-    Returns (images [n, size, size] float32, kinds [n] str, ctr [n], burden [n]).
-    """
-    probs = None if weights is None else np.asarray(weights, float) / np.sum(weights)
-    chosen = rng.choice(len(kinds), size=n, p=probs)
-    imgs = np.empty((n, size, size), np.float32)
-    ctr, burden = np.empty(n, np.float32), np.empty(n, np.float32)
-    for i, k in enumerate(chosen):
-        imgs[i], truth = render(sample_params(rng, kinds[k]), size)
-        ctr[i], burden[i] = truth["ctr"], truth["opacity_burden"]
-    return imgs, np.asarray(kinds)[chosen], ctr, burden
+def kinds_grid(per_kind: int = 6, size: int = 128, seed: int = 0) -> tuple[np.ndarray, list[list[dict]]]:
+    """One row of ``per_kind`` phantoms per kind (normal, cardiomegaly, opacity): a float image
+    [len(KINDS) * size, per_kind * size] in [0, 1] and the ground truth of every tile, row by row."""
+    rng = np.random.default_rng(seed)
+    rows, truths = [], []
+    for kind in KINDS:
+        tiles = [render(sample_params(rng, kind), size) for _ in range(per_kind)]
+        rows.append(np.concatenate([img for img, _ in tiles], 1))
+        truths.append([truth for _, truth in tiles])
+    return np.concatenate(rows), truths

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .checkpoints import read_checkpoint, save_checkpoint
@@ -50,6 +49,18 @@ def quality_figures(G, oracle, n: int = 2000, seed: int = 0) -> dict:
                 phantoms=_describe(phantoms_a))
 
 
+QUALITY_SETS = (("phantoms (second draw)", "phantoms", "fd_phantoms_vs_phantoms"),
+                 ("shipped generator", "generated", "fd_generated_vs_phantoms"),
+                 ("generator at initialisation", "init", "fd_init_vs_phantoms"))
+
+
+def quality_rows(q: dict) -> list[dict]:
+    """The figures of ``quality_figures`` as table rows, one per set (model card and notebook 01)."""
+    return [dict(set=name, fd_to_phantoms=q[fd], ctr_mean=q[key]["ctr_mean"], ctr_std=q[key]["ctr_std"],
+                 burden_mean=q[key]["burden_mean"], burden_std=q[key]["burden_std"], plausible=q[key]["plausible"])
+            for name, key, fd in QUALITY_SETS]
+
+
 def model_card_markdown(card: dict) -> str:
     q = card.get("quality", {})
     lines = ["# Shipped default generator", "",
@@ -62,12 +73,9 @@ def model_card_markdown(card: dict) -> str:
                   f"{q['n']} images per set. Fréchet distance of oracle features to phantoms:", "",
                   "| set | FD to phantoms | oracle CTR mean ± std | opacity burden mean ± std | plausible |",
                   "|---|---|---|---|---|"]
-        for name, key, fd in (("phantoms (second draw)", "phantoms", q["fd_phantoms_vs_phantoms"]),
-                              ("shipped generator", "generated", q["fd_generated_vs_phantoms"]),
-                              ("generator at initialisation", "init", q["fd_init_vs_phantoms"])):
-            d = q[key]
-            lines.append(f"| {name} | {fd:.2f} | {d['ctr_mean']:.3f} ± {d['ctr_std']:.3f} | "
-                         f"{d['burden_mean']:.3f} ± {d['burden_std']:.3f} | {d['plausible']:.1%} |")
+        for r in quality_rows(q):
+            lines.append(f"| {r['set']} | {r['fd_to_phantoms']:.2f} | {r['ctr_mean']:.3f} ± {r['ctr_std']:.3f} | "
+                         f"{r['burden_mean']:.3f} ± {r['burden_std']:.3f} | {r['plausible']:.1%} |")
         lines += ["", "(the phantoms row uses the first draw's statistics; FD is the first draw vs a second draw)"]
     if card.get("oracle"):
         lines += ["", "## Severity oracle (held-out phantoms)", "", f"```\n{json.dumps(card['oracle'], indent=2)}\n```"]
@@ -84,8 +92,8 @@ def model_card_markdown(card: dict) -> str:
 def ship_generator(run_dir, data_dir, oracle, n: int = 2000, overwrite: bool = False) -> list[Path]:
     """Copy a run's EMA generator into ``data_dir`` with its quality figures, the PCA of W, a
     sample grid, a markdown model card, and the run's training snapshot (for resuming)."""
-    from .train import sample_grid
     from .checkpoints import load_generator
+    from .viz import sample_grid
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     data = read_checkpoint(run_dir / "generator.pt")
     G = load_generator(run_dir / "generator.pt")

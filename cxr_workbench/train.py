@@ -9,8 +9,9 @@ at 64 px.
 from __future__ import annotations
 
 import copy
+import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoints import machine_description, read_checkpoint, save_checkpoint
-from .stylegan2 import Discriminator, Generator, z_from_seeds
+from .io import save_png, writer_lock
+from .stylegan2 import Discriminator, Generator
+from .viz import sample_grid
 
 
 @dataclass
@@ -42,6 +45,24 @@ class TrainConfig:
     dataset_size: int = 20000      # phantoms rendered once and reused
     seed: int = 0
 
+    def validate(self) -> "TrainConfig":
+        """Refuse settings that cannot train: each names the setting and what it must be."""
+        r = self.resolution
+        if not isinstance(r, int) or r < 8 or r & (r - 1):
+            raise ValueError(f"resolution={r!r}; expected a power of two >= 8")
+        for name in ("batch", "dataset_size", "z_dim", "w_dim", "mapping_layers", "r1_interval"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r}; expected a positive integer")
+        for name in ("kimg", "snapshot_kimg", "lr", "ema_kimg"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name}={v!r}; expected a positive finite number")
+        for name in ("r1_gamma", "ema_rampup", "style_mixing"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name}={v!r}; expected a non-negative finite number")
+        return self
+
     def generator_kwargs(self) -> dict:
         return dict(img_resolution=self.resolution, img_channels=1, z_dim=self.z_dim, w_dim=self.w_dim,
                     mapping_layers=self.mapping_layers, channel_base=self.channel_base,
@@ -53,19 +74,6 @@ def _config_difference(a: dict, b: dict) -> dict:
     return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if k != "kimg" and a.get(k) != b.get(k)}
 
 
-def sample_grid(G: Generator, seeds, cols: int = 8, psi: float = 1.0) -> np.ndarray:
-    """Images of the given seeds tiled into a uint8 grid [rows*H, cols*W]."""
-    with torch.no_grad():
-        img = G(z_from_seeds(seeds, G.z_dim).to(G.w_avg.device), psi=psi).float().cpu()
-    img = ((img[:, 0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    n, h, w = img.shape
-    rows = -(-n // cols)
-    grid = np.zeros((rows * h, cols * w), np.uint8)
-    for i in range(n):
-        grid[(i // cols) * h:(i // cols + 1) * h, (i % cols) * w:(i % cols + 1) * w] = img[i]
-    return grid
-
-
 def train(cfg: TrainConfig, run_dir, images: torch.Tensor | None = None, resume: bool = True,
           device: str | None = None, progress: bool = True, stop_after_kimg: float | None = None) -> Path:
     """Train (or resume) a StyleGAN2 on ``images`` [N, 1, R, R] in [-1, 1] (phantoms by default).
@@ -73,11 +81,14 @@ def train(cfg: TrainConfig, run_dir, images: torch.Tensor | None = None, resume:
     ``stop_after_kimg`` ends this call early (the run stays resumable), for budgeted sessions.
     Returns the path of the EMA generator checkpoint.
     """
-    from .datasets import PhantomDataset
-    from .io import save_png
+    cfg.validate()
+    with writer_lock(run_dir):  # one trainer per run folder; a dead one's temporaries are removed
+        return _train(cfg, Path(run_dir), images, resume, device, progress, stop_after_kimg)
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, stop_after_kimg) -> Path:
+    from .datasets import PhantomDataset
+
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     snap_path = run_dir / "snapshot.pt"
     torch.manual_seed(cfg.seed)
@@ -180,19 +191,15 @@ def train(cfg: TrainConfig, run_dir, images: torch.Tensor | None = None, resume:
             card = dict(training_data=f"{cfg.dataset_size} procedural phantoms (cxr_workbench.phantom)",
                         kimg=kimg, wall_time_s=round(state["wall_time"], 1), machine=machine_description(),
                         train_config=asdict(cfg))
-            save_checkpoint(run_dir / "generator.pt", {"kind": "generator", "config": G_cpu.config,
-                                                      "G_ema": G_cpu.state_dict(), "model_card": card})
+            # The snapshot first: a kill between the two never leaves generator.pt ahead of it.
             save_checkpoint(snap_path, dict(kind="training", config=G.config, train_config=asdict(cfg),
                                             G=G.state_dict(), D=D.state_dict(), G_ema=G_ema.state_dict(),
                                             opt_G=opt_G.state_dict(), opt_D=opt_D.state_dict(),
                                             state=state, rng_cpu=torch.get_rng_state(), model_card=card))
+            save_checkpoint(run_dir / "generator.pt", {"kind": "generator", "config": G_cpu.config,
+                                                      "G_ema": G_cpu.state_dict(), "model_card": card})
     bar.close()
-    return run_dir / "generator.pt"
-
-
-def config_from_dict(d: dict) -> TrainConfig:
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = set(d) - known
-    if unknown:
-        raise ValueError(f"unknown training settings {sorted(unknown)}; expected some of {sorted(known)}")
-    return TrainConfig(**d)
+    out = run_dir / "generator.pt"
+    if not out.is_file():
+        raise FileNotFoundError(f"training in {run_dir} ended before writing {out}")
+    return out

@@ -18,6 +18,18 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
 
 
+def sample_grid(G, seeds, cols: int = 8, psi: float = 1.0) -> np.ndarray:
+    """Images of the given seeds tiled into a uint8 grid [rows*H, cols*W] (channels averaged)."""
+    from .latents import reference_latents, synthesize
+    img = to_uint8(synthesize(G, reference_latents(G, seeds, psi=psi)))
+    n, h, w = img.shape
+    rows = -(-n // cols)
+    grid = np.zeros((rows * h, cols * w), np.uint8)
+    for i in range(n):
+        grid[(i // cols) * h:(i // cols + 1) * h, (i % cols) * w:(i % cols + 1) * w] = img[i]
+    return grid
+
+
 def strip_image(rows: list[torch.Tensor], box: Box | None = None, scale: int = 3, gap: int = 2) -> Image.Image:
     """Rows of images (each [n, C, H, W], same H, W) as one RGB picture, box drawn on every tile."""
     tiles = [to_uint8(r) for r in rows]
@@ -163,6 +175,20 @@ def umap_plotly(df, title: str = "UMAP of latent trajectories"):
     d = d.assign(trajectory=d["method"] + " / ref " + d["reference"].astype(str))
     fig = px.line(d, x="x", y="y", color="method", line_group="trajectory", markers=True,
                   hover_data=["reference", "step"], title=title)
+    return fig
+
+
+def severity_histograms(predictions: dict, keys=("ctr", "opacity_burden")):
+    """Overlaid histograms of oracle readings, one panel per reading; ``predictions``: label ->
+    ``oracle.predict`` output. Returns a matplotlib Figure."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for label, pred in predictions.items():
+            ax.hist(pred[key], bins=30, alpha=0.6, label=label, density=True)
+        ax.set_title(f"oracle {key}", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig
 
 

@@ -11,14 +11,14 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-import ipywidgets as W
-import numpy as np
+import ipywidgets as ipw
 import torch
 from PIL import Image
 
-from .directions import WPCA, apply_direction, rank_pcs_for_box, save_direction, synthesize
-from .masks import PRESETS, Box, preset
-from .optimize import LOConfig, optimize_trajectory, translate_along
+from .directions import WPCA, pc_strip, rank_pcs_for_box, save_direction
+from .latents import apply_direction, synthesize
+from .masks import DISEASES, PRESETS, Box, check_disease, preset
+from .optimize import LOConfig, run_method
 from .viz import loss_figure, strip_image
 
 DISPLAY_SCALE = 4  # 64-px images are shown at 256 px
@@ -50,25 +50,25 @@ class PCBrowser:
         self.u: torch.Tensor | None = None
         self.u_source = ""
         n_sliders = min(n_sliders, len(pca.components))
-        self.sliders = [W.FloatSlider(value=0.0, min=-3, max=3, step=0.25, description=f"PC {k}",
+        self.sliders = [ipw.FloatSlider(value=0.0, min=-3, max=3, step=0.25, description=f"PC {k}",
                                       continuous_update=False, readout_format=".2f") for k in range(n_sliders)]
-        self.layers = W.IntRangeSlider(value=(0, G.num_ws - 1), min=0, max=G.num_ws - 1, description="layers")
-        self.pc = W.Dropdown(options=list(range(len(pca.components))), value=0, description="strip PC")
-        self.sign = W.ToggleButtons(options=[("+u", 1), ("-u", -1)], value=1, description="sign")
-        self.use = W.Button(description="use as u", button_style="success")
-        self.image = W.Image(format="png")
-        self.strip = W.Image(format="png")
-        self.ranking = W.HTML()
-        self.status = W.HTML()
+        self.layers = ipw.IntRangeSlider(value=(0, G.num_ws - 1), min=0, max=G.num_ws - 1, description="layers")
+        self.pc = ipw.Dropdown(options=list(range(len(pca.components))), value=0, description="strip PC")
+        self.sign = ipw.ToggleButtons(options=[("+u", 1), ("-u", -1)], value=1, description="sign")
+        self.use = ipw.Button(description="use as u", button_style="success")
+        self.image = ipw.Image(format="png")
+        self.strip = ipw.Image(format="png")
+        self.ranking = ipw.HTML()
+        self.status = ipw.HTML()
         for s in self.sliders:
             s.observe(lambda _: self.redraw(), "value")
         self.layers.observe(lambda _: self.refresh(), "value")
         self.pc.observe(lambda _: self.draw_strip(), "value")
         self.sign.observe(lambda _: self.draw_strip(), "value")
         self.use.on_click(lambda _: self.use_direction())
-        self.widget = W.HBox([W.VBox([self.image, self.status]),
-                              W.VBox([self.layers, *self.sliders]),
-                              W.VBox([self.pc, self.sign, self.strip, self.use, self.ranking])])
+        self.widget = ipw.HBox([ipw.VBox([self.image, self.status]),
+                              ipw.VBox([self.layers, *self.sliders]),
+                              ipw.VBox([self.pc, self.sign, self.strip, self.use, self.ranking])])
         self.refresh()
 
     @property
@@ -91,9 +91,7 @@ class PCBrowser:
         self.image.value = png_bytes(strip_image([img], self.box, scale=DISPLAY_SCALE))
 
     def draw_strip(self, sigmas=(-3, -1.5, 0, 1.5, 3)):
-        k, sign = self.pc.value, self.sign.value
-        amounts = torch.tensor(sigmas, dtype=torch.float32) * float(self.pca.std[k])
-        imgs = synthesize(self.G, apply_direction(self.w_ref, self.pca.direction(k, sign), amounts, self.layer_list))[0]
+        imgs = pc_strip(self.G, self.w_ref[0], self.pca, self.pc.value, sigmas, self.layer_list, self.sign.value)
         self.strip_images = imgs
         self.strip.value = png_bytes(strip_image([imgs], self.box, scale=2))
 
@@ -104,7 +102,7 @@ class PCBrowser:
             return
         self.rows = rank_pcs_for_box(self.G, self.w_ref, self.pca, self.box, n_pcs=n_pcs, layers=self.layer_list)
         body = "".join(f"<tr><td>{r['pc']}</td><td>{r['inside_share']:.2f}</td><td>{r['lift']:.2f}</td>"
-                       f"<td>{'+u' if r['box_change'] > 0 else '-u'} brightens</td></tr>" for r in self.rows[:6])
+                       f"<td>{'+u' if r['brightens'] > 0 else '-u'} brightens</td></tr>" for r in self.rows[:6])
         self.ranking.value = ("<b>PCs local to the box</b><table><tr><th>PC</th><th>share</th><th>lift</th>"
                               f"<th>sign</th></tr>{body}</table>")
 
@@ -116,6 +114,20 @@ class PCBrowser:
         self.redraw()
         self.draw_strip()
         self.draw_ranking()
+
+    def pick(self, pc: int | None = None, sign: int | None = None, disease: str = "cardiomegaly") -> torch.Tensor:
+        """Choose PC ``pc`` (None: the most box-local) with ``sign`` (None: the sign that changes the
+        box the way ``disease`` does) and hand it on as u (see ``use_direction``)."""
+        if (pc is None or sign is None) and not self.rows:
+            raise ValueError("pick(pc=None or sign=None) needs a box to rank PCs; give both pc and sign")
+        k = self.rows[0]["pc"] if pc is None else int(pc)
+        if sign is None:
+            ranked = self.rows if any(r["pc"] == k for r in self.rows) else rank_pcs_for_box(
+                self.G, self.w_ref, self.pca, self.box, n_pcs=k + 1, layers=self.layer_list)
+            row = next(r for r in ranked if r["pc"] == k)
+            sign = DISEASES[check_disease(disease)]["sign"] * row["brightens"]
+        self.pc.value, self.sign.value = k, sign
+        return self.use_direction()
 
     def use_direction(self) -> torch.Tensor:
         """Hand PC ``pc`` with ``sign`` to the next step (and save it for the CLI, if a path is set)."""
@@ -139,12 +151,12 @@ class ROIDrawer:
         self.resolution = image.shape[-1]
         self._image = image
         self.box: Box | None = None
-        self.fields = {k: W.BoundedIntText(min=0, max=self.resolution, description=k, layout=W.Layout(width="140px"))
+        self.fields = {k: ipw.BoundedIntText(min=0, max=self.resolution, description=k, layout=ipw.Layout(width="140px"))
                        for k in ("x0", "y0", "x1", "y1")}
-        self.presets = W.Dropdown(options=["(custom)"] + list(PRESETS), value="(custom)", description="preset")
-        self.message = W.HTML()
-        self.path = W.Text(value=str(json_path), description="JSON")
-        self.save_button, self.load_button = W.Button(description="save"), W.Button(description="load")
+        self.presets = ipw.Dropdown(options=["(custom)"] + list(PRESETS), value="(custom)", description="preset")
+        self.message = ipw.HTML()
+        self.path = ipw.Text(value=str(json_path), description="JSON")
+        self.save_button, self.load_button = ipw.Button(description="save"), ipw.Button(description="load")
         self.canvas = BBoxWidget(image="data:image/png;base64," + self._encode(), classes=["roi"], hide_buttons=True)
         self._syncing = False
         for f in self.fields.values():
@@ -153,8 +165,8 @@ class ROIDrawer:
         self.canvas.observe(lambda _: self._from_canvas(), "bboxes")
         self.save_button.on_click(lambda _: self.save())
         self.load_button.on_click(lambda _: self.load())
-        self.widget = W.HBox([self.canvas, W.VBox([self.presets, *self.fields.values(), self.message,
-                                                   self.path, W.HBox([self.save_button, self.load_button])])])
+        self.widget = ipw.HBox([self.canvas, ipw.VBox([self.presets, *self.fields.values(), self.message,
+                                                   self.path, ipw.HBox([self.save_button, self.load_button])])])
         if box is not None:
             self.set_box(box)
 
@@ -218,28 +230,28 @@ class OptimizationRunner:
         self.G, self.w_ref, self.box, self.u = G, w_ref.reshape(-1, G.num_ws, G.w_dim), box, u
         cfg = config or LOConfig()
         self.update_every = update_every
-        self.method = W.Dropdown(options=["lo+dir", "lo"], value="lo+dir" if u is not None else "lo",
+        self.method = ipw.Dropdown(options=["lo+dir", "lo"], value="lo+dir" if u is not None else "lo",
                                  description="method")
-        self.compare = W.Checkbox(value=False, description="side by side (LO, linear, LO + dir)")
-        self.sigma = W.FloatText(value=cfg.sigma, description="sigma")
-        self.theta = W.FloatText(value=cfg.theta_deg, description="theta' (deg)")
-        self.c = W.FloatText(value=cfg.c, description="c")
-        self.max_steps = W.IntText(value=cfg.max_steps, description="max steps")
-        self.run_button = W.Button(description="run", button_style="primary")
-        self.stop_button = W.Button(description="stop", button_style="warning")
-        self.progress = W.IntProgress(min=0, max=cfg.max_steps, description="step")
-        self.loss_plot, self.strip = W.Image(format="png"), W.Image(format="png")
-        self.message = W.HTML()
+        self.compare = ipw.Checkbox(value=False, description="side by side (LO, linear, LO + dir)")
+        self.sigma = ipw.FloatText(value=cfg.sigma, description="sigma")
+        self.theta = ipw.FloatText(value=cfg.theta_deg, description="theta' (deg)")
+        self.c = ipw.FloatText(value=cfg.c, description="c")
+        self.max_steps = ipw.IntText(value=cfg.max_steps, description="max steps")
+        self.run_button = ipw.Button(description="run", button_style="primary")
+        self.stop_button = ipw.Button(description="stop", button_style="warning")
+        self.progress = ipw.IntProgress(min=0, max=cfg.max_steps, description="step")
+        self.loss_plot, self.strip = ipw.Image(format="png"), ipw.Image(format="png")
+        self.message = ipw.HTML()
         self.base_config = cfg
         self.results: dict = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.run_button.on_click(lambda _: self.run(block=False))
-        self.stop_button.on_click(lambda _: self._stop.set())
-        self.widget = W.VBox([W.HBox([self.method, self.compare]),
-                              W.HBox([self.sigma, self.theta, self.c, self.max_steps]),
-                              W.HBox([self.run_button, self.stop_button, self.progress]), self.message,
-                              W.HBox([self.loss_plot, self.strip])])
+        self.stop_button.on_click(lambda _: self.stop())
+        self.widget = ipw.VBox([ipw.HBox([self.method, self.compare]),
+                              ipw.HBox([self.sigma, self.theta, self.c, self.max_steps]),
+                              ipw.HBox([self.run_button, self.stop_button, self.progress]), self.message,
+                              ipw.HBox([self.loss_plot, self.strip])])
 
     def config(self) -> LOConfig:
         return replace(self.base_config, sigma=float(self.sigma.value), theta_deg=float(self.theta.value),
@@ -261,15 +273,15 @@ class OptimizationRunner:
             if any(m == "lo+dir" for m in methods) and self.u is None:
                 raise ValueError("LO + direction needs a direction u (pick one in the PC browser)")
             self.results = {}
+            if self.compare.value and self.u is not None:
+                methods.insert(1, "linear")
             for m in methods:
-                self.results[m] = optimize_trajectory(self.G, self.w_ref, self.box, u=self.u if m == "lo+dir" else None,
-                                                      config=cfg, progress=False, callback=self._callback(m),
-                                                      callback_every=self.update_every)
-                self.loss_plot.value = figure_png(loss_figure(self.results[m].history, title=m))
+                self.results[m] = run_method(self.G, m, self.w_ref, self.box, u=self.u, config=cfg, progress=False,
+                                             callback=self._callback(m), callback_every=self.update_every)
+                if m != "linear":
+                    self.loss_plot.value = figure_png(loss_figure(self.results[m].history, title=m))
                 if self._stop.is_set():
                     break
-            if self.compare.value and self.u is not None:
-                self.results["linear"] = translate_along(self.G, self.w_ref, self.u, cfg)
             order = [m for m in ("lo", "linear", "lo+dir") if m in self.results]
             self.strip.value = png_bytes(strip_image([self.results[m].sequence(0) for m in order], self.box, scale=2))
             self.message.value = "; ".join(f"{m}: {t.steps} steps, {t.status}, {t.wall_time:.1f} s"
@@ -277,6 +289,16 @@ class OptimizationRunner:
         except Exception as e:  # shown in the widget: a background thread has nowhere else to report
             self.message.value = f"<span style='color:#b00'>{type(e).__name__}: {e}</span>"
             self.error = e
+
+    def stop(self):
+        """Ask a running optimisation to stop at its next update (the stop button)."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None):
+        """Wait for a run started with ``block=False``; returns the results."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.results
 
     def run(self, block: bool = True):
         """Run with the current settings; in a thread when ``block`` is False (the run button)."""

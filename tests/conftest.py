@@ -1,7 +1,17 @@
 import pytest
+import torch
+
+from cxr_workbench.stylegan2 import Generator
 
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
     """Keep PCA caches out of the user's home during tests."""
     monkeypatch.setenv("CXR_WORKBENCH_CACHE", str(tmp_path / "cache"))
+
+
+def tiny_generator(**kw) -> Generator:
+    """A small random generator, the same for the same settings (16 px, 8-dim latents by default)."""
+    torch.manual_seed(0)
+    settings = {**dict(img_resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_max=16), **kw}
+    return Generator(**settings).eval().requires_grad_(False)

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from cxr_workbench.checkpoints import (load_generator, model_card, rosinality_key_map, save_generator)
-from cxr_workbench.stylegan2 import Generator
+from conftest import tiny_generator
 
 
 def small_G(seed=0, **kw):
+    G = tiny_generator(**kw).requires_grad_(True)
     torch.manual_seed(seed)
-    G = Generator(**{**dict(img_resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_max=16), **kw})
     with torch.no_grad():  # make every parameter matter in the comparisons
         for p in G.parameters():
             p.add_(torch.randn_like(p) * 0.1)

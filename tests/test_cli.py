@@ -1,17 +1,17 @@
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from cxr_workbench.checkpoints import save_generator
-from cxr_workbench.cli import main, parse_seeds
-from cxr_workbench.stylegan2 import Generator
+from conftest import tiny_generator
+from cxr_workbench.cli import main, seed_list
 
 
 def test_parse_seeds():
-    assert parse_seeds("0-3,7,10-11") == [0, 1, 2, 3, 7, 10, 11]
-    with pytest.raises(Exception, match="seeds='5-2'"):
-        parse_seeds("5-2")
+    assert seed_list("0-3,7,10-11") == [0, 1, 2, 3, 7, 10, 11]
+    for bad in ("5-2", "2-", "x"):
+        with pytest.raises(Exception, match=f"seeds='{bad}'"):
+            seed_list(bad)
 
 
 def test_sample_random_init_and_checkpoint(tmp_path, capsys):
@@ -19,9 +19,7 @@ def test_sample_random_init_and_checkpoint(tmp_path, capsys):
     assert "RANDOM-INIT" in capsys.readouterr().out
     grid = np.asarray(Image.open(tmp_path / "a.png"))
     assert grid.shape == (128, 128) and grid.std() > 0
-    torch.manual_seed(0)
-    G = Generator(img_resolution=16, z_dim=8, w_dim=8, mapping_layers=1, channel_max=16)
-    save_generator(tmp_path / "g.pt", G)
+    save_generator(tmp_path / "g.pt", tiny_generator(mapping_layers=1))
     out = tmp_path / "b.png"
     assert main(["sample", "--checkpoint", str(tmp_path / "g.pt"), "--seeds", "0-2", "--out", str(out)]) == 0
     assert np.asarray(Image.open(out)).shape == (16, 16 * 8)

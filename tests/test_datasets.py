@@ -9,7 +9,6 @@ from cxr_workbench.datasets import (CheXpertDataset, ImageFolderDataset, Phantom
 
 
 def write_dicom(path, pixels, photometric="MONOCHROME2", syntax=None, window=None):
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
     meta = FileMetaDataset()

@@ -1,19 +1,20 @@
+import re
+
 import numpy as np
 import pytest
 import torch
 
-from cxr_workbench.directions import (WPCA, apply_direction, compute_pca, parse_layers, pc_strip,
-                                      rank_pcs_for_box, resolve_direction, save_direction)
+from conftest import tiny_generator
+from cxr_workbench.directions import WPCA, compute_pca, pc_strip, rank_pcs_for_box, resolve_direction, save_direction
+from cxr_workbench.latents import apply_direction, parse_range
 from cxr_workbench.masks import Box
-from cxr_workbench.stylegan2 import Generator
 
 BOX = Box(0, 0, 8, 8, resolution=16)
 
 
 @pytest.fixture(scope="module")
 def G():
-    torch.manual_seed(0)
-    return Generator(img_resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_max=16).eval()
+    return tiny_generator()
 
 
 def test_pca_orthonormal_sorted_cached(G, tmp_path):
@@ -45,6 +46,7 @@ def test_ranking_finds_the_local_pc():
     rows = rank_pcs_for_box(BoxOrOutside(), torch.zeros(2, 2, 4), pca, BOX, n_pcs=4)
     assert rows[0]["pc"] == 1 and rows[0]["inside_share"] == pytest.approx(1.0)
     assert rows[0]["lift"] == pytest.approx(4.0) and rows[0]["box_change"] == pytest.approx(4.0)
+    assert rows[0]["brightens"] == 1
     assert {r["pc"]: r["inside_share"] for r in rows}[0] == pytest.approx(0.0)
 
 
@@ -75,6 +77,10 @@ def test_direction_specs(tmp_path, G):
     np.save(tmp_path / "u9.npy", np.ones(9))
     with pytest.raises(ValueError, match="9 values"):
         resolve_direction(str(tmp_path / "u9.npy"), None, 8)
-    assert parse_layers("0-2,5") == [0, 1, 2, 5]
-    with pytest.raises(ValueError, match="layers='a-b'"):
-        parse_layers("a-b")
+
+
+@pytest.mark.parametrize("text", ["a-b", "5-2", "2-", "-1", "", "1,,2", "0-2000000"])
+def test_one_range_parser_for_seeds_and_layers(text):
+    assert parse_range("0-2,5", "layers") == [0, 1, 2, 5]
+    with pytest.raises(ValueError, match=re.escape(f"layers={text!r}")):
+        parse_range(text, "layers")

@@ -9,14 +9,12 @@ from cxr_workbench.checkpoints import save_generator
 from cxr_workbench.cli import main
 from cxr_workbench.directions import save_direction
 from cxr_workbench.masks import Box
-from cxr_workbench.stylegan2 import Generator
+from conftest import tiny_generator
 
 
 @pytest.fixture
 def ckpt(tmp_path):
-    torch.manual_seed(0)
-    G = Generator(img_resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channel_max=16)
-    return save_generator(tmp_path / "g.pt", G)
+    return save_generator(tmp_path / "g.pt", tiny_generator(z_dim=16, w_dim=16))
 
 
 @pytest.mark.parametrize("method", ["lo", "lo+dir", "linear"])
@@ -41,8 +39,12 @@ def test_edit_with_box_json_and_direction_file(tmp_path, ckpt, capsys):
     u = torch.zeros(16)
     u[0] = 1
     save_direction(tmp_path / "u.pt", u, source="hand-made")
-    assert main(["edit", "--checkpoint", str(ckpt), "--box", str(tmp_path / "box.json"), "--direction",
-                 str(tmp_path / "u.pt"), "--method", "linear", "--out", str(tmp_path / "o")]) == 0
+    args = ["edit", "--checkpoint", str(ckpt), "--box", str(tmp_path / "box.json"), "--direction",
+            str(tmp_path / "u.pt"), "--method", "linear", "--out", str(tmp_path / "o")]
+    assert main(args) == 2  # a custom box must say which disease it shows
+    assert "--disease" in capsys.readouterr().err and not (tmp_path / "o" / "strip.png").exists()
+    assert main(args + ["--disease", "opacity"]) == 0
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["disease"] == "opacity"
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["direction"] == "hand-made"
     assert main(["edit", "--checkpoint", str(ckpt), "--box", "kidney", "--out", str(tmp_path / "p")]) == 2
     assert "box='kidney'" in capsys.readouterr().err

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from cxr_workbench.masks import PRESETS, Box, preset
 

@@ -1,5 +1,4 @@
 """Every notebook runs top to bottom, headless, on its small setting, against the shipped model."""
-from pathlib import Path
 
 import nbformat
 import pytest

@@ -3,16 +3,17 @@ import math
 import pytest
 import torch
 
+from dataclasses import replace
+
+from conftest import tiny_generator
+from cxr_workbench.latents import reference_latents
 from cxr_workbench.masks import Box
-from cxr_workbench.optimize import (LOConfig, optimize_trajectory, reference_latents, run_method,
-                                    translate_along)
-from cxr_workbench.stylegan2 import Generator
+from cxr_workbench.optimize import LOConfig, optimize_trajectory, run_method, translate_along
 
 
 @pytest.fixture(scope="module")
 def G():
-    torch.manual_seed(0)
-    return Generator(img_resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channel_max=32).eval().requires_grad_(False)
+    return tiny_generator(z_dim=16, w_dim=16, channel_max=32)
 
 
 BOX = Box(4, 4, 12, 12, resolution=16)
@@ -36,7 +37,7 @@ def test_shapes_layers_and_loss_decrease(G):
 def test_direction_keeps_points_in_the_cone(G):
     w = reference_latents(G, [3])
     u = torch.randn(16)
-    cfg = LOConfig(**{**FAST.__dict__, "theta_deg": 20.0, "delta": 10.0, "max_steps": 60})
+    cfg = replace(FAST, theta_deg=20.0, delta=10.0, max_steps=60)
     traj = optimize_trajectory(G, w, BOX, u=u, config=cfg, progress=False)
     v = (traj.points[0, :, :3] - w[0, :3]).reshape(4, -1)
     u_flat = (u / u.norm()).repeat(3) / math.sqrt(3)
@@ -70,9 +71,9 @@ def test_returns_each_references_best_points(G):
 
 def test_plateau_drops_the_learning_rate_before_stopping(G):
     w = reference_latents(G, [0, 1])
-    cfg = LOConfig(**{**FAST.__dict__, "max_steps": 400, "window": 5, "tol": 0.05})
-    stop = optimize_trajectory(G, w, BOX, config=LOConfig(**{**cfg.__dict__, "lr_drops": 0}), progress=False)
-    drop = optimize_trajectory(G, w, BOX, config=LOConfig(**{**cfg.__dict__, "lr_drops": 2}), progress=False)
+    cfg = replace(FAST, max_steps=400, window=5, tol=0.05)
+    stop = optimize_trajectory(G, w, BOX, config=replace(cfg, lr_drops=0), progress=False)
+    drop = optimize_trajectory(G, w, BOX, config=replace(cfg, lr_drops=2), progress=False)
     assert stop.status == drop.status == "converged"
     assert drop.steps > stop.steps  # the first plateau lowers lr and goes on
     assert drop.history["total"][:stop.steps] == stop.history["total"]  # same run until then
@@ -113,12 +114,23 @@ def test_nan_stops_and_keeps_last_good_points(G):
     with pytest.warns(UserWarning, match="non-finite at step 7"):
         traj = optimize_trajectory(bad, reference_latents(G, [0]), BOX, config=FAST, progress=False)
     assert traj.status == "nan" and torch.isfinite(traj.points).all()
+    assert "kept each reference's best points" in traj.message
+
+
+def test_nan_from_the_start_says_there_are_no_points(G):
+    with pytest.warns(UserWarning, match="no finite step"):
+        traj = optimize_trajectory(NaNAfter(G, calls=1), reference_latents(G, [0, 1]), BOX, config=FAST,
+                                   progress=False)
+    assert traj.status == "nan" and "references [0, 1] had no finite step" in traj.message
 
 
 @pytest.mark.parametrize("kw,match", [
     (dict(n=2), "n=2"), (dict(sigma=0.0), "sigma=0.0"), (dict(theta_deg=180.0), "theta_deg=180.0"),
     (dict(theta_deg=0.0), "theta_deg=0.0"), (dict(distance="l3"), "distance='l3'"), (dict(layers=(0, 99)), "layers"),
     (dict(lr_drop=0.0), "lr_drop=0.0"), (dict(lr_drops=-1), "lr_drops=-1"),
+    (dict(sigma=float("inf")), "sigma=inf"), (dict(sigma=1e30), "sigma=1e"), (dict(c=float("inf")), "c=inf"),
+    (dict(lr=float("nan")), "lr=nan"), (dict(schedule="linear"), "schedule='linear'"),
+    (dict(angle_form="cone"), "angle_form='cone'"), (dict(n=3.5), "n=3.5"), (dict(max_steps=True), "max_steps=True"),
 ])
 def test_bad_config(G, kw, match):
     with pytest.raises(ValueError, match=match):

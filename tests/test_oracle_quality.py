@@ -4,7 +4,7 @@ import torch
 
 from cxr_workbench.oracle import SeverityOracle, corrupt, load_oracle, save_oracle, train_oracle
 from cxr_workbench.quality import model_card_markdown, quality_figures
-from cxr_workbench.stylegan2 import Generator
+from conftest import tiny_generator
 
 
 def test_oracle_shapes_and_roundtrip(tmp_path):
@@ -37,9 +37,8 @@ def test_small_oracle_learns_ctr():
 
 
 def test_quality_figures_and_card():
-    torch.manual_seed(0)
+    G = tiny_generator(mapping_layers=1, channel_max=8)
     oracle = SeverityOracle(resolution=16, width=4).eval()
-    G = Generator(img_resolution=16, z_dim=8, w_dim=8, mapping_layers=1, channel_max=8).eval()
     q = quality_figures(G, oracle, n=64)
     for key in ("fd_generated_vs_phantoms", "fd_init_vs_phantoms", "fd_phantoms_vs_phantoms"):
         assert np.isfinite(q[key]) and q[key] >= -1e-6

@@ -8,10 +8,11 @@ from PIL import Image
 
 matplotlib.use("Agg")
 
+from conftest import tiny_generator
 from cxr_workbench.directions import compute_pca
+from cxr_workbench.latents import reference_latents
 from cxr_workbench.masks import Box, preset
-from cxr_workbench.optimize import LOConfig, optimize_trajectory, reference_latents, translate_along
-from cxr_workbench.stylegan2 import Generator
+from cxr_workbench.optimize import LOConfig, optimize_trajectory, translate_along
 from cxr_workbench.viz import comparison_figure, save_figure, strip_image, umap_embedding, umap_figure, umap_plotly
 from cxr_workbench.widgets import OptimizationRunner, PCBrowser, ROIDrawer
 
@@ -20,8 +21,7 @@ FAST = LOConfig(n=4, max_steps=12, min_steps=5, layers=(0, 1, 2))
 
 @pytest.fixture(scope="module")
 def G():
-    torch.manual_seed(0)
-    return Generator(img_resolution=16, z_dim=16, w_dim=16, mapping_layers=2, channel_max=16).eval().requires_grad_(False)
+    return tiny_generator(z_dim=16, w_dim=16)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,8 @@ def test_pc_browser_slider_sign_and_use(G, pca, tmp_path):
     assert png(b.image.value).shape == (64, 64, 3)
     assert len(b.rows) == 10 and b.rows[0]["inside_share"] >= b.rows[-1]["inside_share"]
     assert "PCs local to the box" in b.ranking.value
+    top = b.rows[0]
+    torch.testing.assert_close(b.pick(disease="opacity"), top["brightens"] * pca.components[top["pc"]])
     b.pc.value, b.sign.value = 2, -1
     strip = b.strip_images.clone()
     u = b.use_direction()
@@ -84,9 +86,10 @@ def test_runner_side_by_side_and_stop(G, pca):
     r.stop_button.click()  # a stop pressed before the run does not stick ...
     r.run(block=True)
     assert r.results["lo+dir"].status != "stopped"
-    r._stop.set()  # ... a stop during the run ends it at the next update
-    r._run()
-    assert r.results["lo+dir"].status == "stopped"
+    r.max_steps.value = 100_000  # ... a stop during a (long) run ends it at the next update
+    r.run(block=False)
+    r.stop_button.click()
+    assert r.wait(timeout=60)["lo+dir"].status == "stopped"
     r.theta.value = 200.0
     r.run(block=True)
     assert "theta_deg=200.0" in r.message.value

@@ -1,0 +1,57 @@
+"""The shipped assets: the default generator, its PCA of W, the severity oracle, and where they live.
+
+They are in the ``data/`` folder of a checkout (beside the package), so the package needs an
+editable install (``pip install -e .``) or ``CXR_WORKBENCH_DATA`` pointing at such a folder.
+Generators other than the shipped one get their PCA computed once and cached.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_DIR = Path(os.environ.get("CXR_WORKBENCH_DATA") or Path(__file__).resolve().parent.parent / "data")
+DEFAULT_GENERATOR = DATA_DIR / "generator.pt"
+DEFAULT_ORACLE = DATA_DIR / "oracle.pt"
+DEFAULT_PCA = DATA_DIR / "pca.pt"
+
+
+def cache_dir() -> Path:
+    """Where computed PCAs are kept (``CXR_WORKBENCH_CACHE``, else ``~/.cache/cxr_workbench``)."""
+    return Path(os.environ.get("CXR_WORKBENCH_CACHE") or Path.home() / ".cache" / "cxr_workbench")
+
+
+def _shipped(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"the shipped {what} {path} is missing; cxr-workbench reads data/ from a checkout "
+                                "(install with `pip install -e .` or set CXR_WORKBENCH_DATA to the data folder)")
+    return path
+
+
+def load_default_generator(device="cpu"):
+    """The shipped grayscale generator trained on chest-radiograph phantoms (``data/generator.pt``)."""
+    from .checkpoints import load_generator
+    return load_generator(_shipped(DEFAULT_GENERATOR, "generator"), device=device)
+
+
+def load_default_oracle():
+    """The shipped severity oracle (``data/oracle.pt``): CTR, opacity burden, kind, plausibility."""
+    from .oracle import load_oracle
+    return load_oracle(_shipped(DEFAULT_ORACLE, "oracle"))
+
+
+def pca_for(G, n_samples: int = 20000):
+    """The shipped PCA when G is the shipped generator, else a PCA computed once and cached."""
+    from .directions import WPCA, compute_pca, generator_key
+    if DEFAULT_PCA.is_file():
+        shipped = WPCA.load(DEFAULT_PCA)
+        if shipped.generator_key == generator_key(G):
+            return shipped
+    return compute_pca(G, n_samples=n_samples, cache_dir=cache_dir())
+
+
+def oracle_for(G):
+    """The shipped oracle if it reads images of G's size and channels, else None."""
+    if not DEFAULT_ORACLE.is_file() or G.img_channels != 1:
+        return None
+    oracle = load_default_oracle()
+    return oracle if oracle.resolution == G.img_resolution else None

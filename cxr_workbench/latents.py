@@ -1,0 +1,99 @@
+"""W+ latents: the space the method works in.
+
+Reference latents from seeds, layer and direction checks, moving latents along a direction,
+synthesis in batches, and the flattened view of the moving layers in which springs and angles
+are measured (docs/method.md). Everything here is a pure function of its arguments.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .stylegan2 import z_from_seeds
+
+MAX_RANGE = 1_000_000  # values in one parsed range: more is a typo, not a request
+
+
+def parse_range(text: str, name: str = "value") -> list[int]:
+    """``'0-3,7,10-11'`` -> ``[0, 1, 2, 3, 7, 10, 11]`` (seeds and W+ layers alike).
+
+    Every part is ``N`` or ``A-B`` with ``A <= B``; anything else (``5-2``, ``2-``, ``x``, ``''``)
+    is an error naming ``name`` and the text.
+    """
+    out: list[int] = []
+    for part in str(text).split(","):
+        a, dash, b = part.strip().partition("-")
+        try:
+            lo, hi = int(a), int(b) if dash else int(a)
+        except ValueError:
+            lo, hi = 0, -1
+        if hi < lo or lo < 0:
+            raise ValueError(f"{name}={text!r}; expected a list like '0-5' or '0,2,4-6' (non-negative, A-B with A <= B)")
+        if hi - lo + len(out) > MAX_RANGE:
+            raise ValueError(f"{name}={text!r}; expected at most {MAX_RANGE} values")
+        out.extend(range(lo, hi + 1))
+    return out
+
+
+def check_layers(layers, num_ws: int) -> list[int]:
+    """Validate W+ layer indices (None: all), sorted and unique."""
+    if layers is None:
+        return list(range(num_ws))
+    layers = sorted(set(int(i) for i in layers))
+    if not layers or layers[0] < 0 or layers[-1] >= num_ws:
+        raise ValueError(f"layers={layers}; expected indices in 0..{num_ws - 1}")
+    return layers
+
+
+def check_direction(u, w_dim: int) -> torch.Tensor:
+    """A unit direction [w_dim]; errors for the wrong size, zero or non-finite vectors."""
+    u = torch.as_tensor(u, dtype=torch.float32).flatten()
+    if u.numel() != w_dim:
+        raise ValueError(f"direction u has {u.numel()} values; expected w_dim = {w_dim}")
+    if not torch.isfinite(u).all():
+        raise ValueError("direction u has non-finite values")
+    norm = u.norm()
+    if norm < 1e-8:
+        raise ValueError("direction u is zero; expected a non-zero vector")
+    return u / norm
+
+
+def reference_latents(G, seeds, psi: float = 1.0) -> torch.Tensor:
+    """W+ latents [R, num_ws, w_dim] of the given seeds (z ~ N(0, I) from numpy's RandomState)."""
+    with torch.no_grad():
+        return G.mapping(z_from_seeds(seeds, G.z_dim).to(G.w_avg.device), psi=psi)
+
+
+def apply_direction(w_ref: torch.Tensor, u: torch.Tensor, amounts, layers=None) -> torch.Tensor:
+    """``w_ref + a u`` on the chosen W+ layers for each amount a.
+
+    w_ref: [R, num_ws, w_dim]; u: [w_dim]; amounts: [m] -> ws [R, m, num_ws, w_dim].
+    """
+    num_ws = w_ref.shape[1]
+    layers = check_layers(layers, num_ws)
+    amounts = torch.as_tensor(amounts, dtype=w_ref.dtype, device=w_ref.device)
+    sel = torch.zeros(num_ws, 1, device=w_ref.device, dtype=w_ref.dtype)
+    sel[layers] = 1
+    step = sel * u.to(w_ref)[None]  # [num_ws, w_dim]
+    return w_ref[:, None] + amounts[None, :, None, None] * step[None, None]
+
+
+def synthesize(G, ws: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Images for ws [..., num_ws, w_dim] -> [..., C, H, W], without gradients, in chunks."""
+    lead = ws.shape[:-2]
+    flat = ws.reshape(-1, *ws.shape[-2:])
+    with torch.no_grad():
+        out = torch.cat([G.synthesis(flat[i:i + batch]) for i in range(0, len(flat), batch)])
+    return out.reshape(*lead, *out.shape[1:])
+
+
+def flatten_layers(w: torch.Tensor, layers) -> torch.Tensor:
+    """The chosen W+ layers of latents [..., num_ws, w_dim], flattened: [..., len(layers) * w_dim]
+    (the space where springs and angles are measured)."""
+    return w[..., layers, :].reshape(*w.shape[:-2], -1)
+
+
+def tile_direction(u: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """A unit direction u [w_dim] tiled over ``n_layers`` layers and made unit again: [n_layers * w_dim]."""
+    return u.repeat(n_layers) / math.sqrt(n_layers)
