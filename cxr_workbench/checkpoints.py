@@ -38,12 +38,14 @@ becomes an inert placeholder.
 """
 from __future__ import annotations
 
+import argparse
 import codecs
 import io
 import math
 import pickle
 import platform
 import re
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -70,16 +72,35 @@ def save_generator(path, G: Generator, model_card: dict | None = None, overwrite
                                   "G_ema": G.state_dict(), "model_card": model_card or {}}, overwrite)
 
 
-def read_checkpoint(path) -> dict:
-    """Load one of our checkpoints safely; clear errors for missing, truncated or foreign files."""
+def _check_file(path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder; expected a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return path
+
+
+# rosinality's train.py saves its argparse.Namespace under "args": plain data, safe to rebuild.
+SAFE_TORCH_GLOBALS = [argparse.Namespace]
+
+
+def torch_load(path) -> object:
+    """``torch.load(weights_only=True)`` (plus SAFE_TORCH_GLOBALS); any failure is one ValueError
+    naming the file, never a suggestion to load unsafely."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, not a torch file, unsafe content ...
-        raise ValueError(f"checkpoint {path} could not be read as a weights-only torch file "
-                         f"(truncated or not a checkpoint?): {e}") from e
+        with torch.serialization.safe_globals(SAFE_TORCH_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, not a torch file, objects we do not rebuild ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = "it holds objects other than tensors and plain data" if "weights_only" in str(e) else first[:120]
+        raise ValueError(f"checkpoint {path} could not be read as a weights-only torch file ({reason})") from None
+
+
+def read_checkpoint(path) -> dict:
+    """Load one of our checkpoints safely; clear errors for missing, truncated or foreign files."""
+    path = _check_file(path)
+    data = torch_load(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path} is not in format {FORMAT!r}")
     return data
@@ -106,41 +127,54 @@ def load_generator(path, format: str = "auto", channel_multiplier: int = 2,
     ``channel_multiplier``: rosinality's width argument (2 for their 'config-f').
     Returns a Generator in eval mode with ``requires_grad`` off.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"generator checkpoint {path} does not exist")
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r}; expected one of {FORMATS}")
+    path = _check_file(path)
     if format == "auto":
         format = _sniff(path)
-    if format == "workbench":
-        data = read_checkpoint(path)
-        if "G_ema" not in data:
-            raise ValueError(f"{path} holds no generator (kind={data.get('kind')!r})")
-        G = Generator(**data["config"])
-        G.load_state_dict(data["G_ema"])
-    elif format == "rosinality":
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(data, dict) or "g_ema" not in data:
-            raise ValueError(f"{path}: no 'g_ema' entry; not a rosinality stylegan2-pytorch checkpoint")
-        G = generator_from_rosinality(data["g_ema"], data.get("latent_avg"), channel_multiplier)
-    elif format == "nvlabs":
-        G = generator_from_nvlabs(read_nvlabs_pickle(path))
-    else:
-        raise ValueError(f"format={format!r}; expected 'auto', 'workbench', 'rosinality' or 'nvlabs'")
+    try:
+        G = _LOADERS[format](path, channel_multiplier)
+    except ValueError:
+        raise
+    except Exception as e:  # any other failure of a reader or of the key mapping: one clear error
+        text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        raise ValueError(f"{path}: not a usable {format} generator ({type(e).__name__}: {text[:200]})") from None
     return G.eval().requires_grad_(False).to(device)
+
+
+def _load_workbench(path, channel_multiplier) -> Generator:
+    data = read_checkpoint(path)
+    if "G_ema" not in data or "config" not in data:
+        raise ValueError(f"{path} holds no generator (kind={data.get('kind')!r})")
+    G = Generator(**data["config"])
+    G.load_state_dict(data["G_ema"])
+    return G
+
+
+def _load_rosinality(path, channel_multiplier) -> Generator:
+    data = torch_load(path)
+    if not isinstance(data, dict) or not isinstance(data.get("g_ema"), dict):
+        raise ValueError(f"{path}: no 'g_ema' state dict; not a rosinality stylegan2-pytorch checkpoint")
+    return generator_from_rosinality(data["g_ema"], data.get("latent_avg"), channel_multiplier)
+
+
+_LOADERS = {"workbench": _load_workbench, "rosinality": _load_rosinality,
+            "nvlabs": lambda path, _: generator_from_nvlabs(*read_nvlabs_pickle(path))}
+FORMATS = ("auto", *_LOADERS)
+
+# torch.save's legacy (pre-zip) files open with a pickled magic number, not a network pickle.
+_LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0a" + (0x1950a86a20f9469cfc6c).to_bytes(10, "little")
 
 
 def _sniff(path: Path) -> str:
     with open(path, "rb") as f:
-        head = f.read(4)
-    if head[:1] == b"\x80":
-        return "nvlabs"  # a bare pickle stream (protocol >= 2); torch.save files are zip archives
-    if head[:2] != b"PK":
-        raise ValueError(f"{path}: unknown checkpoint format (neither a torch zip file nor a pickle); "
+        head = f.read(len(_LEGACY_TORCH_HEAD))
+    if head[:1] == b"\x80" and head != _LEGACY_TORCH_HEAD:
+        return "nvlabs"  # a bare pickle stream (protocol >= 2)
+    if head[:2] != b"PK" and head != _LEGACY_TORCH_HEAD:
+        raise ValueError(f"{path}: unknown checkpoint format (neither a torch file nor a pickle); "
                          "expected a cxr-workbench .pt, a rosinality .pt or an NVlabs .pkl")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"checkpoint {path} could not be read (truncated?): {e}") from e
+    data = torch_load(path)
     if isinstance(data, dict) and data.get("format") == FORMAT:
         return "workbench"
     if isinstance(data, dict) and "g_ema" in data:
@@ -248,7 +282,14 @@ def generator_from_rosinality(sd: dict, latent_avg: torch.Tensor | None = None,
             v = v[0]
         mapped[dst] = v
     mapped["mapping.w_avg"] = latent_avg.reshape(-1) if latent_avg is not None else torch.zeros(w_dim)
-    return _load_mapped(G, mapped, "rosinality checkpoint")
+    G = _load_mapped(G, mapped, "rosinality checkpoint")
+    if latent_avg is None:
+        # As rosinality's mean_latent(4096): truncation needs the mean w, and zeros are not it.
+        warnings.warn("rosinality checkpoint has no 'latent_avg'; using the mean of the mapping over 4096 z")
+        with torch.no_grad():
+            z = torch.randn(4096, z_dim, generator=torch.Generator().manual_seed(0))
+            G.mapping.w_avg.copy_(G.mapping(z)[:, 0].mean(0))
+    return G
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,16 +344,34 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"unsupported persistent id {pid!r} in network pickle")
 
 
-def read_nvlabs_pickle(path) -> dict[str, torch.Tensor]:
-    """Parameters and buffers of ``G_ema`` from an NVlabs pickle, by their module path."""
+def read_nvlabs_pickle(path) -> tuple[dict[str, torch.Tensor], float | None]:
+    """Parameters and buffers of ``G_ema`` from an NVlabs pickle, by their module path, and the
+    ``conv_clamp`` its synthesis layers were built with (None: no clamp)."""
     try:
         with open(path, "rb") as f:
             data = _RestrictedUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{path}: could not be read as an NVlabs network pickle (truncated?): {e}") from e
+    except Exception as e:  # whatever a corrupt stream raises inside the unpickler
+        raise ValueError(f"{path}: could not be read as an NVlabs network pickle (truncated or corrupt?): "
+                         f"{type(e).__name__}: {str(e)[:120]}") from None
     if not isinstance(data, dict) or "G_ema" not in data:
         raise ValueError(f"{path}: no 'G_ema' entry; not an NVlabs stylegan2-ada-pytorch network pickle")
-    return collect_module_tensors(data["G_ema"])
+    clamps = {c for c in collect_module_attribute(data["G_ema"], "conv_clamp") if c is not None}
+    if len(clamps) > 1:
+        raise ValueError(f"{path}: layers use different conv_clamp values {sorted(clamps)}; expected one")
+    if clamps and not isinstance(next(iter(clamps)), (int, float)):
+        raise ValueError(f"{path}: conv_clamp={next(iter(clamps))!r}; expected a number")
+    return collect_module_tensors(data["G_ema"]), (float(clamps.pop()) if clamps else None)
+
+
+def collect_module_attribute(record, name: str) -> list:
+    """The values of attribute ``name`` over a record tree (each module's own ``__dict__``)."""
+    state = getattr(record, "state", None)
+    if not isinstance(state, dict):
+        return []
+    out = [state[name]] if name in state else []
+    for child in (state.get("_modules") or {}).values():
+        out += collect_module_attribute(child, name)
+    return out
 
 
 def collect_module_tensors(record, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -331,8 +390,9 @@ def collect_module_tensors(record, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
-def generator_from_nvlabs(sd: dict[str, torch.Tensor]) -> Generator:
-    """Build our Generator from NVlabs ``G_ema`` tensors (see module docstring)."""
+def generator_from_nvlabs(sd: dict[str, torch.Tensor], conv_clamp: float | None = None) -> Generator:
+    """Build our Generator from NVlabs ``G_ema`` tensors (see module docstring); ``conv_clamp``
+    as their layers apply it (their default 256)."""
     if any(k.startswith("mapping.embed") for k in sd):
         raise ValueError("conditional NVlabs generators (c_dim > 0) are not supported")
     if any(".skip." in k or ".fromrgb." in k for k in sd if k.startswith("synthesis")):
@@ -342,9 +402,12 @@ def generator_from_nvlabs(sd: dict[str, torch.Tensor]) -> Generator:
     if not res_list:
         raise KeyError("NVlabs G_ema has no synthesis.b{res} blocks")
     img_resolution = res_list[-1]
+    if any(f"synthesis.b{r}.torgb.weight" not in sd for r in res_list):
+        raise ValueError("NVlabs generator architecture 'orig' (no ToRGB in every block) is not supported; "
+                         "expected the default 'skip'")
     channels = {r: sd[f"synthesis.b{r}.conv1.weight"].shape[0] for r in res_list}
     G = Generator(img_resolution=img_resolution, img_channels=sd["synthesis.b4.torgb.weight"].shape[0],
                   z_dim=sd["mapping.fc0.weight"].shape[1], w_dim=sd["mapping.fc0.weight"].shape[0],
-                  mapping_layers=n_mapping, channels=channels)
+                  mapping_layers=n_mapping, channels=channels, conv_clamp=conv_clamp)
     mapped = {k: v for k, v in sd.items() if not k.endswith("resample_filter")}
     return _load_mapped(G, mapped, "NVlabs network pickle")

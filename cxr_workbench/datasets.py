@@ -107,24 +107,39 @@ def read_dicom(path, window: tuple[float, float] | None = None) -> np.ndarray:
     return out.astype(np.float32)
 
 
+MIN_IMAGE_SIDE = 8  # pixels; anything smaller is not a radiograph
+
+
 def read_image(path) -> np.ndarray:
-    """PNG/JPEG (8- or 16-bit, grey or colour) or DICOM as [H, W] float32 in [0, 1]."""
+    """PNG/JPEG (8- or 16-bit, grey or colour; transparency composited on black) or DICOM as
+    [H, W] float32 in [0, 1]."""
     from PIL import Image, UnidentifiedImageError
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise ValueError(f"{path}: not an image file (suffix {suffix!r}); expected one of {sorted(IMAGE_SUFFIXES)}")
     if suffix in (".dcm", ".dicom"):
-        return read_dicom(path)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                return (arr / (65535.0 if arr.max() > 255 or im.mode.startswith("I;16") else 255.0)).clip(0, 1).astype(np.float32)
-            return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: unreadable image ({e})") from e
+        arr = read_dicom(path)
+    else:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                    raw = np.asarray(im, dtype=np.float64)
+                    scale = 65535.0 if raw.max() > 255 or im.mode.startswith("I;16") else 255.0
+                    arr = (raw / scale).clip(0, 1).astype(np.float32)
+                else:
+                    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                        # Transparent pixels carry no film: composite on black (air) rather than ignore alpha.
+                        rgba = im.convert("RGBA")
+                        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+                    arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"{path}: unreadable image ({e})") from None
+    if min(arr.shape) < MIN_IMAGE_SIDE:
+        raise ValueError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]} pixels; expected at least "
+                         f"{MIN_IMAGE_SIDE} each way")
+    return arr
 
 
 class ImageFolderDataset(Dataset):

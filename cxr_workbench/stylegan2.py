@@ -249,9 +249,10 @@ class MappingNetwork(nn.Module):
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally 2x up) + noise + bias + leaky ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool = False,
+                 conv_clamp: float | None = None):
         super().__init__()
-        self.up, self.resolution = up, resolution
+        self.up, self.resolution, self.conv_clamp = up, resolution, conv_clamp
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_channels))
@@ -270,39 +271,43 @@ class SynthesisLayer(nn.Module):
             x = x + self.noise_const.to(x.dtype) * self.noise_strength
         elif noise_mode != "none":
             raise ValueError(f"noise_mode={noise_mode!r}; expected 'const', 'random' or 'none'")
-        return F.leaky_relu(x + self.bias.to(x.dtype)[None, :, None, None], 0.2) * SQRT2
+        x = F.leaky_relu(x + self.bias.to(x.dtype)[None, :, None, None], 0.2) * SQRT2
+        return x if self.conv_clamp is None else x.clamp(-self.conv_clamp, self.conv_clamp)
 
 
 class ToRGBLayer(nn.Module):
     """Modulated 1x1 conv to image channels, no demodulation."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None):
         super().__init__()
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.weight_gain = 1 / math.sqrt(in_channels)
+        self.conv_clamp = conv_clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, impl: str | None = None) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, impl=impl)
-        return x + self.bias.to(x.dtype)[None, :, None, None]
+        x = x + self.bias.to(x.dtype)[None, :, None, None]
+        return x if self.conv_clamp is None else x.clamp(-self.conv_clamp, self.conv_clamp)
 
 
 class SynthesisBlock(nn.Module):
     """One resolution: (const | conv0 up) -> conv1 -> torgb, adding to the upsampled skip image."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
+                 conv_clamp: float | None = None):
         super().__init__()
         self.resolution = resolution
         if resolution == 4:
             self.const = nn.Parameter(torch.randn(out_channels, 4, 4))
             self.num_conv = 1
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True)
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True, conv_clamp=conv_clamp)
             self.num_conv = 2
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution)
-        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp)
+        self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
         self.register_buffer("resample_filter", setup_filter(), persistent=False)
 
     def forward(self, x, img, ws, noise_mode="const", impl=None):
@@ -334,7 +339,8 @@ def _check_resolution(img_resolution: int) -> int:
 class SynthesisNetwork(nn.Module):
     """ws [B, num_ws, w_dim] -> images [B, C, H, W] (roughly in [-1, 1])."""
 
-    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channels: dict[int, int]):
+    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channels: dict[int, int],
+                 conv_clamp: float | None = None):
         super().__init__()
         log2 = _check_resolution(img_resolution)
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
@@ -342,7 +348,7 @@ class SynthesisNetwork(nn.Module):
         self.num_ws = 2 * log2 - 2
         for res in self.block_resolutions:
             in_ch = channels[res // 2] if res > 4 else 0
-            setattr(self, f"b{res}", SynthesisBlock(in_ch, channels[res], w_dim, res, img_channels))
+            setattr(self, f"b{res}", SynthesisBlock(in_ch, channels[res], w_dim, res, img_channels, conv_clamp))
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", impl: str | None = None) -> torch.Tensor:
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
@@ -373,7 +379,8 @@ class Generator(nn.Module):
                  mapping_layers: int = 4,    # depth of the mapping MLP (8 in the paper's StyleGAN2)
                  channel_base: int = 1024,   # channels(res) = min(channel_base // res, channel_max)
                  channel_max: int = 128,     # widest layer
-                 channels: dict[int, int] | None = None):  # explicit widths; overrides the rule
+                 channels: dict[int, int] | None = None,  # explicit widths; overrides the rule
+                 conv_clamp: float | None = None):  # clamp of conv outputs (NVlabs' fp16 guard; their default 256)
         super().__init__()
         _check_resolution(img_resolution)
         if img_channels not in (1, 3):
@@ -383,9 +390,11 @@ class Generator(nn.Module):
         self.config = dict(img_resolution=img_resolution, img_channels=img_channels, z_dim=z_dim,
                            w_dim=w_dim, mapping_layers=mapping_layers,
                            channels={str(k): v for k, v in channels.items()})
+        if conv_clamp is not None:
+            self.config["conv_clamp"] = float(conv_clamp)
         self.z_dim, self.w_dim = z_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
-        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channels)
+        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channels, conv_clamp)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, num_layers=mapping_layers)
 

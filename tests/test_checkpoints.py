@@ -8,6 +8,7 @@ import torch
 
 from cxr_workbench.checkpoints import (load_generator, model_card, rosinality_key_map, save_generator)
 from conftest import tiny_generator
+from cxr_workbench.stylegan2 import Generator
 
 
 def small_G(seed=0, **kw):
@@ -114,11 +115,11 @@ def test_rosinality_errors_name_the_key(tmp_path):
     bad = dict(sd)
     del bad["convs.1.activate.bias"]
     torch.save({"g_ema": bad}, tmp_path / "missing.pt")
-    with pytest.raises(KeyError, match="convs.1.activate.bias"):
+    with pytest.raises(ValueError, match="convs.1.activate.bias"):
         load_generator(tmp_path / "missing.pt")
     extra = {**sd, "convs.9.extra": torch.zeros(1)}
     torch.save({"g_ema": extra}, tmp_path / "extra.pt")
-    with pytest.raises(KeyError, match="convs.9.extra"):
+    with pytest.raises(ValueError, match="convs.9.extra"):
         load_generator(tmp_path / "extra.pt")
     shaped = {**sd, "to_rgb1.conv.modulation.bias": torch.zeros(7)}
     torch.save({"g_ema": shaped}, tmp_path / "shape.pt")
@@ -191,7 +192,7 @@ def test_nvlabs_pickle_errors(tmp_path, fake_nvlabs):
     del rec.state["_modules"]["synthesis"].state["_modules"]["b16"].state["_modules"]["conv1"].state["_parameters"]["bias"]
     with open(tmp_path / "net.pkl", "wb") as f:
         pickle.dump({"G_ema": rec}, f)
-    with pytest.raises(KeyError, match="synthesis.b16.conv1.bias"):
+    with pytest.raises(ValueError, match="synthesis.b16.conv1.bias"):
         load_generator(tmp_path / "net.pkl")
     with open(tmp_path / "nog.pkl", "wb") as f:
         pickle.dump({"D": 1}, f)
@@ -201,3 +202,60 @@ def test_nvlabs_pickle_errors(tmp_path, fake_nvlabs):
     (tmp_path / "cut.pkl").write_bytes(data[:200])
     with pytest.raises(ValueError, match="truncated"):
         load_generator(tmp_path / "cut.pkl")
+
+
+def test_rosinality_files_as_their_train_py_writes_them(tmp_path):
+    import argparse
+    sd = rosinality_state_dict(size=8, style_dim=8, n_mlp=2, channel_multiplier=2)
+    args = argparse.Namespace(size=8, latent=8, n_mlp=2, channel_multiplier=2)
+    torch.save({"g_ema": sd, "args": args, "latent_avg": torch.ones(8)}, tmp_path / "run.pt")
+    torch.testing.assert_close(load_generator(tmp_path / "run.pt").w_avg, torch.ones(8))
+    torch.save({"g_ema": sd}, tmp_path / "noavg.pt")
+    with pytest.warns(UserWarning, match="latent_avg"):
+        G = load_generator(tmp_path / "noavg.pt")
+    with torch.no_grad():
+        mean = G.mapping(torch.randn(20000, 8))[:, 0].mean(0)
+    assert G.w_avg.abs().sum() > 0 and (G.w_avg - mean).abs().max() < 0.05  # the mean w, not zeros
+    torch.save({"g_ema": sd, "latent_avg": torch.ones(8)}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    assert load_generator(tmp_path / "old.pt").img_resolution == 8  # pre-zip torch file, not a pickle
+
+
+def test_loader_errors_are_one_value_error(tmp_path):
+    (tmp_path / "folder.pt").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        load_generator(tmp_path / "folder.pt")
+    (tmp_path / "x.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ValueError, match="x.pt") as info:
+        load_generator(tmp_path / "x.pt", format="rosinality")
+    assert "weights_only=False" not in str(info.value)
+    torch.save({"g_ema": {"style.1.weight": "text"}}, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match="odd.pt"):
+        load_generator(tmp_path / "odd.pt")
+
+
+def test_nvlabs_conv_clamp_and_orig_architecture(tmp_path, fake_nvlabs):
+    Record, _ = fake_nvlabs
+    G = small_G(seed=5)
+    clamped = Generator(**{**G.config, "conv_clamp": 0.5})
+    clamped.load_state_dict(G.state_dict())
+    rec = Record(G)
+
+    def layers(r):
+        yield r
+        for child in r.state["_modules"].values():
+            yield from layers(child)
+    for r in layers(rec):
+        if r.name in ("SynthesisLayer", "ToRGBLayer"):
+            r.state["conv_clamp"] = 0.5
+    with open(tmp_path / "net.pkl", "wb") as f:
+        pickle.dump({"G_ema": rec}, f)
+    H = load_generator(tmp_path / "net.pkl")
+    z = torch.randn(3, 8)
+    torch.testing.assert_close(H(z), clamped.eval()(z))
+    assert (H(z) - G(z)).abs().max() > 1e-3  # the clamp acts
+    assert H.config["conv_clamp"] == 0.5
+    del rec.state["_modules"]["synthesis"].state["_modules"]["b8"].state["_modules"]["torgb"]
+    with open(tmp_path / "orig.pkl", "wb") as f:
+        pickle.dump({"G_ema": rec}, f)
+    with pytest.raises(ValueError, match="'orig'.*not supported"):
+        load_generator(tmp_path / "orig.pkl")

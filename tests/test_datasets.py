@@ -114,3 +114,16 @@ def test_chexpert_csv(tmp_path):
         CheXpertDataset(tmp_path / "bad.csv")
     with pytest.raises(ValueError, match="uncertainty='maybe'"):
         CheXpertDataset(tmp_path / "train.csv", uncertainty="maybe")
+
+
+def test_rgba_is_composited_on_black_and_tiny_images_are_refused(tmp_path):
+    from PIL import Image
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[:, :8, 3] = 255  # left half opaque white, right half transparent white
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    img = read_image(tmp_path / "a.png")
+    assert img[:, :8].min() == 1.0 and img[:, 8:].max() == 0.0
+    Image.fromarray(np.zeros((7, 40), np.uint8)).save(tmp_path / "tiny.png")
+    with pytest.raises(ValueError, match="tiny.png: image is 40x7 pixels"):
+        read_image(tmp_path / "tiny.png")
