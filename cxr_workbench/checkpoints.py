@@ -85,16 +85,17 @@ def _check_file(path) -> Path:
 SAFE_TORCH_GLOBALS = [argparse.Namespace]
 
 
-def torch_load(path) -> object:
-    """``torch.load(weights_only=True)`` (plus SAFE_TORCH_GLOBALS); any failure is one ValueError
-    naming the file, never a suggestion to load unsafely."""
+def torch_load(path, what: str = "checkpoint") -> object:
+    """``torch.load(weights_only=True)`` (plus SAFE_TORCH_GLOBALS), quietly; any failure is one
+    ValueError naming the ``what`` and file, never a suggestion to load unsafely."""
     try:
-        with torch.serialization.safe_globals(SAFE_TORCH_GLOBALS):
+        with torch.serialization.safe_globals(SAFE_TORCH_GLOBALS), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are not the user's business
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, objects we do not rebuild ...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         reason = "it holds objects other than tensors and plain data" if "weights_only" in str(e) else first[:120]
-        raise ValueError(f"checkpoint {path} could not be read as a weights-only torch file ({reason})") from None
+        raise ValueError(f"{what} {path} could not be read as a weights-only torch file ({reason})") from None
 
 
 def read_checkpoint(path) -> dict:

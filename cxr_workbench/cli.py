@@ -71,11 +71,11 @@ def add_config_options(parser, config_class) -> None:
     group = parser.add_argument_group(f"{config_class.__name__} settings (defaults from the paper)")
     for f in fields(config_class):
         meta, default = f.metadata, getattr(defaults, f.name)
-        kw = dict(default=None, dest=f"cfg_{f.name}", help=f"{meta['help']} (default: {default})")
+        kw = dict(default=None, dest=f"cfg_{f.name}", metavar=f.name.upper(), help=f"{meta['help']} (default: {default})")
         if f.name == "layers":
             kw.update(type=_layers, metavar="LIST", help=kw["help"].replace("None: all", "'all': all"))
         elif meta["choices"]:
-            kw.update(choices=meta["choices"])
+            kw.update(choices=meta["choices"], metavar="{" + ",".join(meta["choices"]) + "}")
         else:
             kw.update(type=int if type(f.default) is int else float)  # ranges are checked by validate()
         group.add_argument("--" + f.name.replace("_", "-"), **kw)
@@ -161,11 +161,17 @@ def cmd_quickstart(args) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage itself is what --help is for)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .masks import DISEASES, PRESETS
     from .optimize import METHODS
-    p = argparse.ArgumentParser(prog="cxr-workbench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="cxr-workbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     fmt = argparse.ArgumentDefaultsHelpFormatter
 

@@ -12,6 +12,7 @@ import torch
 from sklearn.decomposition import PCA, IncrementalPCA
 from tqdm.auto import tqdm
 
+from .checkpoints import torch_load
 from .io import atomic_write
 from .latents import apply_direction, check_direction, reference_latents, synthesize
 from .masks import DISEASES, Box, check_disease
@@ -162,17 +163,14 @@ def resolve_direction(spec: str, pca: WPCA | None, w_dim: int) -> tuple[torch.Te
     if not path.is_file():
         raise ValueError(f"direction={spec!r}; expected 'auto', 'pc:K[:-1]' or an existing direction file "
                          f"({DIRECTION_FILE_HELP})")
-    try:
-        if path.suffix == ".npy":
+    if path.suffix == ".npy":
+        try:
             data = {"u": np.load(path, allow_pickle=False)}
-        else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # random bytes, a pickle, unsafe objects: never executed, only refused
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in reason or "Unpickler" in reason:
-            reason = "it holds objects other than tensors"
-        raise ValueError(f"direction file {path}: not a direction file ({reason:.80}); expected "
-                         f"{DIRECTION_FILE_HELP}") from None
+        except Exception as e:  # not an array file, or an object array we refuse to unpickle
+            raise ValueError(f"direction file {path}: not a numpy vector ({str(e)[:80]}); expected "
+                             f"{DIRECTION_FILE_HELP}") from None
+    else:
+        data = torch_load(path, "direction file")
     if not isinstance(data, dict) or "u" not in data:
         raise ValueError(f"direction file {path}: holds no 'u' entry; expected {DIRECTION_FILE_HELP}")
     try:
