@@ -148,6 +148,9 @@ def cmd_ship(args) -> int:
 def cmd_quickstart(args) -> int:
     from .notebooks import NOTEBOOK_DIR, execute_notebook
     from .io import check_writable
+    if not NOTEBOOK_DIR.is_dir():
+        raise FileNotFoundError(f"the notebooks folder {NOTEBOOK_DIR} is missing; quickstart runs from a checkout "
+                                "(pip install -e .)")
     out = check_writable(args.out.resolve())
     html = out / "00_quickstart.html"
     if html.exists() and not args.overwrite:

@@ -1,3 +1,4 @@
+from dataclasses import replace
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ def test_training_stops_resumes_and_refuses_other_configs(tmp_path):
     assert G(torch.randn(2, 16)).shape == (2, 1, 16, 16)
     assert len(list((tmp_path / "run").glob("samples_*.png"))) == 3
     with pytest.raises(ValueError, match=r"config differs.*'batch': \(8, 16\)"):
-        train(TrainConfig(**{**TINY, "batch": 16}), tmp_path / "run", progress=False)
+        train(replace(TrainConfig(**TINY), batch=16), tmp_path / "run", progress=False)
     with pytest.raises(FileExistsError):
         train(cfg, tmp_path / "run", progress=False, resume=False)
 

@@ -1,4 +1,5 @@
 import io
+from dataclasses import replace
 
 import matplotlib
 import numpy as np
@@ -116,7 +117,7 @@ def test_figures_have_content(G, pca, tmp_path):
     lines = umap_figure(emb).axes[0].lines
     assert len(lines) == 2 * 2 + 1  # one per (method, reference), plus the stars
     assert lines[0].get_xdata()[0] == emb[(emb["method"] == "reference") & (emb["reference"] == 0)]["x"].item()
-    other = type(lin)(**{**lin.__dict__, "w_ref": lin.w_ref + 1})
+    other = replace(lin, w_ref=lin.w_ref + 1)
     with pytest.raises(ValueError, match="different reference 0"):
         umap_embedding({"lo": lo, "other": other})
     html = save_figure(umap_plotly(emb), tmp_path / "u.html").read_text()
