@@ -120,7 +120,8 @@ def cmd_train(args) -> int:
     from .train import TrainConfig, train
     cfg = TrainConfig(resolution=args.resolution, kimg=args.kimg, batch=args.batch, seed=args.seed,
                       dataset_size=args.dataset_size, snapshot_kimg=args.snapshot_kimg).validate()
-    path = train(cfg, args.run_dir, progress=not args.no_progress, stop_after_kimg=args.stop_after_kimg)
+    path = train(cfg, args.run_dir, progress=not args.no_progress, stop_after_kimg=args.stop_after_kimg,
+                 threads=args.threads, amp=True if args.bf16 else None)
     print(f"generator -> {path}")
     return 0
 
@@ -227,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--snapshot-kimg", type=_number(float, 0, strict_low=True), default=10.0)
     t.add_argument("--dataset-size", type=_number(int, 1), default=20000, help="phantoms rendered once")
     t.add_argument("--seed", type=_number(int, 0, MAX_SEED), default=0)
+    t.add_argument("--threads", type=_number(int, 1, 256), default=None,
+                   help="CPU threads (default: torch's; use 1 when another job shares a 2-core machine)")
+    t.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too (default: on CUDA only)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 

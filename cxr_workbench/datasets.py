@@ -45,13 +45,17 @@ class PhantomDataset(Dataset):
         self.resolution = resolution
         rng = np.random.default_rng(seed)
         kinds = rng.choice(len(phantom.KINDS), size=n, p=np.asarray(weights) / np.sum(weights))
-        self.images = np.empty((n, resolution, resolution), np.float32)
-        self.ctr = np.empty(n, np.float32)
-        self.burden = np.empty(n, np.float32)
-        for i in tqdm(range(n), disable=not progress, desc="phantoms"):
-            img, truth = phantom.render(phantom.sample_params(rng, phantom.KINDS[kinds[i]]), resolution)
-            self.images[i], self.ctr[i], self.burden[i] = img, truth["ctr"], truth["opacity_burden"]
-        self.kind = np.asarray(phantom.KINDS)[kinds]
+        params = [phantom.sample_params(rng, phantom.KINDS[k]) for k in kinds]
+        chunks = [phantom.render_batch(params[i:i + self.CHUNK], resolution)
+                  for i in tqdm(range(0, n, self.CHUNK), disable=not progress, desc="phantoms")]
+        self.images = np.concatenate([c[0] for c in chunks])
+        self.ctr = np.concatenate([c[1]["ctr"] for c in chunks])
+        self.burden = np.concatenate([c[1]["opacity_burden"] for c in chunks])
+        # The kind follows the rendered truth: an opacity drawn where no lung is visible is no opacity.
+        self.kind = np.where(self.burden > phantom.OPACITY_THRESHOLD, "opacity",
+                             np.where(self.ctr > phantom.CTR_THRESHOLD, "cardiomegaly", "normal"))
+
+    CHUNK = 64  # phantoms per render_batch call: large enough to batch, small enough to stay in cache
 
     def __len__(self):
         return len(self.images)
@@ -63,7 +67,8 @@ class PhantomDataset(Dataset):
     def __getitem__(self, i):
         return dict(img=torch.from_numpy(self.images[i])[None] * 2 - 1, index=i, kind=str(self.kind[i]),
                     ctr=float(self.ctr[i]), opacity_burden=float(self.burden[i]),
-                    cardiomegaly=float(self.ctr[i] > phantom.CTR_THRESHOLD), opacity=float(self.burden[i] > 0))
+                    cardiomegaly=float(self.ctr[i] > phantom.CTR_THRESHOLD),
+                    opacity=float(self.burden[i] > phantom.OPACITY_THRESHOLD))
 
 
 # --------------------------------------------------------------------------------------------

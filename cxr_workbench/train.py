@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import phantom
 from .checkpoints import machine_description, read_checkpoint, save_checkpoint
 from .io import save_png, writer_lock
 from .stylegan2 import Discriminator, Generator
@@ -44,6 +45,7 @@ class TrainConfig:
     snapshot_kimg: float = 10.0
     dataset_size: int = 20000      # phantoms rendered once and reused
     seed: int = 0
+    phantom_version: int = phantom.VERSION  # the phantoms the run learns; a new rendering is a new run
 
     def validate(self) -> "TrainConfig":
         """Refuse settings that cannot train: each names the setting and what it must be."""
@@ -75,18 +77,29 @@ def _config_difference(a: dict, b: dict) -> dict:
 
 
 def train(cfg: TrainConfig, run_dir, images: torch.Tensor | None = None, resume: bool = True,
-          device: str | None = None, progress: bool = True, stop_after_kimg: float | None = None) -> Path:
+          device: str | None = None, progress: bool = True, stop_after_kimg: float | None = None,
+          threads: int | None = None, amp: bool | None = None) -> Path:
     """Train (or resume) a StyleGAN2 on ``images`` [N, 1, R, R] in [-1, 1] (phantoms by default).
 
     ``stop_after_kimg`` ends this call early (the run stays resumable), for budgeted sessions.
-    Returns the path of the EMA generator checkpoint.
+    ``threads``: CPU threads (None: torch's default; on a shared machine one thread per free core
+    is faster than two fighting for one). ``amp``: bf16 autocast for G and D (None: on CUDA only;
+    the mapping and w_avg stay fp32). A resumed run continues exactly as an uninterrupted one
+    (every RNG state is in the snapshot). Returns the path of the EMA generator checkpoint.
     """
     cfg.validate()
-    with writer_lock(run_dir):  # one trainer per run folder; a dead one's temporaries are removed
-        return _train(cfg, Path(run_dir), images, resume, device, progress, stop_after_kimg)
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads={threads!r}; expected a positive integer")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        with writer_lock(run_dir):  # one trainer per run folder; a dead one's temporaries are removed
+            return _train(cfg, Path(run_dir), images, resume, device, progress, stop_after_kimg, amp)
+    finally:
+        torch.set_num_threads(before)
 
 
-def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, stop_after_kimg) -> Path:
+def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, stop_after_kimg, amp) -> Path:
     from .datasets import PhantomDataset
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -113,13 +126,17 @@ def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, st
         for module, key in ((G, "G"), (D, "D"), (G_ema, "G_ema"), (opt_G, "opt_G"), (opt_D, "opt_D")):
             module.load_state_dict(snap[key])
         state = snap["state"]
-        torch.set_rng_state(snap["rng_cpu"])
 
     if images is None:
         images = PhantomDataset(cfg.dataset_size, cfg.resolution, seed=cfg.seed).images_tensor()
     images = images.to(device)
-    gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000003 + state["step"])
-    amp = device.type == "cuda"
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000003)  # draws data indices, z, mixing
+    if snap_path.exists():
+        torch.set_rng_state(snap["rng_cpu"])  # the noise inputs
+        gen.set_state(snap["rng_data"])
+        if device.type == "cuda" and "rng_cuda" in snap:
+            torch.cuda.set_rng_state(snap["rng_cuda"])
+    amp = device.type == "cuda" if amp is None else amp
     total = int(cfg.kimg * 1000)
     stop_at = total if stop_after_kimg is None else min(total, state["images_seen"] + int(stop_after_kimg * 1000))
     next_snap = (state["images_seen"] // int(cfg.snapshot_kimg * 1000) + 1) * int(cfg.snapshot_kimg * 1000)
@@ -128,11 +145,12 @@ def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, st
 
     def gen_images(n):
         z = torch.randn(n, G.z_dim, generator=gen).to(device)
-        ws = G.mapping(z, update_w_avg=True)
-        if cfg.style_mixing > 0 and torch.rand([], generator=gen) < cfg.style_mixing:
-            cut = int(torch.randint(1, G.num_ws, [], generator=gen))
-            ws2 = G.mapping(torch.randn(n, G.z_dim, generator=gen).to(device))
-            ws = torch.cat([ws[:, :cut], ws2[:, cut:]], 1)
+        with torch.autocast(device.type, enabled=False):  # mapping and w_avg stay fp32
+            ws = G.mapping(z, update_w_avg=True)
+            if cfg.style_mixing > 0 and torch.rand([], generator=gen) < cfg.style_mixing:
+                cut = int(torch.randint(1, G.num_ws, [], generator=gen))
+                ws2 = G.mapping(torch.randn(n, G.z_dim, generator=gen).to(device))
+                ws = torch.cat([ws[:, :cut], ws2[:, cut:]], 1)
         return G.synthesis(ws, noise_mode="random")
 
     while state["images_seen"] < stop_at:
@@ -188,14 +206,17 @@ def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, st
                                            loss_G=loss_G.item(), loss_D=loss_D.item()))
             G_cpu = copy.deepcopy(G_ema).float().cpu()
             save_png(run_dir / f"samples_{kimg:09.3f}kimg.png", sample_grid(G_cpu, range(32)))
-            card = dict(training_data=f"{cfg.dataset_size} procedural phantoms (cxr_workbench.phantom)",
+            card = dict(training_data=f"{cfg.dataset_size} procedural phantoms (cxr_workbench.phantom, "
+                                      f"version {cfg.phantom_version})",
                         kimg=kimg, wall_time_s=round(state["wall_time"], 1), machine=machine_description(),
-                        train_config=asdict(cfg))
+                        threads=torch.get_num_threads(), bf16=bool(amp), train_config=asdict(cfg))
             # The snapshot first: a kill between the two never leaves generator.pt ahead of it.
             save_checkpoint(snap_path, dict(kind="training", config=G.config, train_config=asdict(cfg),
                                             G=G.state_dict(), D=D.state_dict(), G_ema=G_ema.state_dict(),
                                             opt_G=opt_G.state_dict(), opt_D=opt_D.state_dict(),
-                                            state=state, rng_cpu=torch.get_rng_state(), model_card=card))
+                                            state=state, rng_cpu=torch.get_rng_state(), rng_data=gen.get_state(),
+                                            model_card=card,
+                                            **({"rng_cuda": torch.cuda.get_rng_state()} if device.type == "cuda" else {})))
             save_checkpoint(run_dir / "generator.pt", {"kind": "generator", "config": G_cpu.config,
                                                       "G_ema": G_cpu.state_dict(), "model_card": card})
     bar.close()

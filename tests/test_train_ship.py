@@ -42,3 +42,22 @@ def test_ship_writes_the_default_set(tmp_path):
     assert "## Resuming training" in (data / "MODEL_CARD.md").read_text()
     with pytest.raises(FileExistsError):
         ship_generator(tmp_path / "run", data, SeverityOracle(resolution=16, width=4).eval(), n=32)
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
+    cfg = TrainConfig(**TINY)
+    train(cfg, tmp_path / "whole", progress=False, threads=1)
+    train(cfg, tmp_path / "parts", progress=False, stop_after_kimg=0.016, threads=1)
+    train(cfg, tmp_path / "parts", progress=False, threads=1)
+    a, b = (read_checkpoint(tmp_path / r / "snapshot.pt") for r in ("whole", "parts"))
+    for key in ("G", "D", "G_ema"):
+        for name, t in a[key].items():
+            torch.testing.assert_close(t, b[key][name], rtol=0, atol=0, msg=f"{key}.{name}")
+
+
+def test_old_phantoms_refuse_to_resume_and_bf16_trains(tmp_path):
+    cfg = TrainConfig(**TINY)
+    train(cfg, tmp_path / "run", progress=False, stop_after_kimg=0.016, amp=True)  # bf16 autocast on CPU
+    assert read_checkpoint(tmp_path / "run" / "snapshot.pt")["model_card"]["bf16"]
+    with pytest.raises(ValueError, match=r"'phantom_version': \(2, 1\)"):
+        train(replace(cfg, phantom_version=1), tmp_path / "run", progress=False)
