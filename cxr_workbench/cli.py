@@ -137,11 +137,24 @@ def cmd_edit(args) -> int:
     return 0
 
 
+def cmd_oracle(args) -> int:
+    from .io import check_writable
+    from .oracle import save_oracle, train_oracle
+    if args.out.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists; pass --overwrite or choose another --out")
+    check_writable(args.out.parent)
+    oracle, report, wall = train_oracle(n_train=args.n_train, resolution=args.resolution, epochs=args.epochs,
+                                        progress=not args.no_progress)
+    save_oracle(args.out, oracle, report, wall, overwrite=args.overwrite)
+    print(f"oracle -> {args.out} ({wall:.0f} s); held-out: {report.to_dict()}")
+    return 0
+
+
 def cmd_ship(args) -> int:
     from .assets import DATA_DIR, load_default_oracle
     from .quality import ship_generator
     for path in ship_generator(args.run_dir, args.data_dir or DATA_DIR, load_default_oracle(), n=args.n,
-                               overwrite=args.overwrite):
+                               overwrite=args.overwrite, force=args.force, progress=True):
         print(path)
     return 0
 
@@ -234,12 +247,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 
+    o = sub.add_parser("oracle", formatter_class=fmt, help="train the severity oracle on fresh phantoms")
+    o.add_argument("--out", type=Path, required=True, help="oracle .pt (the shipped one is data/oracle.pt)")
+    o.add_argument("--n-train", type=_number(int, 64), default=20000, help="training phantoms")
+    o.add_argument("--epochs", type=_number(int, 1, 1000), default=8)
+    o.add_argument("--resolution", type=int, default=64, choices=[32, 64, 128])
+    o.add_argument("--overwrite", action="store_true")
+    o.add_argument("--no-progress", action="store_true")
+    o.set_defaults(func=cmd_oracle)
+
     h = sub.add_parser("ship", formatter_class=fmt,
                        help="make a run's generator the shipped default (figures, PCA, model card)")
     h.add_argument("--run-dir", type=Path, required=True)
     h.add_argument("--data-dir", type=Path, default=None, help="default: the checkout's data/")
     h.add_argument("--n", type=_number(int, 2), default=2000, help="images per set for the quality figures")
     h.add_argument("--overwrite", action="store_true")
+    h.add_argument("--force", action="store_true", help="ship even when it measures worse than the shipped one")
     h.set_defaults(func=cmd_ship)
     return p
 

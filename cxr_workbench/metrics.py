@@ -103,3 +103,30 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
         covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
     covmean = covmean.real
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
+
+
+def knn_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) of feature sets [N, F], [M, F].
+
+    Each set's manifold is the union of balls around its points with radius the distance to the
+    k-th nearest neighbour in the same set. Precision: share of fake points inside the real
+    manifold; recall: share of real points inside the fake manifold.
+    """
+    a, b = torch.as_tensor(np.asarray(real), dtype=torch.float64), torch.as_tensor(np.asarray(fake), dtype=torch.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) <= k:
+        raise ValueError(f"feature sets of shapes {tuple(a.shape)} and {tuple(b.shape)}; expected [N, F] with the "
+                         f"same F and more than k={k} rows each")
+
+    def radii(x):  # distance to the k-th neighbour (index k: index 0 is the point itself)
+        return torch.cdist(x, x).kthvalue(k + 1, dim=1).values
+
+    def inside(points, centres, r):
+        return float((torch.cdist(points, centres) <= r[None]).any(1).double().mean())
+
+    return inside(b, a, radii(a)), inside(a, b, radii(b))
+
+
+def ks_statistic(a, b) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic (largest gap between the two empirical CDFs)."""
+    from scipy.stats import ks_2samp
+    return float(ks_2samp(np.asarray(a, float), np.asarray(b, float)).statistic)

@@ -2,20 +2,25 @@
 
 Figures (each also computed for a generator at initialisation and for phantoms vs phantoms, so
 the numbers can be read): Fréchet distance between oracle features of generated and phantom
-images; oracle CTR and opacity burden distributions; the fraction the oracle finds plausible.
+images; k-NN precision and recall of those features (k = 3); oracle CTR and opacity burden
+distributions and their two-sample KS statistics against phantoms; the fraction the oracle finds
+plausible; and, for each preset box, the share of image change inside the box of its most local PC.
+
+The targets a default must meet to ship (``SHIP_TARGETS``) are checked by ``shipping_verdict``.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .checkpoints import read_checkpoint, save_checkpoint
 from .datasets import PhantomDataset
 from .directions import compute_pca
 from .io import atomic_write, save_png
-from .metrics import frechet_distance
+from .metrics import frechet_distance, knn_precision_recall, ks_statistic
 from .stylegan2 import Generator
 
 
@@ -36,17 +41,56 @@ def _describe(pred: dict) -> dict:
                 kind_fractions=[float((pred["kind"] == k).mean()) for k in range(3)])
 
 
-def quality_figures(G, oracle, n: int = 2000, seed: int = 0) -> dict:
-    """The model-card figures for G (see module docstring)."""
+def quality_figures(G, oracle, n: int = 2000, seed: int = 0, pca=None) -> dict:
+    """The model-card figures for G (see module docstring). With ``pca`` (of G's W) the PC
+    locality of each preset box is included."""
     phantoms_a = oracle.predict(PhantomDataset(n, G.img_resolution, seed=10_000 + seed).images_tensor())
     phantoms_b = oracle.predict(PhantomDataset(n, G.img_resolution, seed=20_000 + seed).images_tensor())
     gen = oracle.predict(generated_images(G, n, seed))
     torch.manual_seed(seed)
     init = oracle.predict(generated_images(Generator(**G.config).eval(), n, seed))
     fd = lambda a: frechet_distance(a["features"], phantoms_a["features"])
-    return dict(n=n, fd_generated_vs_phantoms=fd(gen), fd_init_vs_phantoms=fd(init),
-                fd_phantoms_vs_phantoms=fd(phantoms_b), generated=_describe(gen), init=_describe(init),
-                phantoms=_describe(phantoms_a))
+    pr = lambda a: knn_precision_recall(phantoms_a["features"], a["features"], k=3)
+    ks = lambda a: {key: ks_statistic(a[key], phantoms_a[key]) for key in ("ctr", "opacity_burden")}
+    q = dict(n=n, fd_generated_vs_phantoms=fd(gen), fd_init_vs_phantoms=fd(init),
+             fd_phantoms_vs_phantoms=fd(phantoms_b), generated=_describe(gen), init=_describe(init),
+             phantoms=_describe(phantoms_a))
+    for key, pred in (("generated", gen), ("init", init), ("phantoms", phantoms_b)):
+        q[key].update(zip(("precision", "recall"), pr(pred)))
+        q[key]["ks"] = ks(pred)
+    if pca is not None:
+        q["pc_locality"] = pc_locality(G, pca)
+    return q
+
+
+def pc_locality(G, pca, boxes=("heart", "lung_lower_right")) -> dict:
+    """For each preset box: the most local PC among the first 10 and its inside share (8 seeds)."""
+    from .latents import reference_latents
+    from .masks import preset
+    from .directions import rank_pcs_for_box
+    out = {}
+    for name in boxes:
+        best = rank_pcs_for_box(G, reference_latents(G, range(8)), pca, preset(name, G.img_resolution), n_pcs=10)[0]
+        out[name] = dict(pc=best["pc"], inside_share=best["inside_share"])
+    return out
+
+
+# What a shipped default must reach (issue 9); each is checked and reported, met or not.
+SHIP_TARGETS = dict(fd=5.0, precision=0.7, recall=0.7, ks=0.1, pc_inside_share=0.5)
+
+
+def shipping_verdict(q: dict) -> dict:
+    """Each target of SHIP_TARGETS: (value, target, met)."""
+    g = q["generated"]
+    rows = dict(fd=(q["fd_generated_vs_phantoms"], SHIP_TARGETS["fd"], q["fd_generated_vs_phantoms"] <= SHIP_TARGETS["fd"]),
+                precision=(g["precision"], SHIP_TARGETS["precision"], g["precision"] >= SHIP_TARGETS["precision"]),
+                recall=(g["recall"], SHIP_TARGETS["recall"], g["recall"] >= SHIP_TARGETS["recall"]))
+    for key, v in g["ks"].items():
+        rows[f"ks_{key}"] = (v, SHIP_TARGETS["ks"], v <= SHIP_TARGETS["ks"])
+    for box, row in q.get("pc_locality", {}).items():
+        rows[f"pc_inside_{box}"] = (row["inside_share"], SHIP_TARGETS["pc_inside_share"],
+                                    row["inside_share"] >= SHIP_TARGETS["pc_inside_share"])
+    return rows
 
 
 QUALITY_SETS = (("phantoms (second draw)", "phantoms", "fd_phantoms_vs_phantoms"),
@@ -65,46 +109,76 @@ def model_card_markdown(card: dict) -> str:
     q = card.get("quality", {})
     lines = ["# Shipped default generator", "",
              f"- Training data: {card.get('training_data')}",
-             f"- Trained: {card.get('kimg')} kimg in {card.get('wall_time_s', 0) / 3600:.2f} h on {card.get('machine')}",
+             f"- Trained: {card.get('kimg')} kimg in {card.get('wall_time_s', 0) / 3600:.2f} h on {card.get('machine')}"
+             + (f" ({card['threads']} threads{', bf16 autocast' if card.get('bf16') else ''})" if 'threads' in card else ""),
              f"- Architecture: {json.dumps(card.get('architecture', {}))}",
-             f"- Training settings: {json.dumps(card.get('train_config', {}))}", ""]
+             f"- Training settings: {json.dumps(card.get('train_config', {}))}", "",
+             "Phantoms it learned (rows: normal, cardiomegaly, opacity; 128 px above, 64 px below): "
+             "`data/phantoms.png`. Samples (seeds 0-31): `data/samples.png`.", ""]
     if q:
         lines += ["## Quality (through the severity oracle, `data/oracle.pt`)", "",
-                  f"{q['n']} images per set. Fréchet distance of oracle features to phantoms:", "",
-                  "| set | FD to phantoms | oracle CTR mean ± std | opacity burden mean ± std | plausible |",
-                  "|---|---|---|---|---|"]
-        for r in quality_rows(q):
-            lines.append(f"| {r['set']} | {r['fd_to_phantoms']:.2f} | {r['ctr_mean']:.3f} ± {r['ctr_std']:.3f} | "
+                  f"{q['n']} images per set. Fréchet distance (FD), k-NN precision and recall (k = 3) of oracle "
+                  "features against phantoms, and KS statistics of the oracle's readings:", "",
+                  "| set | FD | precision | recall | KS CTR | KS burden | CTR mean ± std | burden mean ± std | plausible |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r, key in zip(quality_rows(q), ("phantoms", "generated", "init")):
+            d = q[key]
+            extra = (f"{d['precision']:.2f} | {d['recall']:.2f} | {d['ks']['ctr']:.3f} | {d['ks']['opacity_burden']:.3f}"
+                     if "precision" in d else "- | - | - | -")
+            lines.append(f"| {r['set']} | {r['fd_to_phantoms']:.2f} | {extra} | {r['ctr_mean']:.3f} ± {r['ctr_std']:.3f} | "
                          f"{r['burden_mean']:.3f} ± {r['burden_std']:.3f} | {r['plausible']:.1%} |")
-        lines += ["", "(the phantoms row uses the first draw's statistics; FD is the first draw vs a second draw)"]
+        lines += ["", "(the phantoms row is a second draw of phantoms against the first; its figures are the floor)"]
+        if "pc_locality" in q:
+            lines += ["", "Targets for a shipped default (issue 9), met or not:", "", "| figure | value | target | met |",
+                      "|---|---|---|---|"]
+            lines += [f"| {k} | {v:.3f} | {t} | {'yes' if ok else 'no'} |" for k, (v, t, ok) in shipping_verdict(q).items()]
+            lines += ["", "PC most local to each preset box: " + ", ".join(
+                f"{box}: PC {row['pc']} ({row['inside_share']:.0%} inside)" for box, row in q["pc_locality"].items()),
+                "", "Oracle CTR and burden histograms, samples vs phantoms: `data/severity_histograms.png`."]
     if card.get("oracle"):
         lines += ["", "## Severity oracle (held-out phantoms)", "", f"```\n{json.dumps(card['oracle'], indent=2)}\n```"]
-    lines += ["", "Sample grid: `data/samples.png` (seeds 0-31).", "",
-              "## Resuming training", "",
-              "`data/training/snapshot.pt` is the full training state (G, D, EMA generator, optimisers, RNG)",
-              "at the kimg above. To train further and ship the result:", "",
+    lines += ["", "## Resuming training", "",
+              "`data/training/snapshot.pt` is the full training state (G, D, EMA generator, optimisers, every RNG)",
+              "at the kimg above; a resumed run continues exactly as an uninterrupted one. To train further and ship:", "",
               "    mkdir -p runs/default64 && cp data/training/snapshot.pt runs/default64/",
-              "    .venv/bin/cxr-workbench train --run-dir runs/default64 --kimg 300",
+              "    .venv/bin/cxr-workbench train --run-dir runs/default64 --kimg 1000",
               "    .venv/bin/cxr-workbench ship --run-dir runs/default64 --overwrite"]
     return "\n".join(lines) + "\n"
 
 
-def ship_generator(run_dir, data_dir, oracle, n: int = 2000, overwrite: bool = False) -> list[Path]:
-    """Copy a run's EMA generator into ``data_dir`` with its quality figures, the PCA of W, a
-    sample grid, a markdown model card, and the run's training snapshot (for resuming)."""
+def ship_generator(run_dir, data_dir, oracle, n: int = 2000, overwrite: bool = False, force: bool = False,
+                   progress: bool = False) -> list[Path]:
+    """Copy a run's EMA generator into ``data_dir`` with its quality figures, the PCA of W, sample
+    and phantom grids, severity histograms, a markdown model card, and the run's training snapshot.
+
+    When ``data_dir`` already has a generator, both are measured with ``oracle`` on the same images
+    and a run with a larger FD is refused unless ``force``.
+    """
     from .checkpoints import load_generator
-    from .viz import sample_grid
+    from .phantom import kinds_grid
+    from .viz import sample_grid, save_figure, severity_histograms
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     data = read_checkpoint(run_dir / "generator.pt")
     G = load_generator(run_dir / "generator.pt")
-    card = dict(data.get("model_card", {}))
-    card["architecture"] = G.config
-    card["quality"] = quality_figures(G, oracle, n)
-    oracle_card = read_checkpoint(data_dir / "oracle.pt").get("model_card") if (data_dir / "oracle.pt").is_file() else None
-    card["oracle"] = oracle_card
+    pca = compute_pca(G, n_samples=20000, progress=progress)
+    q = quality_figures(G, oracle, n, pca=pca)
+    if (data_dir / "generator.pt").is_file() and not force:
+        old = quality_figures(load_generator(data_dir / "generator.pt"), oracle, n)
+        if old["fd_generated_vs_phantoms"] < q["fd_generated_vs_phantoms"]:
+            raise ValueError(f"{run_dir} is worse than the shipped generator: FD {q['fd_generated_vs_phantoms']:.2f} "
+                             f"vs {old['fd_generated_vs_phantoms']:.2f} (same oracle, same images); pass --force "
+                             "to ship it anyway")
+    card = dict(data.get("model_card", {}), architecture=G.config, quality=q)
+    card["oracle"] = read_checkpoint(data_dir / "oracle.pt").get("model_card") if (data_dir / "oracle.pt").is_file() else None
     out = [save_checkpoint(data_dir / "generator.pt", {**data, "model_card": card}, overwrite=overwrite)]
-    out.append(compute_pca(load_generator(out[0]), n_samples=20000).save(data_dir / "pca.pt", overwrite=overwrite))
+    out.append(pca.save(data_dir / "pca.pt", overwrite=overwrite))
     out.append(save_png(data_dir / "samples.png", sample_grid(G, range(32)), overwrite=overwrite))
+    big, small = kinds_grid(6, 128)[0], kinds_grid(6, 64)[0]
+    grid = np.concatenate([big, np.kron(small, np.ones((2, 2)))])  # 64 px shown at the 128 px tile size
+    out.append(save_png(data_dir / "phantoms.png", (grid * 255).round().astype(np.uint8), overwrite=overwrite))
+    fig = severity_histograms({"phantoms": oracle.predict(PhantomDataset(n, G.img_resolution, seed=10_000).images_tensor()),
+                               "samples": oracle.predict(generated_images(G, n))})
+    out.append(save_figure(fig, data_dir / "severity_histograms.png", overwrite=overwrite))
     snapshot = (run_dir / "snapshot.pt").read_bytes()
     out.append(atomic_write(data_dir / "training" / "snapshot.pt", lambda f: f.write(snapshot), "wb", overwrite))
     out.append(atomic_write(data_dir / "MODEL_CARD.md", lambda f: f.write(model_card_markdown(card)), "w", overwrite))

@@ -184,8 +184,10 @@ def severity_histograms(predictions: dict, keys=("ctr", "opacity_burden")):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys):
+        values = np.concatenate([np.asarray(pred[key], float) for pred in predictions.values()])
+        bins = np.linspace(values.min(), values.max() + 1e-6, 31)  # shared bins; a constant set still plots
         for label, pred in predictions.items():
-            ax.hist(pred[key], bins=30, alpha=0.6, label=label, density=True)
+            ax.hist(pred[key], bins=bins, alpha=0.6, label=label, density=True)
         ax.set_title(f"oracle {key}", fontsize=9)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -16,6 +16,10 @@ def test_bench_modconv_runs():
     assert "grouped/input" in run("benchmarks/bench_modconv.py", "--repeats", "1", "--batch", "2")
 
 
+def test_bench_phantom_runs():
+    assert "render_batch   16" in run("benchmarks/bench_phantom.py", "--n", "64")
+
+
 def test_bench_slider_runs():
     assert "slider move" in run("benchmarks/bench_slider.py", "--repeats", "2")
 

@@ -62,3 +62,18 @@ def test_trend_and_frechet():
     # N(0, I) vs N(0, 4I) in 3-d: trace(I + 4I - 2*2I) = 3
     b = rng.normal(size=(20000, 3)) * 2
     assert frechet_distance(rng.normal(size=(20000, 3)), b) == pytest.approx(3.0, abs=0.15)
+
+
+def test_knn_precision_recall_known_answers():
+    from cxr_workbench.metrics import knn_precision_recall, ks_statistic
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(400, 2))
+    assert knn_precision_recall(real, real.copy(), k=3) == (1.0, 1.0)
+    collapsed = np.zeros((400, 2)) + rng.normal(scale=1e-3, size=(400, 2))  # a mode collapse at the centre
+    precision, recall = knn_precision_recall(real, collapsed, k=3)
+    assert precision == 1.0 and recall < 0.1  # all fakes are realistic, but they cover little of the real set
+    far = real + 100.0
+    assert knn_precision_recall(real, far, k=3) == (0.0, 0.0)
+    assert ks_statistic([0, 1, 2, 3], [0, 1, 2, 3]) == 0.0 and ks_statistic([0, 0], [1, 1]) == 1.0
+    with pytest.raises(ValueError, match="more than k=3 rows"):
+        knn_precision_recall(real[:3], real, k=3)

@@ -3,7 +3,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cxr_workbench.checkpoints import load_generator, model_card, read_checkpoint
+from cxr_workbench.checkpoints import load_generator, model_card, read_checkpoint, save_generator
 from cxr_workbench.oracle import SeverityOracle, save_oracle
 from cxr_workbench.quality import ship_generator
 from cxr_workbench.train import TrainConfig, train
@@ -30,18 +30,37 @@ def test_training_stops_resumes_and_refuses_other_configs(tmp_path):
         train(cfg, tmp_path / "run", progress=False, resume=False)
 
 
-def test_ship_writes_the_default_set(tmp_path):
+def test_ship_writes_the_default_set_and_refuses_a_worse_model(tmp_path):
     train(TrainConfig(**TINY), tmp_path / "run", progress=False)
     data = tmp_path / "data"
-    save_oracle(data / "oracle.pt", SeverityOracle(resolution=16, width=4).eval())
-    written = ship_generator(tmp_path / "run", data, SeverityOracle(resolution=16, width=4).eval(), n=32)
+    oracle = SeverityOracle(resolution=16, width=4).eval()
+    save_oracle(data / "oracle.pt", oracle)
+    written = ship_generator(tmp_path / "run", data, oracle, n=32)
     names = sorted(p.relative_to(data).as_posix() for p in written)
-    assert names == ["MODEL_CARD.md", "generator.pt", "pca.pt", "samples.png", "training/snapshot.pt"]
+    assert names == ["MODEL_CARD.md", "generator.pt", "pca.pt", "phantoms.png", "samples.png",
+                     "severity_histograms.png", "training/snapshot.pt"]
     card = model_card(data / "generator.pt")
-    assert card["quality"]["n"] == 32 and card["architecture"]["img_resolution"] == 16
-    assert "## Resuming training" in (data / "MODEL_CARD.md").read_text()
+    q = card["quality"]
+    assert q["n"] == 32 and card["architecture"]["img_resolution"] == 16
+    assert 0 <= q["generated"]["precision"] <= 1 and 0 <= q["generated"]["ks"]["ctr"] <= 1
+    assert set(q["pc_locality"]) == {"heart", "lung_lower_right"}
+    md = (data / "MODEL_CARD.md").read_text()
+    assert "## Resuming training" in md and "| pc_inside_heart |" in md
     with pytest.raises(FileExistsError):
-        ship_generator(tmp_path / "run", data, SeverityOracle(resolution=16, width=4).eval(), n=32)
+        ship_generator(tmp_path / "run", data, oracle, n=32)
+    # a generator that paints every image white measures worse: refused unless forced
+    G = load_generator(tmp_path / "run" / "generator.pt")
+    with torch.no_grad():
+        for p in G.parameters():
+            p.zero_()
+        G.synthesis.b16.torgb.bias.fill_(5.0)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    save_generator(bad / "generator.pt", G)
+    (bad / "snapshot.pt").write_bytes((tmp_path / "run" / "snapshot.pt").read_bytes())
+    with pytest.raises(ValueError, match="worse than the shipped generator"):
+        ship_generator(bad, data, oracle, n=32, overwrite=True)
+    ship_generator(bad, data, oracle, n=32, overwrite=True, force=True)
 
 
 def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
