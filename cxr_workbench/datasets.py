@@ -20,8 +20,23 @@ from . import phantom
 LABELS = ("cardiomegaly", "opacity")
 
 
-def _to_model_range(img01: np.ndarray, resolution: int) -> torch.Tensor:
-    """[H, W] in [0, 1] -> [1, R, R] in [-1, 1], area-resampled to the requested size."""
+FITS = ("crop", "letterbox")  # how a non-square film becomes square; it is never stretched
+
+
+def to_model_range(img01: np.ndarray, resolution: int, fit: str = "crop") -> torch.Tensor:
+    """[H, W] in [0, 1] -> [1, R, R] in [-1, 1]: made square by ``fit`` ("crop": the centred square;
+    "letterbox": padded with black), then area-resampled, so the anatomy keeps its proportions."""
+    if fit not in FITS:
+        raise ValueError(f"fit={fit!r}; expected one of {FITS}")
+    h, w = img01.shape
+    if fit == "crop":
+        side = min(h, w)
+        img01 = img01[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+    elif h != w:
+        side = max(h, w)
+        square = np.zeros((side, side), np.float32)
+        square[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = img01
+        img01 = square
     t = torch.from_numpy(np.ascontiguousarray(img01, dtype=np.float32))[None, None]
     if t.shape[-1] != resolution or t.shape[-2] != resolution:
         t = F.interpolate(t, size=(resolution, resolution), mode="area" if t.shape[-1] > resolution else "bilinear",
@@ -78,61 +93,92 @@ class PhantomDataset(Dataset):
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
 
 
-def read_dicom(path, window: tuple[float, float] | None = None) -> np.ndarray:
+VOI_MODES = ("auto", "file", "percentiles")
+WASHED_OUT = 4.0  # a file window this many times wider than the data's 1-99 % range washes the film out
+
+
+def read_dicom(path, window: tuple[float, float] | None = None, voi: str = "auto") -> np.ndarray:
     """A DICOM radiograph as [H, W] float in [0, 1], display-ready.
 
-    Applies the modality rescale, the given (centre, width) window or the file's first
-    WindowCenter/WindowWidth (else the full range), and inverts MONOCHROME1 so bone is bright.
+    The Modality LUT (or rescale slope and intercept) is applied first, then the display window:
+    ``window`` (centre, width) when given; else by ``voi``: "file" (the file's VOI LUT or first
+    WindowCenter/WindowWidth, else the full range), "percentiles" (the 0.5-99.5 % range of the
+    data), or "auto" (the file's, unless it is more than WASHED_OUT times wider than the data, then
+    percentiles). MONOCHROME1 is inverted so bone is bright.
     """
     import pydicom
-    ds = pydicom.dcmread(str(path))
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    if voi not in VOI_MODES:
+        raise ValueError(f"voi={voi!r}; expected one of {VOI_MODES}")
     try:
-        arr = ds.pixel_array.astype(np.float64)
+        ds = pydicom.dcmread(str(path))
+    except (InvalidDicomError, OSError, EOFError, ValueError) as e:
+        raise ValueError(f"{path}: not a DICOM file ({str(e)[:80]})") from None
+    try:
+        raw = ds.pixel_array
     except Exception as e:  # no decoder for this transfer syntax, or no pixel data
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
         name = getattr(syntax, "name", str(syntax))
         raise ValueError(f"{path}: cannot decode DICOM pixel data with transfer syntax {name!r} ({e}); "
-                         "expected uncompressed (little endian) or a syntax with an installed decoder") from e
-    if arr.ndim != 2:
-        raise ValueError(f"{path}: DICOM pixel array has shape {arr.shape}; expected one grayscale frame")
-    arr = arr * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0)
-    if window is None and "WindowCenter" in ds and "WindowWidth" in ds:
-        first = lambda v: float(v[0]) if isinstance(v, pydicom.multival.MultiValue) else float(v)
-        window = (first(ds.WindowCenter), first(ds.WindowWidth))
+                         "expected uncompressed (little endian) or a syntax with an installed decoder") from None
+    if raw.ndim != 2:
+        raise ValueError(f"{path}: DICOM pixel array has shape {raw.shape}; expected one grayscale frame")
+    arr = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
+    lo_p, hi_p = np.percentile(arr, [0.5, 99.5])
     if window is not None:
         centre, width = window
-        if width <= 0:
+        if not width > 0:
             raise ValueError(f"window width={width}; expected > 0")
-        lo, hi = centre - width / 2, centre + width / 2
+        out = (arr - (centre - width / 2)) / width
+    elif voi != "percentiles" and ("VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)):
+        shown = np.asarray(apply_voi_lut(arr, ds), dtype=np.float64)
+        first = lambda v: float(v[0]) if isinstance(v, pydicom.multival.MultiValue) else float(v)
+        width = first(ds.WindowWidth) if "WindowWidth" in ds else float(np.ptp(shown))
+        p1, p99 = np.percentile(arr, [1, 99])
+        if voi == "auto" and width > WASHED_OUT * max(p99 - p1, 1e-9):
+            out = (arr - lo_p) / max(hi_p - lo_p, 1e-12)
+        else:
+            out = (shown - shown.min()) / max(float(np.ptp(shown)), 1e-12) if "VOILUTSequence" in ds else \
+                (arr - (first(ds.WindowCenter) - width / 2)) / width
+    elif voi == "percentiles":
+        out = (arr - lo_p) / max(hi_p - lo_p, 1e-12)
     else:
-        lo, hi = arr.min(), arr.max()
-    out = np.clip((arr - lo) / max(hi - lo, 1e-12), 0, 1)
+        out = (arr - arr.min()) / max(float(np.ptp(arr)), 1e-12)
+    out = np.clip(out, 0, 1)
     if getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         out = 1 - out
     return out.astype(np.float32)
 
 
+def bit_depth(arr: np.ndarray) -> int:
+    """Bits a 16-bit container's data actually use (8, 10, 12, 14 or 16): 12-bit films are scaled
+    by 4095, not 65535, so they do not load nearly black."""
+    top = int(arr.max()) if arr.size else 0
+    return next(b for b in (8, 10, 12, 14, 16) if top < 2 ** b)
+
+
 MIN_IMAGE_SIDE = 8  # pixels; anything smaller is not a radiograph
 
 
-def read_image(path) -> np.ndarray:
+def read_image(path, voi: str = "auto") -> np.ndarray:
     """PNG/JPEG (8- or 16-bit, grey or colour; transparency composited on black) or DICOM as
-    [H, W] float32 in [0, 1]."""
+    [H, W] float32 in [0, 1]. 16-bit PNGs are scaled by the bit depth their data use
+    (``bit_depth``); DICOM display follows ``voi`` (see ``read_dicom``)."""
     from PIL import Image, UnidentifiedImageError
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise ValueError(f"{path}: not an image file (suffix {suffix!r}); expected one of {sorted(IMAGE_SUFFIXES)}")
     if suffix in (".dcm", ".dicom"):
-        arr = read_dicom(path)
+        arr = read_dicom(path, voi=voi)
     else:
         try:
             with Image.open(path) as im:
                 im.load()
                 if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                     raw = np.asarray(im, dtype=np.float64)
-                    scale = 65535.0 if raw.max() > 255 or im.mode.startswith("I;16") else 255.0
-                    arr = (raw / scale).clip(0, 1).astype(np.float32)
+                    arr = (raw / (2 ** bit_depth(raw) - 1)).clip(0, 1).astype(np.float32)
                 else:
                     if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
                         # Transparent pixels carry no film: composite on black (air) rather than ignore alpha.
@@ -147,35 +193,47 @@ def read_image(path) -> np.ndarray:
     return arr
 
 
+def _readable(paths, skip_bad: bool, voi: str) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The paths that read as images, and (path, reason) for the others when ``skip_bad``; without
+    it the first bad file is an error naming it."""
+    good, skipped = [], []
+    for p in paths:
+        try:
+            read_image(p, voi)
+            good.append(p)
+        except (ValueError, FileNotFoundError) as e:
+            if not skip_bad:
+                raise ValueError(f"{e} (pass skip_bad=True to leave such files out)") from None
+            skipped.append((p, str(e)))
+    return good, skipped
+
+
 class ImageFolderDataset(Dataset):
-    """Every PNG/JPEG/DICOM under ``root`` (sorted), resized to ``resolution``.
+    """Every PNG/JPEG/DICOM under ``root`` (sorted), made square by ``fit`` and resized to
+    ``resolution`` (``to_model_range``); DICOM display by ``voi`` (``read_dicom``).
 
     Unreadable or non-image files are an error naming them, unless ``skip_bad=True``: then they
     are listed in ``self.skipped`` as (path, reason) and left out.
     """
 
-    def __init__(self, root, resolution: int = 64, skip_bad: bool = False):
+    def __init__(self, root, resolution: int = 64, skip_bad: bool = False, fit: str = "crop", voi: str = "auto"):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"image folder {root} does not exist")
-        self.resolution = resolution
-        self.files, self.skipped = [], []
-        for p in sorted(q for q in root.rglob("*") if q.is_file() and not q.name.startswith(".")):
-            try:
-                read_image(p)
-                self.files.append(p)
-            except ValueError as e:
-                if not skip_bad:
-                    raise ValueError(f"{e} (pass skip_bad=True to leave such files out)") from None
-                self.skipped.append((p, str(e)))
+        if fit not in FITS:
+            raise ValueError(f"fit={fit!r}; expected one of {FITS}")
+        self.resolution, self.fit, self.voi = resolution, fit, voi
+        candidates = sorted(q for q in root.rglob("*") if q.is_file() and not q.name.startswith("."))
+        self.files, self.skipped = _readable(candidates, skip_bad, voi)
         if not self.files:
-            raise ValueError(f"image folder {root} holds no readable images")
+            raise ValueError(f"image folder {root} holds no readable images ({len(self.skipped)} files skipped)")
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, i):
-        return dict(img=_to_model_range(read_image(self.files[i]), self.resolution), index=i, path=str(self.files[i]))
+        img = to_model_range(read_image(self.files[i], self.voi), self.resolution, self.fit)
+        return dict(img=img, index=i, path=str(self.files[i]))
 
 
 UNCERTAINTY_POLICIES = ("zeros", "ones", "ignore")
@@ -188,10 +246,13 @@ class CheXpertDataset(Dataset):
     ``uncertainty``: "zeros" (U-Zeros), "ones" (U-Ones) or "ignore" (NaN, to mask in the loss).
     Paths are resolved against ``root`` (default: the CSV's folder). Lateral views are dropped
     unless ``frontal_only=False``. Items: ``img`` [1, R, R], ``labels`` [L] float, ``index``, ``path``.
+    Rows whose file is missing or not an image are an error naming it, unless ``skip_bad=True``
+    (then they are counted in ``self.skipped``). ``fit`` and ``voi`` as for ``ImageFolderDataset``.
     """
 
     def __init__(self, csv_path, labels=("Cardiomegaly", "Lung Opacity"), root=None, resolution: int = 64,
-                 uncertainty: str = "zeros", frontal_only: bool = True):
+                 uncertainty: str = "zeros", frontal_only: bool = True, skip_bad: bool = False, fit: str = "crop",
+                 voi: str = "auto"):
         if uncertainty not in UNCERTAINTY_POLICIES:
             raise ValueError(f"uncertainty={uncertainty!r}; expected one of {UNCERTAINTY_POLICIES}")
         csv_path = Path(csv_path)
@@ -219,14 +280,19 @@ class CheXpertDataset(Dataset):
                 raise ValueError(f"{csv_path}: row {row_no}, column {col!r} holds {text!r}; expected 1, 0, -1 or blank")
             return uncertain_value if v == -1.0 else v
 
-        self.paths = [r["Path"] for r in rows]
-        self.targets = torch.tensor([[value(r[c], i + 2, c) for c in self.labels] for i, r in enumerate(rows)],
-                                    dtype=torch.float32).reshape(len(rows), len(self.labels))
+        if fit not in FITS:
+            raise ValueError(f"fit={fit!r}; expected one of {FITS}")
+        self.fit, self.voi = fit, voi
+        targets = [[value(r[c], i + 2, c) for c in self.labels] for i, r in enumerate(rows)]
+        good, self.skipped = _readable([self.root / r["Path"] for r in rows], skip_bad, voi)
+        keep = [i for i, r in enumerate(rows) if self.root / r["Path"] in set(good)]
+        self.paths = [rows[i]["Path"] for i in keep]
+        self.targets = torch.tensor([targets[i] for i in keep], dtype=torch.float32).reshape(len(keep), len(self.labels))
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
         path = self.root / self.paths[i]
-        return dict(img=_to_model_range(read_image(path), self.resolution), labels=self.targets[i],
+        return dict(img=to_model_range(read_image(path, self.voi), self.resolution, self.fit), labels=self.targets[i],
                     index=i, path=str(path))

@@ -26,6 +26,10 @@ from torch import nn
 
 # Faster formulation per device type, from benchmarks/bench_modconv.py (see the README figures).
 DEFAULT_MODCONV = {"cpu": "input", "cuda": "input"}  # cuda: not measured here (no GPU lent)
+# 2x up-convolution: "transpose" (stride-2 transposed conv, then the 4x4 FIR: a quarter of the
+# multiply-adds, as NVlabs does it) or "polyphase" (four 3x3 phase kernels, one conv, pixel shuffle).
+# Equal to float rounding (tests); benchmarks/bench_train.py measures both.
+UPCONV = {"impl": "transpose"}
 
 SQRT2 = math.sqrt(2.0)
 
@@ -103,6 +107,11 @@ def _conv(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, up: bool, groups: i
     k = w.shape[-1]
     if not up:
         return F.conv2d(x, w, padding=k // 2, groups=groups)
+    if UPCONV["impl"] == "transpose":
+        o = w.shape[0] // groups
+        wt = w.reshape(groups, o, -1, k, k).transpose(1, 2).reshape(-1, o, k, k)  # [groups * I, O, k, k]
+        y = F.conv_transpose2d(x, wt, stride=2, groups=groups)  # [N, O, 2H + 1, 2W + 1]
+        return upfirdn2d(y, f, pad=(1, 1, 1, 1), gain=4)
     y = F.conv2d(x, _up_phase_kernels(w, f), padding=1, groups=groups)  # [N, 4 O, H, W]
     return F.pixel_shuffle(y, 2)
 

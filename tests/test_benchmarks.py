@@ -16,6 +16,10 @@ def test_bench_modconv_runs():
     assert "grouped/input" in run("benchmarks/bench_modconv.py", "--repeats", "1", "--batch", "2")
 
 
+def test_bench_train_runs():
+    assert "kimg/h" in run("benchmarks/bench_train.py", "--kimg", "0.064")
+
+
 def test_bench_phantom_runs():
     assert "render_batch   16" in run("benchmarks/bench_phantom.py", "--n", "64")
 

@@ -103,3 +103,51 @@ def test_rgba_is_composited_on_black_and_tiny_images_are_refused(tmp_path):
     Image.fromarray(np.zeros((7, 40), np.uint8)).save(tmp_path / "tiny.png")
     with pytest.raises(ValueError, match="tiny.png: image is 40x7 pixels"):
         read_image(tmp_path / "tiny.png")
+
+
+def test_films_keep_their_proportions():
+    from cxr_workbench.datasets import to_model_range
+    h, w = 664, 1152
+    yy, xx = np.mgrid[:h, :w]
+    film = (((yy - h / 2) ** 2 + (xx - w / 2) ** 2) < 200 ** 2).astype(np.float32)  # a round disc
+    for fit in ("crop", "letterbox"):
+        img = to_model_range(film, 64, fit)[0].numpy() > 0
+        rows, cols = img.any(1).sum(), img.any(0).sum()
+        assert abs(rows - cols) <= 1, (fit, rows, cols)  # still round, never squeezed
+    box = to_model_range(np.ones((h, w), np.float32), 64, "letterbox")[0].numpy()
+    assert box[0].max() == -1 and box[32].min() == 1  # black bars above and below, film in the middle
+    with pytest.raises(ValueError, match="fit='stretch'"):
+        to_model_range(film, 64, "stretch")
+
+
+def test_dicom_modality_lut_wide_windows_and_not_dicom(tmp_path):
+    rng = np.random.default_rng(0)
+    px = (1000 + 200 * rng.random((64, 64))).astype(np.uint16)  # data spans 1000..1200
+    write_dicom(tmp_path / "wide.dcm", px, window=(2048, 4096))  # a window 20x wider than the data
+    washed = read_dicom(tmp_path / "wide.dcm", voi="file")
+    auto = read_dicom(tmp_path / "wide.dcm")
+    assert np.ptp(washed) < 0.06 and np.ptp(auto) > 0.9  # auto falls back to robust percentiles
+    (tmp_path / "fake.dcm").write_text("not dicom at all")
+    with pytest.raises(ValueError, match="fake.dcm: not a DICOM file"):
+        read_dicom(tmp_path / "fake.dcm")
+    with pytest.raises(ValueError, match="voi='magic'"):
+        read_dicom(tmp_path / "wide.dcm", voi="magic")
+
+
+def test_twelve_bit_png_is_not_black(tmp_path):
+    from cxr_workbench.datasets import bit_depth
+    ramp = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (64, 1))
+    Image.fromarray(ramp).save(tmp_path / "12bit.png")
+    img = read_image(tmp_path / "12bit.png")
+    assert img.max() == 1.0 and bit_depth(ramp) == 12
+    assert bit_depth(np.array([65535])) == 16 and bit_depth(np.array([200])) == 8
+
+
+def test_non_images_in_a_folder_are_counted_or_named(tmp_path):
+    Image.fromarray(np.full((40, 60), 128, np.uint8)).save(tmp_path / "film.png")
+    (tmp_path / "train.csv").write_text("Path,Frontal/Lateral\n")
+    (tmp_path / "odd.dcm").write_bytes(b"\x00" * 300)
+    with pytest.raises(ValueError, match="odd.dcm"):
+        ImageFolderDataset(tmp_path, 32)
+    ds = ImageFolderDataset(tmp_path, 32, skip_bad=True, fit="letterbox")
+    assert len(ds) == 1 and len(ds.skipped) == 2 and ds[0]["img"].shape == (1, 32, 32)

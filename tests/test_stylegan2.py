@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from scipy.signal import convolve2d
 
+from cxr_workbench import stylegan2
 from cxr_workbench.stylegan2 import (Discriminator, Generator, modulated_conv2d, setup_filter,
                                      upfirdn2d, upsample2d)
 
@@ -28,14 +29,20 @@ def textbook_modconv(x, weight, styles, demodulate, up, f):
 @pytest.mark.parametrize("impl", ["input", "grouped"])
 @pytest.mark.parametrize("up", [False, True])
 @pytest.mark.parametrize("demodulate", [True, False])
-def test_modulated_conv_equals_textbook(impl, up, demodulate):
+@pytest.mark.parametrize("upconv", ["transpose", "polyphase"])
+def test_modulated_conv_equals_textbook(impl, up, demodulate, upconv, monkeypatch):
+    monkeypatch.setitem(stylegan2.UPCONV, "impl", upconv)
     torch.manual_seed(0)
     x, weight, styles = torch.randn(3, 6, 8, 8), torch.randn(5, 6, 3, 3), torch.randn(3, 6)
     f = setup_filter()
+    x.requires_grad_(True)
     ours = modulated_conv2d(x, weight, styles, demodulate=demodulate, up=up, f=f, impl=impl)
     ref = textbook_modconv(x, weight, styles, demodulate, up, f)
     assert ours.shape == ref.shape == (3, 5, 16 if up else 8, 16 if up else 8)
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    g_ours, = torch.autograd.grad(ours.square().sum(), x)
+    g_ref, = torch.autograd.grad(ref.square().sum(), x)
+    torch.testing.assert_close(g_ours, g_ref, atol=1e-4, rtol=1e-5)
 
 
 def test_upfirdn2d_matches_direct_convolution():

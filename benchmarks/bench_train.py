@@ -1,0 +1,73 @@
+"""Training throughput of the shipped architecture (64 px, TrainConfig defaults) on this machine:
+kimg/h of the loop as it was (polyphase up-convolution, fp32) against the current default
+(transposed up-convolution, fp32) and with bf16 autocast, measured in the same run, plus the
+achieved FLOP/s as a share of this CPU's fp32 matmul FLOP/s.
+
+    python benchmarks/bench_train.py [--kimg 0.64] [--threads 2]
+"""
+import argparse
+import tempfile
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cxr_workbench import stylegan2
+from cxr_workbench.datasets import PhantomDataset
+from cxr_workbench.train import TrainConfig, train
+
+VARIANTS = (("polyphase, fp32 (the loop as it was)", "polyphase", False),
+            ("transpose, fp32 (default)", "transpose", False),
+            ("transpose, bf16 autocast", "transpose", True))
+
+
+def kimg_per_hour(cfg, images, kimg, amp) -> float:
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        train(cfg, d, images=images, progress=False, stop_after_kimg=kimg, amp=amp)
+        return kimg / (time.perf_counter() - t) * 3600
+
+
+def matmul_flops(n=1024, repeats=20) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t)
+
+
+def flops_per_image(cfg) -> float:
+    """FLOPs of one G step and one D step (forward and backward), per real image."""
+    G = stylegan2.Generator(**cfg.generator_kwargs())
+    D = stylegan2.Discriminator(img_resolution=cfg.resolution, img_channels=1, channel_base=cfg.channel_base,
+                                channel_max=cfg.channel_max)
+    z = torch.randn(cfg.batch, cfg.z_dim)
+    with FlopCounterMode(display=False) as counter:
+        D(G(z, noise_mode="random")).sum().backward()             # G step
+        D(G(z).detach()).sum().backward()                          # D step: fake ...
+        D(torch.randn(cfg.batch, 1, cfg.resolution, cfg.resolution)).sum().backward()  # ... and real
+    return counter.get_total_flops() / cfg.batch
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--kimg", type=float, default=0.64, help="thousands of images per variant")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig(snapshot_kimg=1000.0)  # the shipped architecture; no snapshot inside the timing
+    images = PhantomDataset(512, cfg.resolution, seed=0).images_tensor()
+    peak = matmul_flops()
+    per_image = flops_per_image(cfg)
+    kimg_per_hour(cfg, images, 0.064, False)  # warm-up
+    print(f"torch {torch.__version__}, {args.threads} threads; fp32 matmul {peak / 1e9:.0f} GFLOP/s; "
+          f"{per_image / 1e9:.2f} GFLOP per image (G + D steps, R1 excluded)")
+    rates = {}
+    for label, upconv, amp in VARIANTS:
+        stylegan2.UPCONV["impl"] = upconv
+        rates[label] = kimg_per_hour(cfg, images, args.kimg, amp)
+        share = rates[label] * 1000 / 3600 * per_image / peak
+        print(f"{label:38s} {rates[label]:7.1f} kimg/h  ({rates[label] / rates[VARIANTS[0][0]]:.2f}x the loop as it "
+              f"was; {share:.0%} of matmul FLOP/s)")
+    stylegan2.UPCONV["impl"] = "transpose"
