@@ -129,9 +129,10 @@ def cmd_train(args) -> int:
 def cmd_edit(args) -> int:
     from .assets import DEFAULT_GENERATOR
     from .edit import EditRequest, run_edit
-    req = EditRequest(checkpoint=args.checkpoint or DEFAULT_GENERATOR, seeds=args.seed, box=args.box,
-                      direction=args.direction, method=args.method, disease=args.disease,
-                      overrides=config_overrides(args))
+    req = EditRequest(checkpoint=args.checkpoint or DEFAULT_GENERATOR, seeds=[] if args.image else args.seed,
+                      box=args.box, direction=args.direction, method=args.method, disease=args.disease,
+                      overrides=config_overrides(args), images=args.image or [], fit=args.fit, voi=args.voi,
+                      upsample=args.upsample, invert_steps=args.invert_steps)
     for path in run_edit(req, args.out, overwrite=args.overwrite, progress=not args.no_progress):
         print(path)
     return 0
@@ -148,6 +149,44 @@ def cmd_oracle(args) -> int:
     save_oracle(args.out, oracle, report, wall, overwrite=args.overwrite)
     print(f"oracle -> {args.out} ({wall:.0f} s); held-out: {report.to_dict()}")
     return 0
+
+
+def cmd_invert(args) -> int:
+    from .assets import DEFAULT_GENERATOR, oracle_for
+    from .checkpoints import load_generator
+    from .datasets import load_films
+    from .invert import InvertConfig, invert, reconstruction_report
+    from .io import output_set, save_png, write_json
+    from .viz import strip_image
+    import torch
+    cfg = InvertConfig(space=args.space, steps=args.steps, restarts=args.restarts).validate()
+    for path in args.image:
+        if not path.is_file():
+            raise ValueError(f"image={str(path)!r}; expected an existing image file")
+    with output_set(args.out, ("latents.pt", "reconstruction.png", "metrics.json"), args.overwrite) as staging:
+        G = load_generator(args.checkpoint or DEFAULT_GENERATOR)
+        films = load_films(args.image, G.img_resolution, args.fit, args.voi, args.upsample)
+        oracle = oracle_for(G)
+        res = invert(G, films, cfg, oracle=oracle, progress=not args.no_progress)
+        rows = reconstruction_report(films, res, oracle)
+        pairs = [torch.stack([f, r, (r - f).abs() * 2 - 1]) for f, r in zip(films, res.images.clamp(-1, 1))]
+        save_png(staging / "reconstruction.png", strip_image(pairs))
+        torch.save(dict(ws=res.ws, images=[str(p) for p in args.image], space=args.space), staging / "latents.pt")
+        write_json(staging / "metrics.json", dict(images=[str(p) for p in args.image], config=vars(cfg),
+                                                  columns="film, reconstruction, |difference|", per_image=rows))
+    for row, path in zip(rows, args.image):
+        print(f"{path}: PSNR {row['psnr']:.1f} dB, SSIM {row['ssim']:.3f}"
+              + (f", oracle finds the film {'plausible' if row['film_plausible'] else 'NOT plausible'}"
+                 if "film_plausible" in row else ""))
+    print(f"-> {args.out}")
+    return 0
+
+
+def _film_options(parser) -> None:
+    from .datasets import FITS, VOI_MODES
+    parser.add_argument("--fit", choices=FITS, default="crop", help="make a film square: crop or letterbox, never stretch")
+    parser.add_argument("--voi", choices=VOI_MODES, default="auto", help="DICOM display window")
+    parser.add_argument("--upsample", action="store_true", help="enlarge films smaller than the model's resolution")
 
 
 def cmd_ship(args) -> int:
@@ -223,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--direction", default="auto",
                    help="auto (most box-local PC), pc:K, pc:K:-1, or a .pt/.npy direction file (default: auto)")
     e.add_argument("--method", default="lo+dir", choices=list(METHODS), help="(default: lo+dir)")
+    e.add_argument("--image", type=Path, nargs="+", help="films to invert and edit instead of --seed")
+    e.add_argument("--invert-steps", type=_number(int, 1, 100_000), default=300, help="inversion steps per film")
+    _film_options(e)
     e.add_argument("--out", type=Path, required=True, help="output folder")
     e.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     e.add_argument("--no-progress", action="store_true")
@@ -246,6 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too (default: on CUDA only)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    v = sub.add_parser("invert", formatter_class=fmt, help="bring films into the latent space (W+ or W)")
+    v.add_argument("--image", type=Path, nargs="+", required=True, help="PNG/JPEG/DICOM films")
+    v.add_argument("--checkpoint", type=Path, help="generator (default: shipped)")
+    v.add_argument("--space", choices=["w+", "w"], default="w+")
+    v.add_argument("--steps", type=_number(int, 1, 100_000), default=300)
+    v.add_argument("--restarts", type=_number(int, 1, 64), default=2)
+    v.add_argument("--out", type=Path, required=True, help="output folder")
+    v.add_argument("--overwrite", action="store_true")
+    v.add_argument("--no-progress", action="store_true")
+    _film_options(v)
+    v.set_defaults(func=cmd_invert)
 
     o = sub.add_parser("oracle", formatter_class=fmt, help="train the severity oracle on fresh phantoms")
     o.add_argument("--out", type=Path, required=True, help="oracle .pt (the shipped one is data/oracle.pt)")

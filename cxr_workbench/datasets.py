@@ -208,6 +208,22 @@ def _readable(paths, skip_bad: bool, voi: str) -> tuple[list[Path], list[tuple[P
     return good, skipped
 
 
+def load_films(paths, resolution: int, fit: str = "crop", voi: str = "auto", upsample: bool = False) -> torch.Tensor:
+    """Films as model input [N, 1, R, R] in [-1, 1]. A film smaller than ``resolution`` is refused
+    unless ``upsample`` (enlarging invents detail the model will then reproduce)."""
+    out = []
+    for path in paths:
+        img = read_image(path, voi)
+        side = min(img.shape) if fit == "crop" else max(img.shape)
+        if side < resolution and not upsample:
+            raise ValueError(f"{path}: {img.shape[1]}x{img.shape[0]} pixels is smaller than the model's "
+                             f"{resolution} px; pass upsample (--upsample) to enlarge it")
+        out.append(to_model_range(img, resolution, fit))
+    if not out:
+        raise ValueError("no films given; expected at least one image file")
+    return torch.stack(out)
+
+
 class ImageFolderDataset(Dataset):
     """Every PNG/JPEG/DICOM under ``root`` (sorted), made square by ``fit`` and resized to
     ``resolution`` (``to_model_range``); DICOM display by ``voi`` (``read_dicom``).

@@ -4,6 +4,7 @@ and a metrics JSON as one set (see ``io.output_set``).
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -12,8 +13,10 @@ import torch
 
 from .assets import DEFAULT_GENERATOR, oracle_for, pca_for
 from .checkpoints import load_generator
+from .datasets import load_films
 from .directions import choose_direction
 from .evaluate import measure
+from .invert import InvertConfig, invert, reconstruction_report
 from .io import output_set, save_png, write_json
 from .latents import reference_latents
 from .masks import disease_for_box, load_box
@@ -34,6 +37,11 @@ class EditRequest:
     method: str = "lo+dir"
     disease: str | None = None      # None: the box preset's disease
     overrides: dict = field(default_factory=dict)
+    images: list = field(default_factory=list)  # films to invert and edit instead of seeds
+    fit: str = "crop"               # how a film becomes square (datasets.FITS)
+    voi: str = "auto"               # DICOM display window (datasets.VOI_MODES)
+    upsample: bool = False          # enlarge films smaller than the model's resolution
+    invert_steps: int = 300
 
     def config(self) -> LOConfig:
         try:
@@ -45,8 +53,11 @@ class EditRequest:
         """Everything that can be checked before loading a model: settings, method, disease."""
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}; expected one of {METHODS}")
-        if not self.seeds:
-            raise ValueError("seeds=[]; expected at least one reference seed")
+        if not self.seeds and not self.images:
+            raise ValueError("seeds=[]; expected at least one reference seed or film")
+        for path in self.images:
+            if not Path(path).is_file():
+                raise ValueError(f"image={str(path)!r}; expected an existing image file")
         self.config()
         disease_for_box(self.box, self.disease)
         return self
@@ -55,7 +66,9 @@ class EditRequest:
 def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool = True) -> list[Path]:
     """Run one request and write ``strip.png``, ``latents.pt`` and ``metrics.json`` into out_dir.
 
-    The three are written together or not at all: a second writer into the same folder is refused,
+    With ``req.images`` the films are inverted first (``invert``) and edited from their latents;
+    the metrics then also say how well each film was reproduced and whether the oracle finds it
+    plausible, so a film far from the model's domain says so. The three are written together or not at all: a second writer into the same folder is refused,
     and a run that fails (or goes non-finite) leaves no file under a final name.
     """
     req.check()
@@ -68,17 +81,29 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
             u, u_desc = None, "none"
         else:
             u, u_desc = choose_direction(G, pca_for(G), box, req.direction, disease, layers=cfg.layers)
-        traj = run_method(G, req.method, reference_latents(G, req.seeds), box, u=u, config=cfg, progress=progress)
-        rows = measure(traj, box, disease, oracle_for(G))
+        oracle = oracle_for(G)
+        films, inversion = None, []
+        if req.images:
+            films = load_films(req.images, G.img_resolution, req.fit, req.voi, req.upsample)
+            inv = invert(G, films, InvertConfig(steps=req.invert_steps), oracle=oracle, progress=progress)
+            w_ref, inversion = inv.ws, reconstruction_report(films, inv, oracle)
+        else:
+            w_ref = reference_latents(G, req.seeds)
+        traj = run_method(G, req.method, w_ref, box, u=u, config=cfg, progress=progress)
+        rows = measure(traj, box, disease, oracle)
         if not (torch.isfinite(traj.images).all() and all(math.isfinite(r["PV"]) for r in rows)):
             raise FloatingPointError(f"the {req.method} run went non-finite ({traj.message or 'NaN images'}); "
                                      "nothing was written. Try a smaller lr, sigma or c")
-        save_png(staging / "strip.png", strip_image([traj.sequence(r) for r in range(len(req.seeds))], box))
-        torch.save(dict(points=traj.points, w_ref=traj.w_ref, seeds=list(req.seeds), method=req.method),
-                   staging / "latents.pt")
+        # With films, each row starts with the film itself, then its reconstruction and the edits.
+        seqs = [traj.sequence(r) if films is None else torch.cat([films[r:r + 1].to(traj.images), traj.sequence(r)])
+                for r in range(len(w_ref))]
+        save_png(staging / "strip.png", strip_image(seqs, box))
+        torch.save(dict(points=traj.points, w_ref=traj.w_ref, seeds=list(req.seeds) if films is None else [],
+                        images=[str(p) for p in req.images], method=req.method), staging / "latents.pt")
         write_json(staging / "metrics.json",
-                   dict(request={k: str(v) if isinstance(v, Path) else v for k, v in asdict(req).items()},
+                   dict(request=json.loads(json.dumps(asdict(req), default=str)),
                         direction=u_desc, box=box.to_dict(), disease=disease,
-                        sequence="reference image followed by the n edits",
-                        trajectory=traj.summary(), per_reference=rows))
+                        sequence="reference image followed by the n edits" + (
+                            "; the strip starts each row with the film" if films is not None else ""),
+                        inversion=inversion, trajectory=traj.summary(), per_reference=rows))
     return [Path(out_dir) / n for n in EDIT_OUTPUTS]
