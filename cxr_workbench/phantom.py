@@ -202,7 +202,6 @@ def render_batch(params: list[PhantomParams], size: int = 64) -> tuple[np.ndarra
     for p in params:
         p.validate()
     P = _stack(params)
-    n = len(params)
     lin = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
     gy, gx = torch.meshgrid(lin, lin, indexing="ij")
     gx, gy = gx[None], gy[None]

@@ -3,8 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cxr_workbench import phantom
-from cxr_workbench.datasets import (CheXpertDataset, ImageFolderDataset, PhantomDataset, read_dicom,
+from cxr_workbench.datasets import (CheXpertDataset, ImageFolderDataset, read_dicom,
                                     read_image)
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from conftest import tiny_generator
 from cxr_workbench.checkpoints import load_generator, save_generator
-from cxr_workbench.directions import resolve_direction, save_direction
+from cxr_workbench.directions import resolve_direction
 from cxr_workbench.masks import Box
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
