@@ -313,3 +313,78 @@ class OptimizationRunner:
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
         return self.results
+
+
+class ReaderStudyWidget:
+    """One reader working through a blinded study (``reader_study``): the film, its position and
+    the reader's progress; cardiomegaly / opacity / neither and a quality 1-5; **submit**. For
+    speed, type keys in the box and press Enter: ``c`` cardiomegaly, ``o`` opacity, ``n`` neither,
+    a digit for the quality (``co4``: both diseases, quality 4). The source and truth of an item
+    are never shown. Every answer is in the database as soon as it is submitted."""
+
+    KEYS_HELP = "keys: c = cardiomegaly, o = opacity, n = neither, 1-5 = quality; Enter submits (e.g. co4)"
+
+    def __init__(self, db_path, study: str, reader: str):
+        from . import reader_study as rs
+        self._rs = rs
+        self.db = rs.open_study_db(db_path)
+        self.study, self.reader = study, reader
+        rs.reader_id(self.db, reader)  # a reader that does not exist is named now, not at the first answer
+        self.image = ipw.Image(format="png", layout=ipw.Layout(width="320px", height="320px"))
+        self.cardiomegaly = ipw.Checkbox(description="cardiomegaly (c)")
+        self.opacity = ipw.Checkbox(description="opacity (o)")
+        self.neither = ipw.Checkbox(description="neither (n)")
+        self.quality = ipw.ToggleButtons(options=list(rs.QUALITY), value=None, description="quality",
+                                         style={"button_width": "36px"})
+        self.submit_button = ipw.Button(description="submit", button_style="primary")
+        self.keys = ipw.Text(placeholder="e.g. co4 then Enter", description="keys", continuous_update=False)
+        self.progress = ipw.IntProgress(min=0, description="read")
+        self.message = ipw.HTML()
+        self.submit_button.on_click(lambda _: self.submit())
+        self.keys.observe(lambda ch: self.type_keys(ch["new"]) if ch["new"] else None, "value")
+        self.widget = ipw.HBox([self.image, ipw.VBox([self.progress, self.cardiomegaly, self.opacity, self.neither,
+                                                      self.quality, self.submit_button, self.keys,
+                                                      ipw.HTML(f"<small>{self.KEYS_HELP}</small>"), self.message])])
+        self.item = None
+        self.show_next()
+
+    def show_next(self):
+        """Show the reader's first unanswered item (where a resumed session starts)."""
+        self.item = self._rs.next_item(self.db, self.study, self.reader)
+        done, total = self._rs.progress(self.db, self.study, self.reader)
+        self.progress.max, self.progress.value = total, done
+        for box in (self.cardiomegaly, self.opacity, self.neither):
+            box.value = False
+        self.quality.value = None
+        if self.item is None:
+            self.message.value = f"<b>done</b>: all {total} items answered. Thank you."
+            return
+        with Image.open(self.item["path"]) as im:
+            self.image.value = png_bytes(im.convert("L").resize((320, 320), Image.BILINEAR))
+        self.message.value = f"item {done + 1} of {total}"
+
+    def submit(self):
+        if self.item is None:
+            return
+        c, o, none = self.cardiomegaly.value, self.opacity.value, self.neither.value
+        if none == (c or o):
+            self.message.value = "<span style='color:#b00'>choose a disease, or neither (not both)</span>"
+            return
+        if self.quality.value is None:
+            self.message.value = "<span style='color:#b00'>rate the quality 1-5</span>"
+            return
+        self._rs.submit(self.db, self.study, self.reader, self.item["id"], c, o, self.quality.value)
+        self.show_next()
+
+    def type_keys(self, text: str):
+        """Answer with keys (see KEYS_HELP) and submit."""
+        text = text.strip().lower()
+        self.keys.value = ""
+        bad = set(text) - set("con12345")
+        digits = [ch for ch in text if ch.isdigit()]
+        if bad or len(digits) != 1:
+            self.message.value = f"<span style='color:#b00'>keys {text!r}: {self.KEYS_HELP}</span>"
+            return
+        self.cardiomegaly.value, self.opacity.value, self.neither.value = "c" in text, "o" in text, "n" in text
+        self.quality.value = int(digits[0])
+        self.submit()

@@ -20,6 +20,10 @@ def test_bench_train_runs():
     assert "kimg/h" in run("benchmarks/bench_train.py", "--kimg", "0.064")
 
 
+def test_bench_invert_runs():
+    assert "s/image" in run("benchmarks/bench_invert.py", "--n", "2", "--steps", "2")
+
+
 def test_bench_phantom_runs():
     assert "render_batch   16" in run("benchmarks/bench_phantom.py", "--n", "64")
 

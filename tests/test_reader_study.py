@@ -1,0 +1,129 @@
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import tiny_generator
+from cxr_workbench import reader_study as rs
+from cxr_workbench.oracle import SeverityOracle
+
+
+@pytest.fixture
+def study(tmp_path):
+    items = []
+    for i in range(6):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(np.full((32, 32), 40 * i, np.uint8)).save(path)
+        items.append(dict(path=path, source="real" if i < 3 else "synthetic", cardiomegaly=i % 2 == 0,
+                          opacity=i % 3 == 0))
+    db = rs.open_study_db(tmp_path / "study.db")
+    rs.create_study(db, "s1", items, seed=1)
+    for name in ("ann", "bob"):
+        rs.add_reader(db, name)
+    return tmp_path / "study.db", db
+
+
+def test_answers_resume_and_revisions(study):
+    path, db = study
+    first = rs.next_item(db, "s1", "ann")
+    assert set(first) == {"id", "position", "path"}  # nothing that gives the truth away
+    rs.submit(db, "s1", "ann", first["id"], True, False, 4)
+    with pytest.raises(ValueError, match="has answered item"):
+        rs.submit(db, "s1", "ann", first["id"], False, True, 3)
+    assert rs.submit(db, "s1", "ann", first["id"], False, True, 3, revise=True) == 1
+    db2 = rs.open_study_db(path)  # another session resumes where ann stopped
+    assert rs.progress(db2, "s1", "ann") == (1, 6) and rs.next_item(db2, "s1", "ann")["position"] == 1
+    assert rs.progress(db2, "s1", "bob") == (0, 6)
+    latest = rs.answers(db2, "s1")
+    assert len(latest) == 1 and latest.iloc[0]["revision"] == 1 and latest.iloc[0]["said_opacity"] == 1
+    with pytest.raises(ValueError, match="reader 'eve' does not exist"):
+        rs.next_item(db, "s1", "eve")
+    with pytest.raises(ValueError, match="quality=7"):
+        rs.submit(db, "s1", "bob", first["id"], True, False, 7)
+    with pytest.raises(ValueError, match="study 'other' exists|study 's1' exists"):
+        rs.create_study(db, "s1", [dict(path=first["path"], source="real", cardiomegaly=0, opacity=0)])
+
+
+def test_summary_in_table_1_layout(study):
+    _, db = study
+    while (item := rs.next_item(db, "s1", "ann")) is not None:  # ann says cardiomegaly for everything
+        rs.submit(db, "s1", "ann", item["id"], True, False, 5 if item["position"] % 2 else 2)
+    table = rs.summary(db, "s1")
+    assert list(table["source"]) == ["real", "synthetic"] and (table["cardiomegaly correct %"] == 100).all()
+    assert (table["opacity correct %"] == 0).all() and "±" in table["quality"][0]
+    assert 0 <= table["real vs synthetic AUROC (quality)"][0] <= 1
+
+
+def test_oracle_reader_fills_a_study_and_widget_keys(study):
+    path, db = study
+    oracle = SeverityOracle(resolution=16, width=4).eval()
+    assert rs.oracle_reader(db, "s1", "bob", oracle) == 6 and rs.next_item(db, "s1", "bob") is None
+    from cxr_workbench.widgets import ReaderStudyWidget
+    w = ReaderStudyWidget(path, "s1", "ann")
+    assert w.progress.max == 6 and w.progress.value == 0 and len(w.image.value) > 100
+    w.type_keys("c")  # no quality: refused, nothing stored
+    assert "keys 'c'" in w.message.value and rs.progress(db, "s1", "ann") == (0, 6)
+    w.type_keys("co4")
+    assert rs.progress(db, "s1", "ann") == (1, 6) and w.progress.value == 1
+    w.neither.value, w.cardiomegaly.value, w.quality.value = True, True, 3
+    w.submit()
+    assert "not both" in w.message.value
+    with pytest.raises(ValueError, match="reader 'zed' does not exist"):
+        ReaderStudyWidget(path, "s1", "zed")
+
+
+def test_newer_schema_and_foreign_databases_are_refused(tmp_path):
+    newer = sqlite3.connect(tmp_path / "newer.db")
+    newer.execute(f"PRAGMA user_version={rs.SCHEMA_VERSION + 1}")
+    newer.close()
+    with pytest.raises(ValueError, match="newer than this workbench"):
+        rs.open_study_db(tmp_path / "newer.db")
+    other = sqlite3.connect(tmp_path / "other.db")
+    other.execute("CREATE TABLE t (x)")
+    other.commit()
+    other.close()
+    with pytest.raises(ValueError, match="something else"):
+        rs.open_study_db(tmp_path / "other.db")
+    (tmp_path / "junk.db").write_bytes(b"junk" * 100)
+    with pytest.raises(ValueError, match="not a reader-study database"):
+        rs.open_study_db(tmp_path / "junk.db")
+
+
+READER = """
+import sys, time
+from cxr_workbench import reader_study as rs
+db = rs.open_study_db(sys.argv[1])
+while (item := rs.next_item(db, "s1", "ann")) is not None:
+    rs.submit(db, "s1", "ann", item["id"], True, False, 3)
+    print(item["id"], flush=True)
+    time.sleep(0.3)
+"""
+
+
+def test_submitted_answers_survive_kill_9(study):
+    path, db = study
+    proc = subprocess.Popen([sys.executable, "-c", READER, str(path)], stdout=subprocess.PIPE, text=True)
+    submitted = [int(proc.stdout.readline()) for _ in range(2)]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.1)
+    stored = set(rs.answers(rs.open_study_db(path), "s1")["position"])
+    assert len(stored) >= 2 and len(submitted) == 2
+    assert rs.progress(rs.open_study_db(path), "s1", "ann")[0] == len(stored)
+
+
+def test_prepare_items_makes_real_and_edited_films(tmp_path, monkeypatch):
+    from cxr_workbench import assets
+    from cxr_workbench.directions import compute_pca
+    from cxr_workbench.optimize import LOConfig
+    G = tiny_generator(img_resolution=16, z_dim=16, w_dim=16)
+    monkeypatch.setattr(assets, "pca_for", lambda g: compute_pca(g, n_samples=500))
+    items = rs.prepare_items(G, tmp_path, n_real=3, n_edited=4, config=LOConfig(max_steps=3, layers=(0, 1)))
+    assert [it["source"] for it in items].count("synthetic") == 4 and len(items) == 7
+    assert sum(it["cardiomegaly"] for it in items if it["source"] == "synthetic") == 2
+    assert all(np.asarray(Image.open(it["path"])).shape == (16, 16) for it in items)
