@@ -151,6 +151,35 @@ def read_dicom(path, window: tuple[float, float] | None = None, voi: str = "auto
     return out.astype(np.float32)
 
 
+def save_dicom(path, img01: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12,
+               window: tuple[float, float] | None = None):
+    """Write [H, W] in [0, 1] as an uncompressed DICOM radiograph (``bits`` stored in 16-bit
+    pixels; MONOCHROME1 stores bone dark, as many CR/DX films do)."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ValueError(f"photometric={photometric!r}; expected MONOCHROME1 or MONOCHROME2")
+    values = np.clip(img01, 0, 1)
+    values = (1 - values) if photometric == "MONOCHROME1" else values
+    pixels = np.round(values * (2 ** bits - 1)).astype(np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PhotometricInterpretation = "DX", photometric
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 16, bits, bits - 1, 0
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.tobytes()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(str(path), enforce_file_format=True)
+    return Path(path)
+
+
 def bit_depth(arr: np.ndarray) -> int:
     """Bits a 16-bit container's data actually use (8, 10, 12, 14 or 16): 12-bit films are scaled
     by 4095, not 65535, so they do not load nearly black."""

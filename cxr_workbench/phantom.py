@@ -364,3 +364,13 @@ def kinds_grid(per_kind: int = 6, size: int = 128, seed: int = 0) -> tuple[np.nd
         rows.append(np.concatenate(list(imgs), 1))
         truths.append([{k: v[i].item() for k, v in truth.items()} for i in range(per_kind)])
     return np.concatenate(rows), truths
+
+
+def demo_film(seed: int = 0, kind: str = "cardiomegaly", size: int = 256, aspect: float = 1.4) -> np.ndarray:
+    """A phantom as a user's film might come: ``size`` px tall, ``aspect`` times as wide (air on
+    both sides), [size, round(size * aspect)] in [0, 1]."""
+    img, _ = render(sample_params(np.random.default_rng(seed), kind), size)
+    width = round(size * aspect)
+    film = np.zeros((size, width), np.float32)
+    film[:, (width - size) // 2:(width - size) // 2 + size] = img
+    return film

@@ -13,6 +13,8 @@ SMALL = {
     "03_mask_and_edit": dict(MAX_STEPS=15),
     "04_umap_trajectories": dict(SEEDS=[0, 1], MAX_STEPS=10),
     "05_pv_table": dict(SEEDS=[0, 1], SIGMAS=[0.3], MAX_STEPS=10),
+    "07_invert_a_film": dict(STEPS=10, MAX_STEPS=10),
+    "08_reader_study": dict(N_REAL=3, N_EDITED=2, MAX_STEPS=5),
 }
 FIGURES = {
     "00_quickstart": ["samples.png", "comparison.png", "metrics.csv"],
@@ -21,6 +23,8 @@ FIGURES = {
     "03_mask_and_edit": ["figure3.png", "figure3.pdf", "box.json"],
     "04_umap_trajectories": ["umap.png", "umap.html"],
     "05_pv_table": ["pv_runs.csv"],
+    "07_invert_a_film": ["reconstruction.png", "film_edits.png", "demo_film.dcm"],
+    "08_reader_study": ["study.db", "table1.csv"],
 }
 
 
