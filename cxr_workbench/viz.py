@@ -30,17 +30,22 @@ def sample_grid(G, seeds, cols: int = 8, psi: float = 1.0) -> np.ndarray:
     return grid
 
 
-def strip_image(rows: list[torch.Tensor], box: Box | None = None, scale: int = 3, gap: int = 2) -> Image.Image:
-    """Rows of images (each [n, C, H, W], same H, W) as one RGB picture, box drawn on every tile."""
+def strip_image(rows: list[torch.Tensor], box: Box | None = None, scale: int = 3, gap: int = 2,
+                labels: list[str] | None = None) -> Image.Image:
+    """Rows of images (each [n, C, H, W], same H, W) as one RGB picture, box drawn on every tile,
+    each row named by ``labels`` in a left margin when given."""
     tiles = [to_uint8(r) for r in rows]
     h, w = tiles[0].shape[1:]
     cols = max(len(t) for t in tiles)
     H, W = h * scale, w * scale
-    canvas = Image.new("RGB", (cols * (W + gap) - gap, len(tiles) * (H + gap) - gap), (255, 255, 255))
+    margin = 0 if not labels else 8 + 7 * max(len(t) for t in labels)
+    canvas = Image.new("RGB", (margin + cols * (W + gap) - gap, len(tiles) * (H + gap) - gap), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
+    for r, label in enumerate(labels or []):
+        draw.text((4, r * (H + gap) + H // 2 - 5), label, fill=(0, 0, 0))
     for r, row in enumerate(tiles):
         for c, tile in enumerate(row):
-            x0, y0 = c * (W + gap), r * (H + gap)
+            x0, y0 = margin + c * (W + gap), r * (H + gap)
             canvas.paste(Image.fromarray(tile).resize((W, H), Image.NEAREST).convert("RGB"), (x0, y0))
             if box is not None:
                 s = scale * w / box.resolution
@@ -52,6 +57,13 @@ def strip_image(rows: list[torch.Tensor], box: Box | None = None, scale: int = 3
 # --------------------------------------------------------------------------------------------
 # Matplotlib / plotly figures
 # --------------------------------------------------------------------------------------------
+
+def new_figure(**kw):
+    """A matplotlib Figure outside pyplot's state: a notebook shows it once (as the cell's value),
+    not a second time when pyplot flushes its open figures at the end of the cell."""
+    from matplotlib.figure import Figure
+    return Figure(**kw)
+
 
 def _draw_box(ax, box: Box | None, scale: float = 1.0):
     import matplotlib.patches as patches
@@ -65,11 +77,11 @@ def comparison_figure(rows: dict, box: Box | None = None, differences: bool = Tr
     """Paper Fig. 3/5 layout: one row of images per method (label -> sequence [n, C, H, W], each
     starting with the reference), each followed by its difference maps x_i - x_1 when asked.
     Returns a matplotlib Figure."""
-    import matplotlib.pyplot as plt
     labels = list(rows)
     n = max(len(v) for v in rows.values())
     n_rows = len(labels) * (2 if differences else 1)
-    fig, axes = plt.subplots(n_rows, n, figsize=(1.1 * n, 1.3 * n_rows + (0.4 if title else 0)), squeeze=False)
+    fig = new_figure(figsize=(1.1 * n, 1.3 * n_rows + (0.4 if title else 0)))
+    axes = fig.subplots(n_rows, n, squeeze=False)
     lim = max(float((v[1:] - v[:1]).abs().max()) for v in rows.values()) or 1.0
     for i, label in enumerate(labels):
         seq = rows[label].detach().float().cpu().mean(1).numpy()  # [n, H, W]
@@ -95,8 +107,8 @@ def comparison_figure(rows: dict, box: Box | None = None, differences: bool = Tr
 
 def loss_figure(history: dict, title: str = "loss"):
     """Loss terms against the step (log scale)."""
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(4, 2.4))
+    fig = new_figure(figsize=(4, 2.4))
+    ax = fig.subplots()
     for k, v in history.items():
         if len(v) and max(v) > 0:
             ax.plot(v, label=k, lw=1.5 if k == "total" else 1)
@@ -151,10 +163,11 @@ def _with_reference_rows(df):
 
 def umap_figure(df, title: str = "UMAP of latent trajectories"):
     """Matplotlib: one line per (method, reference), colour by method, each reference a star."""
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 4))
+    import matplotlib
+    fig = new_figure(figsize=(5, 4))
+    ax = fig.subplots()
     lines = _with_reference_rows(df)
-    colours = dict(zip(lines["method"].unique(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    colours = dict(zip(lines["method"].unique(), matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]))
     for (method, ref), g in lines.groupby(["method", "reference"], sort=False):
         first = ref == lines[lines["method"] == method]["reference"].min()
         ax.plot(g["x"], g["y"], "-o", ms=2.5, lw=1, color=colours[method], alpha=0.8,
@@ -173,16 +186,23 @@ def umap_plotly(df, title: str = "UMAP of latent trajectories"):
     import plotly.express as px
     d = _with_reference_rows(df)
     d = d.assign(trajectory=d["method"] + " / ref " + d["reference"].astype(str))
+    import matplotlib
+    import matplotlib.colors
+    palette = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]  # the same colours as umap_figure
+    colours = dict(zip(d["method"].unique(), map(matplotlib.colors.to_hex, palette)))
     fig = px.line(d, x="x", y="y", color="method", line_group="trajectory", markers=True,
-                  hover_data=["reference", "step"], title=title)
+                  hover_data=["reference", "step"], title=title, color_discrete_map=colours, height=520)
+    refs = df[df["method"] == "reference"]
+    fig.add_scatter(x=refs["x"], y=refs["y"], mode="markers", name="reference",
+                    marker=dict(symbol="star", size=14, color="black"), hovertext=[f"reference {r}" for r in refs["reference"]])
     return fig
 
 
 def severity_histograms(predictions: dict, keys=("ctr", "opacity_burden")):
     """Overlaid histograms of oracle readings, one panel per reading; ``predictions``: label ->
     ``oracle.predict`` output. Returns a matplotlib Figure."""
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    fig = new_figure(figsize=(4 * len(keys), 3))
+    axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, key in zip(axes[0], keys):
         values = np.concatenate([np.asarray(pred[key], float) for pred in predictions.values()])
         bins = np.linspace(values.min(), values.max() + 1e-6, 31)  # shared bins; a constant set still plots

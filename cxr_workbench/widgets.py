@@ -18,7 +18,7 @@ from PIL import Image
 from .directions import WPCA, pc_strip, rank_pcs_for_box, save_direction
 from .latents import apply_direction, synthesize
 from .masks import DISEASES, PRESETS, Box, check_disease, preset
-from .optimize import LOConfig, run_method
+from .optimize import METHOD_LABELS, LOConfig, run_method
 from .viz import loss_figure, strip_image
 
 DISPLAY_SCALE = 4  # 64-px images are shown at 256 px
@@ -31,10 +31,8 @@ def png_bytes(img: Image.Image) -> bytes:
 
 
 def figure_png(fig) -> bytes:
-    import matplotlib.pyplot as plt
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -42,7 +40,7 @@ class PCBrowser:
     """Browse PCs of W around a reference: sliders in units of each PC's sigma, a layer range,
     the PC ranking for a box, a strip preview of one PC, its sign, and "use as u"."""
 
-    def __init__(self, G, pca: WPCA, w_ref: torch.Tensor, box: Box | None = None, n_sliders: int = 8,
+    def __init__(self, G, pca: WPCA, w_ref: torch.Tensor, box: Box | None = None, n_sliders: int = 12,
                  direction_path=None):
         self.G, self.pca, self.box = G, pca, box
         self.w_ref = w_ref.reshape(1, G.num_ws, G.w_dim)
@@ -50,9 +48,13 @@ class PCBrowser:
         self.u: torch.Tensor | None = None
         self.u_source = ""
         n_sliders = min(n_sliders, len(pca.components))
+        # A redraw takes ~60 ms (benchmarks/bench_slider.py): fast enough to follow the slider live.
+        wide = dict(layout=ipw.Layout(width="330px"), style={"description_width": "70px"})
         self.sliders = [ipw.FloatSlider(value=0.0, min=-3, max=3, step=0.25, description=f"PC {k}",
-                                      continuous_update=False, readout_format=".2f") for k in range(n_sliders)]
-        self.layers = ipw.IntRangeSlider(value=(0, G.num_ws - 1), min=0, max=G.num_ws - 1, description="layers")
+                                        continuous_update=True, readout_format="+.2f", **wide)
+                        for k in range(n_sliders)]
+        self.layers = ipw.IntRangeSlider(value=(0, G.num_ws - 1), min=0, max=G.num_ws - 1, description="W+ layers",
+                                         **wide)
         self.pc = ipw.Dropdown(options=list(range(len(pca.components))), value=0, description="strip PC")
         self.sign = ipw.ToggleButtons(options=[("+u", 1), ("-u", -1)], value=1, description="sign")
         self.use = ipw.Button(description="use as u", button_style="success")
@@ -66,9 +68,10 @@ class PCBrowser:
         self.pc.observe(lambda _: self.draw_strip(), "value")
         self.sign.observe(lambda _: self.draw_strip(), "value")
         self.use.on_click(lambda _: self.use_direction())
+        units = ipw.HTML("<small>sliders in standard deviations (σ) of each PC over W</small>")
         self.widget = ipw.HBox([ipw.VBox([self.image, self.status]),
-                              ipw.VBox([self.layers, *self.sliders]),
-                              ipw.VBox([self.pc, self.sign, self.strip, self.use, self.ranking])])
+                                ipw.VBox([self.layers, units, *self.sliders], layout=ipw.Layout(min_width="340px")),
+                                ipw.VBox([self.pc, self.sign, self.strip, self.use, self.ranking])])
         self.refresh()
 
     @property
@@ -157,11 +160,13 @@ class ROIDrawer:
         self.message = ipw.HTML()
         self.path = ipw.Text(value=str(json_path), description="JSON")
         self.save_button, self.load_button = ipw.Button(description="save"), ipw.Button(description="load")
-        self.canvas = BBoxWidget(image="data:image/png;base64," + self._encode(), classes=["roi"], hide_buttons=True)
+        self.canvas = BBoxWidget(image="data:image/png;base64," + self._encode(), classes=[], hide_buttons=True)
         self._syncing = False
+        self._observers = []
         for f in self.fields.values():
             f.observe(lambda _: self._from_fields(), "value")
-        self.presets.observe(lambda ch: self.set_preset(ch["new"]) if ch["new"] != "(custom)" else None, "value")
+        self.presets.observe(lambda ch: self.set_preset(ch["new"]) if ch["new"] != "(custom)" and not self._syncing
+                             else None, "value")
         self.canvas.observe(lambda _: self._from_canvas(), "bboxes")
         self.save_button.on_click(lambda _: self.save())
         self.load_button.on_click(lambda _: self.load())
@@ -174,8 +179,12 @@ class ROIDrawer:
         import base64
         return base64.b64encode(png_bytes(strip_image([self._image[None]], None, scale=DISPLAY_SCALE))).decode()
 
-    def set_box(self, box: Box):
-        """Apply a box everywhere (fields, canvas)."""
+    def on_change(self, callback):
+        """Call ``callback(box)`` whenever a new box is applied (e.g. to hand it to a runner)."""
+        self._observers.append(callback)
+
+    def set_box(self, box: Box, preset_name: str = "(custom)"):
+        """Apply a box everywhere (fields, canvas, preset name) and tell the observers."""
         box = box.at_resolution(self.resolution)
         self.box = box
         self._syncing = True
@@ -184,13 +193,16 @@ class ROIDrawer:
                 self.fields[k].value = getattr(box, k)
             s = DISPLAY_SCALE
             self.canvas.bboxes = [dict(x=box.x0 * s, y=box.y0 * s, width=box.width * s, height=box.height * s,
-                                       label="roi")]
+                                       label="")]  # exactly one box on the canvas
+            self.presets.value = preset_name
         finally:
             self._syncing = False
         self.message.value = f"box {box.x0},{box.y0} - {box.x1},{box.y1} ({box.width}x{box.height} px)"
+        for callback in self._observers:
+            callback(box)
 
     def set_preset(self, name: str):
-        self.set_box(preset(name, self.resolution))
+        self.set_box(preset(name, self.resolution), preset_name=name)
 
     def _try(self, make):
         try:
@@ -208,6 +220,10 @@ class ROIDrawer:
         if self._syncing or not self.canvas.bboxes:
             return
         b, s = self.canvas.bboxes[-1], DISPLAY_SCALE
+        if b["width"] < s or b["height"] < s:  # a click, not a drag: keep the current box
+            if self.box is not None:
+                self.set_box(self.box, self.presets.value)
+            return
         self._try(lambda: Box(round(b["x"] / s), round(b["y"] / s), round((b["x"] + b["width"]) / s),
                               round((b["y"] + b["height"]) / s), self.resolution))
 
@@ -232,7 +248,8 @@ class OptimizationRunner:
         self.update_every = update_every
         self.method = ipw.Dropdown(options=["lo+dir", "lo"], value="lo+dir" if u is not None else "lo",
                                  description="method")
-        self.compare = ipw.Checkbox(value=False, description="side by side (LO, linear, LO + dir)")
+        self.compare = ipw.Checkbox(value=False, description="side by side (LO, linear, LO + dir)",
+                                    style={"description_width": "initial"}, layout=ipw.Layout(width="auto"))
         self.sigma = ipw.FloatText(value=cfg.sigma, description="sigma")
         self.theta = ipw.FloatText(value=cfg.theta_deg, description="theta' (deg)")
         self.c = ipw.FloatText(value=cfg.c, description="c")
@@ -240,7 +257,8 @@ class OptimizationRunner:
         self.run_button = ipw.Button(description="run", button_style="primary")
         self.stop_button = ipw.Button(description="stop", button_style="warning")
         self.progress = ipw.IntProgress(min=0, max=cfg.max_steps, description="step")
-        self.loss_plot, self.strip = ipw.Image(format="png"), ipw.Image(format="png")
+        self.loss_plot = ipw.Image(format="png", layout=ipw.Layout(width="400px", height="auto"))
+        self.strip = ipw.Image(format="png", layout=ipw.Layout(max_width="100%", height="auto", object_fit="contain"))
         self.message = ipw.HTML()
         self.base_config = cfg
         self.results: dict = {}
@@ -250,17 +268,22 @@ class OptimizationRunner:
         self.stop_button.on_click(lambda _: self.stop())
         self.widget = ipw.VBox([ipw.HBox([self.method, self.compare]),
                               ipw.HBox([self.sigma, self.theta, self.c, self.max_steps]),
-                              ipw.HBox([self.run_button, self.stop_button, self.progress]), self.message,
-                              ipw.HBox([self.loss_plot, self.strip])])
+                                ipw.HBox([self.run_button, self.stop_button, self.progress]), self.message,
+                                self.loss_plot, self.strip])
 
     def config(self) -> LOConfig:
         return replace(self.base_config, sigma=float(self.sigma.value), theta_deg=float(self.theta.value),
                        c=float(self.c.value), max_steps=int(self.max_steps.value)).validate()
 
-    def _callback(self, label):
+    def _callback(self, label, offset):
+        history = {k: [] for k in ("image", "spring1", "spring2", "angle", "total")}
+
         def cb(step, info):
-            self.progress.value = step
-            self.strip.value = png_bytes(strip_image([info["images"][0]], self.box, scale=2))
+            self.progress.value = offset + step
+            for k in history:
+                history[k].append(info[k])
+            self.strip.value = png_bytes(strip_image([info["images"][0]], self.box, scale=2, labels=[label]))
+            self.loss_plot.value = figure_png(loss_figure(history, title=f"{label} (every {self.update_every} steps)"))
             self.message.value = f"{label}: step {step}, loss {info['total']:.4f}"
             return self._stop.is_set()
         return cb
@@ -275,15 +298,22 @@ class OptimizationRunner:
             self.results = {}
             if self.compare.value and self.u is not None:
                 methods.insert(1, "linear")
+            optimised = [m for m in methods if m != "linear"]
+            self.progress.max = cfg.max_steps * len(optimised)
             for m in methods:
+                offset = cfg.max_steps * optimised.index(m) if m in optimised else 0
                 self.results[m] = run_method(self.G, m, self.w_ref, self.box, u=self.u, config=cfg, progress=False,
-                                             callback=self._callback(m), callback_every=self.update_every)
-                if m != "linear":
-                    self.loss_plot.value = figure_png(loss_figure(self.results[m].history, title=m))
+                                             callback=self._callback(METHOD_LABELS[m], offset),
+                                             callback_every=self.update_every)
+                if m != "linear":  # the whole curve, and the bar at the end of this method's share
+                    self.loss_plot.value = figure_png(loss_figure(self.results[m].history, title=METHOD_LABELS[m]))
+                    self.progress.value = offset + cfg.max_steps
                 if self._stop.is_set():
                     break
+            self.progress.value = self.progress.max  # finished (early convergence included)
             order = [m for m in ("lo", "linear", "lo+dir") if m in self.results]
-            self.strip.value = png_bytes(strip_image([self.results[m].sequence(0) for m in order], self.box, scale=2))
+            self.strip.value = png_bytes(strip_image([self.results[m].sequence(0) for m in order], self.box, scale=2,
+                                                     labels=[METHOD_LABELS[m] for m in order]))
             self.message.value = "; ".join(f"{m}: {t.steps} steps, {t.status}, {t.wall_time:.1f} s"
                                            for m, t in self.results.items())
         except Exception as e:  # shown in the widget: a background thread has nowhere else to report
@@ -299,6 +329,13 @@ class OptimizationRunner:
         if self._thread is not None:
             self._thread.join(timeout)
         return self.results
+
+    def set_box(self, box: Box, u: torch.Tensor | None = None):
+        """Use a new box (and the direction chosen for it) from the next run on."""
+        self.box = box
+        if u is not None:
+            self.u = u
+        self.message.value = f"box {box.x0},{box.y0} - {box.x1},{box.y1} will be used by the next run"
 
     def run(self, block: bool = True):
         """Run with the current settings; in a thread when ``block`` is False (the run button)."""
