@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench chromium
 setup: $(VENV)/.installed
 
 # torch==2.13.0 goes first: an unpinned torch would pull a multi-GB CUDA build.
@@ -18,10 +18,18 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/cxr-workbench quickstart --out $(OUT)/quickstart --overwrite
 
-test: setup
+# The browser test drives Debian's Chromium (Playwright cannot download its own browser offline).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium >/dev/null) \
+		|| echo "install Debian's chromium (apt-get install chromium) for tests/test_browser.py"
+
+test: setup chromium
 	$(BIN)/python -m pytest -q
 
 bench: setup
+	$(BIN)/python benchmarks/bench_phantom.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_invert.py
 	$(BIN)/python benchmarks/bench_modconv.py
 	$(BIN)/python benchmarks/bench_optimize.py
 	$(BIN)/python benchmarks/bench_slider.py

@@ -1,0 +1,146 @@
+"""Notebooks 02 and 03 in a real browser: JupyterLab on a loopback port, Debian's Chromium driven by
+Playwright. A PC slider moved with the mouse redraws the image; a box drawn with the mouse reaches
+Python; the run button's progress and strip reach their end. Screenshots go to out/browser/.
+
+Run alone with ``pytest -m browser``. Chromium comes from Debian (``.ci/run`` and ``make test``
+install it); Playwright's own browser download does not work offline.
+"""
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from cxr_workbench.notebooks import NOTEBOOK_DIR, inject_parameters
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "out" / "browser"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on a free loopback port, isolated from the user's settings and workspaces,
+    serving small-setting copies of notebooks 02 and 03. Yields (url, token, folder)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's chromium (apt-get install chromium)")
+    root = tmp_path_factory.mktemp("lab")
+    for name, params in (("02_pc_browser", dict(OUT_DIR=str(root / "out02"), DIRECTION_FILE=str(root / "u.pt"))),
+                         ("03_mask_and_edit", dict(OUT_DIR=str(root / "out03"), MAX_STEPS=15))):
+        nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+        nbformat.write(inject_parameters(nb, params), root / f"{name}.ipynb")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(16)
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / ".config"), JUPYTER_RUNTIME_DIR=str(root / ".runtime"),
+               JUPYTERLAB_WORKSPACES_DIR=str(root / ".workspaces"), JUPYTERLAB_SETTINGS_DIR=str(root / ".settings"))
+    news = root / ".settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True)
+    news.write_text('{"fetchNews": "false"}')  # no "Jupyter news?" toast over the screenshots
+    log = open(root / "lab.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
+                               f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+                               "--ServerApp.allow_root=True", "--LabApp.news_url=None"],
+                              stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail(f"JupyterLab did not start: {(root / 'lab.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}", token, root
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def open_and_run_all(browser, lab, name, done_text):
+    """Open a notebook, run all cells from the command palette, wait for ``done_text`` to appear."""
+    url, token, _ = lab
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.set_default_timeout(120_000)
+    page.goto(f"{url}/lab/tree/{name}.ipynb?reset&token={token}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", state="visible")
+    page.wait_for_function("() => document.body.innerText.includes('Idle')")
+    page.locator(".jp-Notebook").first.click()
+    page.keyboard.press("Control+Shift+C")
+    page.keyboard.type("Run All Cells")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"() => document.body.innerText.includes({done_text!r})", timeout=600_000)
+    return page
+
+
+def shot(locator, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    locator.scroll_into_view_if_needed()
+    locator.screenshot(path=str(SHOTS / name))
+
+
+def test_pc_browser_slider_redraws(browser, lab):
+    page = open_and_run_all(browser, lab, "02_pc_browser", "u = PC")
+    widget = page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-slider")).first
+    image = widget.locator("img").first
+    before = image.get_attribute("src")
+    slider = widget.locator(".widget-slider", has_text="PC 0").first
+    handle = slider.locator(".noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    box = handle.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 70, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+    page.wait_for_function("([img, before]) => img.getAttribute('src') !== before", arg=[image.element_handle(),
+                                                                                        before], timeout=60_000)
+    assert slider.locator(".widget-readout").inner_text().strip() not in ("+0.00", "0.00")
+    shot(widget, "pc_browser.png")
+
+
+def test_editor_box_drawn_with_the_mouse_and_run(browser, lab):
+    page = open_and_run_all(browser, lab, "03_mask_and_edit", " steps, ")
+    drawer = page.locator(".jp-OutputArea-output").filter(has_text="preset").first
+    canvas = drawer.locator("img").first
+    canvas.scroll_into_view_if_needed()
+    b = canvas.bounding_box()
+    x0, y0 = b["x"] + b["width"] * 0.25, b["y"] + b["height"] * 0.55
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + b["width"] * 0.3, y0 + b["height"] * 0.25, steps=10)
+    page.mouse.up()
+    # Python applied the drawn box: the drawer's message is written by Python; the runner heard of it
+    page.wait_for_function("(el) => /box 1[5-7],3[4-6] - 3[4-6],5[0-2]/.test(el.innerText)",
+                           arg=drawer.element_handle(), timeout=60_000)
+    page.wait_for_function("() => document.body.innerText.includes('will be used by the next run')", timeout=60_000)
+    assert "(custom)" in drawer.locator("select").first.evaluate("el => el.options[el.selectedIndex].text")
+    shot(drawer, "roi_drawer.png")
+    runner = page.locator(".jp-OutputArea-output").filter(has=page.locator("button", has_text="run")).first
+    runner.locator("button", has_text="run").first.click()
+    page.wait_for_function("(el) => !el.innerText.includes('will be used by the next run')",
+                           arg=runner.element_handle(), timeout=60_000)  # the run has started
+    progress = runner.locator(".progress-bar").first
+    page.wait_for_function("(el) => el.style.width === '100%'", arg=progress.element_handle(), timeout=600_000)
+    page.wait_for_function("(el) => el.innerText.includes(' steps, ')", arg=runner.element_handle(), timeout=600_000)
+    shot(runner, "editor.png")
