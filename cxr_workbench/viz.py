@@ -120,12 +120,13 @@ def loss_figure(history: dict, title: str = "loss"):
     return fig
 
 
-def umap_embedding(trajectories: dict, layers=None, seed: int = 0, n_neighbors: int = 15):
+def umap_embedding(trajectories: dict, layers=None, seed: int = 0, n_neighbors: int = 15, progress: bool = False):
     """2-d UMAP of latent trajectories (paper Fig. 4).
 
     trajectories: label -> Trajectory, all on the same references (the methods compared). Every
     point of every method and each reference (once) are embedded together, on the given W+
-    layers (default: all). Returns a DataFrame with x, y, method ("reference" for the
+    layers (default: all). ``progress`` prints what is being embedded and UMAP's own steps.
+    Returns a DataFrame with x, y, method ("reference" for the
     references), reference, step (0 is the reference).
     """
     import pandas as pd
@@ -146,7 +147,11 @@ def umap_embedding(trajectories: dict, layers=None, seed: int = 0, n_neighbors: 
             pts.append(traj.points[r, :, sel].reshape(n, -1))
             meta += [(label, r, i + 1) for i in range(n)]
     X = torch.cat(pts).cpu().numpy()
-    emb = umap.UMAP(n_neighbors=min(n_neighbors, len(X) - 1), random_state=seed, n_jobs=1).fit_transform(X)
+    if progress:  # the first call compiles UMAP's numba code: say so, or it looks stuck
+        print(f"UMAP of {len(X)} points in {X.shape[1]} dimensions (the first call also compiles UMAP, "
+              "about a minute) ...", flush=True)
+    emb = umap.UMAP(n_neighbors=min(n_neighbors, len(X) - 1), random_state=seed, n_jobs=1,
+                    verbose=progress).fit_transform(X)
     df = pd.DataFrame(meta, columns=["method", "reference", "step"])
     df["x"], df["y"] = emb[:, 0], emb[:, 1]
     return df
