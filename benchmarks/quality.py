@@ -1,21 +1,30 @@
-"""Recompute the shipped generator's quality figures (those in data/MODEL_CARD.md) and print them.
+"""Recompute the shipped generator's quality figures (those in data/MODEL_CARD.md) and print them,
+with the targets a shipped default must meet (quality.SHIP_TARGETS).
 
     python benchmarks/quality.py [--n 2000]
 """
 import argparse
-import json
 
-from cxr_workbench.assets import load_default_generator, load_default_oracle
-from cxr_workbench.quality import quality_figures
+from cxr_workbench.assets import load_default_generator, load_default_oracle, pca_for
+from cxr_workbench.quality import quality_figures, shipping_verdict
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=2000)
     args = p.parse_args()
-    q = quality_figures(load_default_generator(), load_default_oracle(), n=args.n)
-    print(f"Frechet distance of oracle features to phantoms ({args.n} images per set):")
-    print(f"  phantoms vs phantoms      {q['fd_phantoms_vs_phantoms']:8.2f}")
-    print(f"  shipped generator         {q['fd_generated_vs_phantoms']:8.2f}")
-    print(f"  generator at init         {q['fd_init_vs_phantoms']:8.2f}")
-    for key in ("phantoms", "generated", "init"):
-        print(f"  {key:10s} {json.dumps(q[key])}")
+    G = load_default_generator()
+    q = quality_figures(G, load_default_oracle(), n=args.n, pca=pca_for(G))
+    print(f"Oracle features and readings, {args.n} images per set, against phantoms:")
+    print(f"{'set':12s} {'FD':>8s} {'precision':>9s} {'recall':>7s} {'KS CTR':>7s} {'KS burden':>9s} "
+          f"{'CTR mean/std':>13s} {'burden mean/std':>15s}")
+    for key, fd in (("phantoms", "fd_phantoms_vs_phantoms"), ("generated", "fd_generated_vs_phantoms"),
+                    ("init", "fd_init_vs_phantoms")):
+        d = q[key]
+        print(f"{key:12s} {q[fd]:8.2f} {d['precision']:9.3f} {d['recall']:7.3f} {d['ks']['ctr']:7.3f} "
+              f"{d['ks']['opacity_burden']:9.3f} {d['ctr_mean']:6.3f}/{d['ctr_std']:.3f} "
+              f"{d['burden_mean']:7.3f}/{d['burden_std']:.3f}")
+    print("PC most local to each preset box:", {b: (r["pc"], round(r["inside_share"], 3))
+                                                for b, r in q["pc_locality"].items()})
+    print("targets:")
+    for name, (value, target, met) in shipping_verdict(q).items():
+        print(f"  {name:28s} {value:8.3f}  target {target}  {'met' if met else 'MISSED'}")
