@@ -155,7 +155,6 @@ def save_dicom(path, img01: np.ndarray, photometric: str = "MONOCHROME2", bits: 
                window: tuple[float, float] | None = None):
     """Write [H, W] in [0, 1] as an uncompressed DICOM radiograph (``bits`` stored in 16-bit
     pixels; MONOCHROME1 stores bone dark, as many CR/DX films do)."""
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):

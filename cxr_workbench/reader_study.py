@@ -90,12 +90,17 @@ def create_study(db, name: str, items: list[dict], seed: int = 0) -> int:
     return sid
 
 
-def study_id(db, name: str) -> int:
-    row = db.execute("SELECT id FROM studies WHERE name=?", (name,)).fetchone()
+def _id_of(db, table: str, what: str, name: str, hint: str = "") -> int:
+    """The id of the row of ``table`` called ``name``; a missing one is named with the known names."""
+    row = db.execute(f"SELECT id FROM {table} WHERE name=?", (name,)).fetchone()
     if row is None:
-        known = [r[0] for r in db.execute("SELECT name FROM studies ORDER BY id")]
-        raise ValueError(f"study {name!r} does not exist; known: {known}")
+        known = [r[0] for r in db.execute(f"SELECT name FROM {table} ORDER BY id")]
+        raise ValueError(f"{what} {name!r} does not exist; known: {known}{hint}")
     return row[0]
+
+
+def study_id(db, name: str) -> int:
+    return _id_of(db, "studies", "study", name)
 
 
 def add_reader(db, name: str) -> int:
@@ -107,11 +112,7 @@ def add_reader(db, name: str) -> int:
 
 
 def reader_id(db, name: str) -> int:
-    row = db.execute("SELECT id FROM readers WHERE name=?", (name,)).fetchone()
-    if row is None:
-        known = [r[0] for r in db.execute("SELECT name FROM readers ORDER BY id")]
-        raise ValueError(f"reader {name!r} does not exist; known readers: {known} (add_reader creates one)")
-    return row[0]
+    return _id_of(db, "readers", "reader", name, " (add_reader creates one)")
 
 
 def next_item(db, study: str, reader: str) -> dict | None:

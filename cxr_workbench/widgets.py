@@ -161,6 +161,7 @@ class ROIDrawer:
         self.path = ipw.Text(value=str(json_path), description="JSON")
         self.save_button, self.load_button = ipw.Button(description="save"), ipw.Button(description="load")
         self.canvas = BBoxWidget(image="data:image/png;base64," + self._encode(), classes=[], hide_buttons=True)
+        self.canvas.add_class("cxr-roi")  # one kind of box: the widget's class chooser is hidden below
         self._syncing = False
         self._observers = []
         for f in self.fields.values():
@@ -170,8 +171,10 @@ class ROIDrawer:
         self.canvas.observe(lambda _: self._from_canvas(), "bboxes")
         self.save_button.on_click(lambda _: self.save())
         self.load_button.on_click(lambda _: self.load())
+        hide_classes = ipw.HTML("<style>.cxr-roi .classes {display: none}</style>")
         self.widget = ipw.HBox([self.canvas, ipw.VBox([self.presets, *self.fields.values(), self.message,
-                                                   self.path, ipw.HBox([self.save_button, self.load_button])])])
+                                                   self.path, ipw.HBox([self.save_button, self.load_button]),
+                                                   hide_classes])])
         if box is not None:
             self.set_box(box)
 

@@ -135,6 +135,7 @@ def test_editor_box_drawn_with_the_mouse_and_run(browser, lab):
                            arg=drawer.element_handle(), timeout=60_000)
     page.wait_for_function("() => document.body.innerText.includes('will be used by the next run')", timeout=60_000)
     assert "(custom)" in drawer.locator("select").first.evaluate("el => el.options[el.selectedIndex].text")
+    assert "Classes:" not in drawer.inner_text()  # no class chooser for the one kind of box
     shot(drawer, "roi_drawer.png")
     runner = page.locator(".jp-OutputArea-output").filter(has=page.locator("button", has_text="run")).first
     runner.locator("button", has_text="run").first.click()
