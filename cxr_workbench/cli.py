@@ -88,7 +88,7 @@ def config_overrides(args) -> dict:
 def _check_output_file(path: Path, overwrite: bool) -> None:
     from .io import check_writable
     if path.is_dir():
-        raise ValueError(f"--out {path} is a folder; expected a .png file name")
+        raise ValueError(f"--out {path} is a folder; expected a file name")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite or choose another --out")
     check_writable(path.parent)
@@ -139,11 +139,8 @@ def cmd_edit(args) -> int:
 
 
 def cmd_oracle(args) -> int:
-    from .io import check_writable
     from .oracle import save_oracle, train_oracle
-    if args.out.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists; pass --overwrite or choose another --out")
-    check_writable(args.out.parent)
+    _check_output_file(args.out, args.overwrite)
     oracle, report, wall = train_oracle(n_train=args.n_train, resolution=args.resolution, epochs=args.epochs,
                                         progress=not args.no_progress)
     save_oracle(args.out, oracle, report, wall, overwrite=args.overwrite)
@@ -154,15 +151,13 @@ def cmd_oracle(args) -> int:
 def cmd_invert(args) -> int:
     from .assets import DEFAULT_GENERATOR, oracle_for
     from .checkpoints import load_generator
-    from .datasets import load_films
+    from .datasets import check_film_paths, load_films
     from .invert import InvertConfig, invert, reconstruction_report
     from .io import output_set, save_png, write_json
     from .viz import strip_image
     import torch
     cfg = InvertConfig(space=args.space, steps=args.steps, restarts=args.restarts).validate()
-    for path in args.image:
-        if not path.is_file():
-            raise ValueError(f"image={str(path)!r}; expected an existing image file")
+    check_film_paths(args.image)
     with output_set(args.out, ("latents.pt", "reconstruction.png", "metrics.json"), args.overwrite) as staging:
         G = load_generator(args.checkpoint or DEFAULT_GENERATOR)
         films = load_films(args.image, G.img_resolution, args.fit, args.voi, args.upsample)

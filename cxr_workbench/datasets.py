@@ -236,6 +236,13 @@ def _readable(paths, skip_bad: bool, voi: str) -> tuple[list[Path], list[tuple[P
     return good, skipped
 
 
+def check_film_paths(paths) -> None:
+    """Refuse a missing film before any model is loaded, naming it."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise ValueError(f"image={str(path)!r}; expected an existing image file")
+
+
 def load_films(paths, resolution: int, fit: str = "crop", voi: str = "auto", upsample: bool = False) -> torch.Tensor:
     """Films as model input [N, 1, R, R] in [-1, 1]. A film smaller than ``resolution`` is refused
     unless ``upsample`` (enlarging invents detail the model will then reproduce)."""

@@ -13,7 +13,7 @@ import torch
 
 from .assets import DEFAULT_GENERATOR, oracle_for, pca_for
 from .checkpoints import load_generator
-from .datasets import load_films
+from .datasets import check_film_paths, load_films
 from .directions import choose_direction
 from .evaluate import measure
 from .invert import InvertConfig, invert, reconstruction_report
@@ -49,18 +49,15 @@ class EditRequest:
         except TypeError as e:  # an unknown field name
             raise ValueError(f"settings {sorted(self.overrides)}: {e}") from None
 
-    def check(self) -> "EditRequest":
-        """Everything that can be checked before loading a model: settings, method, disease."""
+    def check(self) -> tuple[LOConfig, str]:
+        """Everything that can be checked before loading a model (settings, method, seeds or films,
+        disease); returns the validated config and the disease."""
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}; expected one of {METHODS}")
         if not self.seeds and not self.images:
             raise ValueError("seeds=[]; expected at least one reference seed or film")
-        for path in self.images:
-            if not Path(path).is_file():
-                raise ValueError(f"image={str(path)!r}; expected an existing image file")
-        self.config()
-        disease_for_box(self.box, self.disease)
-        return self
+        check_film_paths(self.images)
+        return self.config(), disease_for_box(self.box, self.disease)
 
 
 def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool = True) -> list[Path]:
@@ -71,9 +68,7 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
     plausible, so a film far from the model's domain says so. The three are written together or not at all: a second writer into the same folder is refused,
     and a run that fails (or goes non-finite) leaves no file under a final name.
     """
-    req.check()
-    cfg = req.config()
-    disease = disease_for_box(req.box, req.disease)
+    cfg, disease = req.check()
     with output_set(out_dir, EDIT_OUTPUTS, overwrite=overwrite) as staging:
         G = load_generator(req.checkpoint)
         box = load_box(req.box, G.img_resolution)

@@ -55,6 +55,12 @@ def _half_extent_x(a, b, t):
 _HEART_UNIT_WIDTH = (_LV[0] + _half_extent_x(*_LV[2:])) - (_RA[0] - _half_extent_x(*_RA[2:]))
 
 
+def heart_scale(ctr, thorax_hw):
+    """Scale of the unit heart whose transverse diameter is ``ctr`` times the thoracic diameter
+    (floats or tensors)."""
+    return ctr * 2 * thorax_hw / _HEART_UNIT_WIDTH
+
+
 @dataclass(frozen=True)
 class Opacity:
     side: int            # -1: patient's right lung (image left), +1: patient's left lung (image right)
@@ -127,7 +133,7 @@ class PhantomParams:
     @property
     def heart_scale(self) -> float:
         """Scale of the heart shape that gives the requested CTR."""
-        return self.ctr * 2 * self.thorax_hw / _HEART_UNIT_WIDTH
+        return heart_scale(self.ctr, self.thorax_hw)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -236,7 +242,7 @@ def render_batch(params: list[PhantomParams], size: int = 64) -> tuple[np.ndarra
         * _soft(top - y, 2 * edge)
 
     # Heart: right-atrial arc and left-ventricular bulge, scaled to the CTR; hidden under the diaphragm.
-    hs = P["ctr"] * 2 * T / _HEART_UNIT_WIDTH  # as PhantomParams.heart_scale
+    hs = heart_scale(P["ctr"], T)
     hx, hy = P["heart_shift"], P["heart_cy"]
     heart = torch.zeros_like(x)
     for cx, cy, a, b, t in (_RA, _LV):

@@ -115,6 +115,7 @@ def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, st
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, 0.99))
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr * r1_ratio, betas=(0.0, 0.99 ** r1_ratio))
     state = dict(step=0, images_seen=0, wall_time=0.0, snapshots=[])
+    snap = None
 
     if snap_path.exists():
         if not resume:
@@ -131,7 +132,7 @@ def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, st
         images = PhantomDataset(cfg.dataset_size, cfg.resolution, seed=cfg.seed).images_tensor()
     images = images.to(device)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000003)  # draws data indices, z, mixing
-    if snap_path.exists():
+    if snap is not None:
         torch.set_rng_state(snap["rng_cpu"])  # the noise inputs
         gen.set_state(snap["rng_data"])
         if device.type == "cuda" and "rng_cuda" in snap:
