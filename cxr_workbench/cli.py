@@ -120,8 +120,10 @@ def cmd_train(args) -> int:
     from .train import TrainConfig, train
     cfg = TrainConfig(resolution=args.resolution, kimg=args.kimg, batch=args.batch, seed=args.seed,
                       dataset_size=args.dataset_size, snapshot_kimg=args.snapshot_kimg).validate()
+    amp = {"auto": None, "fp32": False, "bf16": True}[args.precision]
     path = train(cfg, args.run_dir, progress=not args.no_progress, stop_after_kimg=args.stop_after_kimg,
-                 threads=args.threads, amp=True if args.bf16 else None)
+                 stop_after_s=None if args.stop_after_minutes is None else 60 * args.stop_after_minutes,
+                 threads=args.threads, amp=amp)
     print(f"generator -> {path}")
     return 0
 
@@ -274,13 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training length, thousands of images")
     t.add_argument("--stop-after-kimg", type=_number(float, 0, strict_low=True), default=None,
                    help="end this call early, resumable")
+    t.add_argument("--stop-after-minutes", type=_number(float, 0, strict_low=True), default=None,
+                   help="end this call after so many minutes of training, with a snapshot; resumable")
     t.add_argument("--batch", type=_number(int, 1, 4096), default=32)
     t.add_argument("--snapshot-kimg", type=_number(float, 0, strict_low=True), default=10.0)
     t.add_argument("--dataset-size", type=_number(int, 1), default=20000, help="phantoms rendered once")
     t.add_argument("--seed", type=_number(int, 0, MAX_SEED), default=0)
     t.add_argument("--threads", type=_number(int, 1, 256), default=None,
                    help="CPU threads (default: torch's; use 1 when another job shares a 2-core machine)")
-    t.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too (default: on CUDA only)")
+    t.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="autocast of G and D; auto: bf16 on CUDA, fp32 on CPU (the mapping stays fp32)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 

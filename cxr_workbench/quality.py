@@ -114,12 +114,28 @@ def quality_rows(q: dict) -> list[dict]:
             for name, key, fd in QUALITY_SETS]
 
 
+def training_history(snapshots: list[dict]) -> list[dict]:
+    """Stretches of a run on one machine, from its snapshot log: machine, kimg_from, kimg_to, hours."""
+    out, kimg, wall = [], 0.0, 0.0
+    for s in snapshots:
+        machine = s.get("machine", "not recorded")
+        if not out or out[-1]["machine"] != machine:
+            out.append(dict(machine=machine, kimg_from=kimg, kimg_to=kimg, hours=0.0))
+        out[-1]["kimg_to"], out[-1]["hours"] = s["kimg"], out[-1]["hours"] + (s["wall_time"] - wall) / 3600
+        kimg, wall = s["kimg"], s["wall_time"]
+    return out
+
+
 def model_card_markdown(card: dict) -> str:
     q = card.get("quality", {})
+    stretches = "; ".join(f"{h['kimg_from']:.0f}-{h['kimg_to']:.0f} kimg on {h['machine']} in {h['hours']:.2f} h"
+                          for h in card.get("history", []))
     lines = ["# Shipped default generator", "",
              f"- Training data: {card.get('training_data')}",
-             f"- Trained: {card.get('kimg')} kimg in {card.get('wall_time_s', 0) / 3600:.2f} h on {card.get('machine')}"
-             + (f" ({card['threads']} threads{', bf16 autocast' if card.get('bf16') else ''})" if 'threads' in card else ""),
+             f"- Trained: {card.get('kimg')} kimg in {card.get('wall_time_s', 0) / 3600:.2f} h"
+             + (f" ({stretches})" if stretches else f" on {card.get('machine')}")
+             + (f"; last stretch {card['threads']} threads, {'bf16 autocast' if card.get('bf16') else 'fp32'}"
+                if 'threads' in card else ""),
              f"- Architecture: {json.dumps(card.get('architecture', {}))}",
              f"- Training settings: {json.dumps(card.get('train_config', {}))}", "",
              "Phantoms it learned (rows: normal, cardiomegaly, opacity; 128 px above, 64 px below): "
@@ -148,7 +164,8 @@ def model_card_markdown(card: dict) -> str:
         lines += ["", "## Severity oracle (held-out phantoms)", "", f"```\n{json.dumps(card['oracle'], indent=2)}\n```"]
     lines += ["", "## Resuming training", "",
               "`data/training/snapshot.pt` is the full training state (G, D, EMA generator, optimisers, every RNG)",
-              "at the kimg above; a resumed run continues exactly as an uninterrupted one. To train further and ship:", "",
+              "(its own kimg is in its log; it may be ahead of the shipped generator when a later stretch of training",
+              "has not been shipped yet); a resumed run continues exactly as an uninterrupted one. To train further and ship:", "",
               "    mkdir -p runs/default64 && cp data/training/snapshot.pt runs/default64/",
               "    .venv/bin/cxr-workbench train --run-dir runs/default64 --kimg 1000",
               "    .venv/bin/cxr-workbench ship --run-dir runs/default64 --overwrite"]
@@ -178,7 +195,8 @@ def ship_generator(run_dir, data_dir, oracle, n: int = 2000, overwrite: bool = F
         if old_fd < q["fd_generated_vs_phantoms"]:
             raise ValueError(f"{run_dir} is worse than the shipped generator: FD {q['fd_generated_vs_phantoms']:.2f} "
                              f"vs {old_fd:.2f} (same oracle, same images); pass --force to ship it anyway")
-    card = dict(data.get("model_card", {}), architecture=G.config, quality=q)
+    card = dict(data.get("model_card", {}), architecture=G.config, quality=q,
+                history=training_history(read_checkpoint(run_dir / "snapshot.pt")["state"]["snapshots"]))
     card["oracle"] = read_checkpoint(data_dir / "oracle.pt").get("model_card") if (data_dir / "oracle.pt").is_file() else None
     out = [save_checkpoint(data_dir / "generator.pt", {**data, "model_card": card}, overwrite=overwrite)]
     out.append(pca.save(data_dir / "pca.pt", overwrite=overwrite))

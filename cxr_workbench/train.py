@@ -71,17 +71,21 @@ class TrainConfig:
                     channel_max=self.channel_max)
 
 
+# Settings that do not change what the network learns: they may differ on resume.
+RESUME_FREE = ("kimg", "snapshot_kimg")
+
+
 def _config_difference(a: dict, b: dict) -> dict:
-    # The training length may grow on resume; everything else must match.
-    return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if k != "kimg" and a.get(k) != b.get(k)}
+    return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if k not in RESUME_FREE and a.get(k) != b.get(k)}
 
 
 def train(cfg: TrainConfig, run_dir, images: torch.Tensor | None = None, resume: bool = True,
           device: str | None = None, progress: bool = True, stop_after_kimg: float | None = None,
-          threads: int | None = None, amp: bool | None = None) -> Path:
+          threads: int | None = None, amp: bool | None = None, stop_after_s: float | None = None) -> Path:
     """Train (or resume) a StyleGAN2 on ``images`` [N, 1, R, R] in [-1, 1] (phantoms by default).
 
-    ``stop_after_kimg`` ends this call early (the run stays resumable), for budgeted sessions.
+    ``stop_after_kimg`` / ``stop_after_s`` end this call early after so many images or seconds, with a
+    snapshot (the run stays resumable), for budgeted sessions.
     ``threads``: CPU threads (None: torch's default; on a shared machine one thread per free core
     is faster than two fighting for one). ``amp``: bf16 autocast for G and D (None: on CUDA only;
     the mapping and w_avg stay fp32). A resumed run continues exactly as an uninterrupted one
@@ -94,12 +98,13 @@ def train(cfg: TrainConfig, run_dir, images: torch.Tensor | None = None, resume:
     torch.set_num_threads(threads or before)
     try:
         with writer_lock(run_dir):  # one trainer per run folder; a dead one's temporaries are removed
-            return _train(cfg, Path(run_dir), images, resume, device, progress, stop_after_kimg, amp)
+            return _train(cfg, Path(run_dir), images, resume, device, progress, stop_after_kimg, amp, stop_after_s)
     finally:
         torch.set_num_threads(before)
 
 
-def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, stop_after_kimg, amp) -> Path:
+def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, stop_after_kimg, amp,
+           stop_after_s) -> Path:
     from .datasets import PhantomDataset
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -142,7 +147,8 @@ def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, st
     stop_at = total if stop_after_kimg is None else min(total, state["images_seen"] + int(stop_after_kimg * 1000))
     next_snap = (state["images_seen"] // int(cfg.snapshot_kimg * 1000) + 1) * int(cfg.snapshot_kimg * 1000)
     bar = tqdm(total=total, initial=state["images_seen"], unit="img", disable=not progress, desc="train")
-    t0 = time.time()
+    t0 = t_call = time.time()
+    kimg_call = state["images_seen"] / 1000
 
     def gen_images(n):
         z = torch.randn(n, G.z_dim, generator=gen).to(device)
@@ -181,30 +187,32 @@ def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, st
             opt_D.zero_grad(set_to_none=True)
             loss_r1.backward()
             opt_D.step()
-        # EMA of the generator weights (buffers such as w_avg are copied).
+        # EMA of the generator weights (buffers such as w_avg are copied); one kernel per list on GPU.
         ema_nimg = cfg.ema_kimg * 1000
         if cfg.ema_rampup:
             ema_nimg = min(ema_nimg, state["images_seen"] * cfg.ema_rampup)
         beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
         with torch.no_grad():
-            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                p_ema.copy_(p.lerp(p_ema, beta))
-            for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-                b_ema.copy_(b)
+            torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - beta)
+            torch._foreach_copy_(list(G_ema.buffers()), list(G.buffers()))
         state["step"] += 1
         state["images_seen"] += cfg.batch
         bar.update(cfg.batch)
-        bar.set_postfix(G=f"{loss_G.item():.3f}", D=f"{loss_D.item():.3f}")
-        if not torch.isfinite(loss_G) or not torch.isfinite(loss_D):
-            raise FloatingPointError(f"training diverged at step {state['step']}: "
-                                     f"loss_G={loss_G.item()}, loss_D={loss_D.item()}")
-        if state["images_seen"] >= next_snap or state["images_seen"] >= stop_at:
+        out_of_time = stop_after_s is not None and time.time() - t_call >= stop_after_s
+        snapshot_due = state["images_seen"] >= next_snap or state["images_seen"] >= stop_at or out_of_time
+        if state["step"] % 16 == 0 or snapshot_due:  # reading the losses waits for the GPU: not every step
+            losses = loss_G.item(), loss_D.item()
+            bar.set_postfix(G=f"{losses[0]:.3f}", D=f"{losses[1]:.3f}")
+            if not all(map(math.isfinite, losses)):
+                raise FloatingPointError(f"training diverged by step {state['step']}: "
+                                         f"loss_G={losses[0]}, loss_D={losses[1]}")
+        if snapshot_due:
             next_snap += int(cfg.snapshot_kimg * 1000)
             state["wall_time"] += time.time() - t0
             t0 = time.time()
             kimg = state["images_seen"] / 1000
             state["snapshots"].append(dict(kimg=kimg, wall_time=state["wall_time"],
-                                           loss_G=loss_G.item(), loss_D=loss_D.item()))
+                                           loss_G=losses[0], loss_D=losses[1], machine=machine_description()))
             G_cpu = copy.deepcopy(G_ema).float().cpu()
             save_png(run_dir / f"samples_{kimg:09.3f}kimg.png", sample_grid(G_cpu, range(32)))
             card = dict(training_data=f"{cfg.dataset_size} procedural phantoms (cxr_workbench.phantom, "
@@ -220,6 +228,11 @@ def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, st
                                             **({"rng_cuda": torch.cuda.get_rng_state()} if device.type == "cuda" else {})))
             save_checkpoint(run_dir / "generator.pt", {"kind": "generator", "config": G_cpu.config,
                                                       "G_ema": G_cpu.state_dict(), "model_card": card})
+            rate = (kimg - kimg_call) / max(time.time() - t_call, 1e-9) * 3600
+            tqdm.write(f"snapshot {kimg:.1f} kimg: loss_G {losses[0]:.3f}, loss_D {losses[1]:.3f}, "
+                       f"{rate:.0f} kimg/h in this call, {state['wall_time'] / 3600:.2f} h in all")
+            if out_of_time:
+                break
     bar.close()
     out = run_dir / "generator.pt"
     if not out.is_file():

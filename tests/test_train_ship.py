@@ -5,7 +5,7 @@ import torch
 
 from cxr_workbench.checkpoints import load_generator, model_card, read_checkpoint, save_generator
 from cxr_workbench.oracle import SeverityOracle, save_oracle
-from cxr_workbench.quality import ship_generator
+from cxr_workbench.quality import ship_generator, training_history
 from cxr_workbench.train import TrainConfig, train
 
 TINY = dict(resolution=16, z_dim=16, w_dim=16, mapping_layers=1, channel_base=256, channel_max=32,
@@ -28,6 +28,26 @@ def test_training_stops_resumes_and_refuses_other_configs(tmp_path):
         train(replace(TrainConfig(**TINY), batch=16), tmp_path / "run", progress=False)
     with pytest.raises(FileExistsError):
         train(cfg, tmp_path / "run", progress=False, resume=False)
+
+
+def test_a_time_budget_ends_with_a_snapshot_and_the_snapshot_interval_may_change(tmp_path):
+    train(TrainConfig(**TINY), tmp_path / "run", progress=False, stop_after_s=0.0)  # out of time after one step
+    snap = read_checkpoint(tmp_path / "run" / "snapshot.pt")
+    assert snap["state"]["images_seen"] == 8 and snap["state"]["snapshots"][0]["kimg"] == 0.008
+    train(TrainConfig(**dict(TINY, snapshot_kimg=0.024)), tmp_path / "run", progress=False)  # resumes
+    snaps = read_checkpoint(tmp_path / "run" / "snapshot.pt")["state"]["snapshots"]
+    assert [s["kimg"] for s in snaps] == [0.008, 0.024, 0.048]
+    history = training_history(snaps)
+    assert len(history) == 1 and history[0]["kimg_from"] == 0 and history[0]["kimg_to"] == 0.048
+    assert history[0]["hours"] == pytest.approx(snaps[-1]["wall_time"] / 3600)
+
+
+def test_training_history_splits_stretches_by_machine():
+    snaps = [dict(kimg=10, wall_time=3600, machine="cpu"), dict(kimg=20, wall_time=7200, machine="cpu"),
+             dict(kimg=120, wall_time=7560, machine="gpu"), dict(kimg=130, wall_time=9360)]
+    assert training_history(snaps) == [dict(machine="cpu", kimg_from=0.0, kimg_to=20, hours=2.0),
+                                       dict(machine="gpu", kimg_from=20, kimg_to=120, hours=0.1),
+                                       dict(machine="not recorded", kimg_from=120, kimg_to=130, hours=0.5)]
 
 
 def test_ship_writes_the_default_set_and_refuses_a_worse_model(tmp_path):
