@@ -133,7 +133,7 @@ def cmd_edit(args) -> int:
     from .edit import EditRequest, run_edit
     req = EditRequest(checkpoint=args.checkpoint or DEFAULT_GENERATOR, seeds=[] if args.image else args.seed,
                       box=args.box, direction=args.direction, method=args.method, disease=args.disease,
-                      overrides=config_overrides(args), images=args.image or [], fit=args.fit, voi=args.voi,
+                      settings=args.settings, overrides=config_overrides(args), images=args.image or [], fit=args.fit, voi=args.voi,
                       upsample=args.upsample, invert_steps=args.invert_steps)
     for path in run_edit(req, args.out, overwrite=args.overwrite, progress=not args.no_progress):
         print(path)
@@ -147,6 +147,76 @@ def cmd_oracle(args) -> int:
                                         progress=not args.no_progress)
     save_oracle(args.out, oracle, report, wall, overwrite=args.overwrite)
     print(f"oracle -> {args.out} ({wall:.0f} s); held-out: {report.to_dict()}")
+    return 0
+
+
+def _client(args):
+    """The Dask client the options ask for, or None for this process alone."""
+    if not args.scheduler and not args.workers:
+        return None
+    from .distributed import connect
+    client = connect(args.scheduler, workers=args.workers or 2)
+    print(f"dask: {len(client.scheduler_info()['workers'])} workers, dashboard {client.dashboard_link}", file=sys.stderr)
+    return client
+
+
+def cmd_augment(args) -> int:
+    from dataclasses import replace
+    from .assets import DEFAULT_GENERATOR, oracle_for, pca_for
+    from .augment import make_augmentation, normal_seeds, set_quality
+    from .checkpoints import load_generator
+    from .distributed import close
+    from .masks import check_disease
+    from .optimize import named_config
+    check_disease(args.disease)
+    try:
+        config = replace(named_config(args.settings), **config_overrides(args)).validate()
+    except TypeError as e:
+        raise ValueError(str(e)) from None
+    if args.keep_last > config.n:
+        raise ValueError(f"--keep-last {args.keep_last} is larger than the trajectory's n={config.n} points")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; expected a folder")
+    G = load_generator(args.checkpoint or DEFAULT_GENERATOR)
+    oracle = oracle_for(G)
+    seeds = normal_seeds(G, oracle, -(-args.samples // args.keep_last), start=args.seed_start)
+    client = _client(args)
+    try:
+        manifest = make_augmentation(G, seeds, args.disease, args.samples, config, args.out, keep_last=args.keep_last,
+                                     method=args.method, box=args.box, direction=args.direction, pca=pca_for(G),
+                                     oracle=oracle, batch=args.batch, client=client, progress=not args.no_progress)
+    finally:
+        if client is not None:
+            close(client)
+    q = set_quality(manifest)
+    print(f"{len(manifest)} {args.disease} samples -> {args.out}; oracle reads {q['intended']:.0%} as {args.disease}, "
+          f"{q['plausible']:.0%} plausible")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from dataclasses import replace
+    from .classify import CPU_SCALE, ProtocolConfig, load_sets, protocol_table, run_protocol
+    from .distributed import close
+    from .io import atomic_write
+    sizes = {k: getattr(args, k) for k in ("n_normal", "n_aug", "n_val", "n_test", "epochs") if getattr(args, k)}
+    if args.n_disease:
+        sizes["n_disease"] = tuple(args.n_disease)
+    cfg = replace(ProtocolConfig() if args.full else CPU_SCALE, network=args.network, sigmas=tuple(args.sigmas),
+                  seeds=tuple(range(args.seeds)), **sizes).validate()
+    aug = load_sets(args.sets, cfg.sigmas)
+    client = _client(args)
+    try:
+        results = run_protocol(cfg, aug, args.out, client=client, progress=not args.no_progress)
+    finally:
+        if client is not None:
+            close(client)
+    table = protocol_table(results)
+    text = table[[c for c in table.columns if not c.startswith("p ")]].to_string(index=False)
+    atomic_write(args.out / "table.txt", lambda f: f.write(text + "\n"), "w")
+    print(text)
+    print(f"test AUROC x100, mean ± std over {len(cfg.seeds)} seeds; * p < 0.05 (paired t-test against random "
+          f"augmentation); runs and predictions in {args.out}")
     return 0
 
 
@@ -177,6 +247,12 @@ def cmd_invert(args) -> int:
                  if "film_plausible" in row else ""))
     print(f"-> {args.out}")
     return 0
+
+
+def _cluster_options(parser) -> None:
+    parser.add_argument("--workers", type=_number(int, 0, 1024), default=0,
+                        help="fan out over a local Dask cluster of this many processes (0: this process)")
+    parser.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, e.g. tcp://host:8786")
 
 
 def _film_options(parser) -> None:
@@ -265,7 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, required=True, help="output folder")
     e.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     e.add_argument("--no-progress", action="store_true")
-    from .optimize import LOConfig
+    from .optimize import NAMED_CONFIGS, LOConfig
+    e.add_argument("--settings", choices=sorted(NAMED_CONFIGS), default="ours",
+                   help="named settings the options below change: ours, or the paper's as printed (literal: "
+                        "constant c, Eq. 4 literally)")
     add_config_options(e, LOConfig)
     e.set_defaults(func=cmd_edit)
 
@@ -300,6 +379,47 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-progress", action="store_true")
     _film_options(v)
     v.set_defaults(func=cmd_invert)
+
+    a = sub.add_parser("augment", formatter_class=fmt,
+                       help="an augmentation set: edits of normal references, labelled with the box's disease")
+    a.add_argument("--disease", required=True, help="cardiomegaly or opacity")
+    a.add_argument("--samples", type=_number(int, 1, 10_000_000), required=True, help="samples in the set")
+    a.add_argument("--out", type=Path, required=True, help="set folder (resumed if it holds this set)")
+    a.add_argument("--keep-last", type=_number(int, 1, 1000), default=4, help="samples per reference: its last points")
+    a.add_argument("--method", choices=["lo+dir", "lo", "linear"], default="lo+dir")
+    a.add_argument("--box", default=None, help="preset or box JSON (default: the disease's box)")
+    a.add_argument("--direction", default="auto", help="auto, pc:K or a .pt/.npy file")
+    a.add_argument("--seed-start", type=_number(int, 0, MAX_SEED), default=1_000_000,
+                   help="references: the seeds from here that the oracle reads as normal")
+    a.add_argument("--batch", type=_number(int, 1, 4096), default=8, help="references optimised together (one task)")
+    a.add_argument("--checkpoint", type=Path, help="generator (default: shipped)")
+    _cluster_options(a)
+    a.add_argument("--no-progress", action="store_true")
+    a.add_argument("--settings", choices=sorted(NAMED_CONFIGS), default="augment",
+                   help="named settings the options below change")
+    add_config_options(a, LOConfig)
+    a.set_defaults(func=cmd_augment)
+
+    c = sub.add_parser("classify", formatter_class=fmt,
+                       help="paper Tables 3 and 4: classifiers trained with and without augmentation sets")
+    c.add_argument("--sets", type=Path, nargs="+", required=True,
+                   help="augmentation set folders, one per disease and sigma (cxr-workbench augment)")
+    c.add_argument("--out", type=Path, required=True, help="runs, predictions and tables (resumed)")
+    c.add_argument("--full", action="store_true", help="the paper's sizes (10K normal, 1K/5K disease, 5K aug); "
+                   "default: the CPU scale, a fiftieth with the same ratios")
+    c.add_argument("--network", choices=["small", "densenet121"], default="small")
+    c.add_argument("--sigmas", type=_number(float, 0, strict_low=True), nargs="+", default=[0.3],
+                   help="sigmas of the 'ours' rows (Table 4: 0.3 1.0 2.0)")
+    c.add_argument("--seeds", type=_number(int, 1, 100), default=4, help="runs per cell")
+    c.add_argument("--epochs", type=_number(int, 1, 1000), default=None)
+    for name, helptext in (("normal", "normal training images"), ("aug", "augmented images per run"),
+                           ("val", "validation images per class"), ("test", "test images per class")):
+        c.add_argument(f"--n-{name}", type=_number(int, 1, 10_000_000), default=None, help=f"{helptext} (overrides the scale)")
+    c.add_argument("--n-disease", type=_number(int, 1, 10_000_000), nargs="+", default=None,
+                   help="disease training sizes, one table block each (overrides the scale)")
+    _cluster_options(c)
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=cmd_classify)
 
     o = sub.add_parser("oracle", formatter_class=fmt, help="train the severity oracle on fresh phantoms")
     o.add_argument("--out", type=Path, required=True, help="oracle .pt (the shipped one is data/oracle.pt)")

@@ -20,7 +20,7 @@ from .invert import InvertConfig, invert, reconstruction_report
 from .io import output_set, save_png, write_json
 from .latents import reference_latents
 from .masks import disease_for_box, load_box
-from .optimize import METHODS, LOConfig, run_method
+from .optimize import METHODS, LOConfig, named_config, run_method
 from .viz import strip_image
 
 EDIT_OUTPUTS = ("strip.png", "latents.pt", "metrics.json")
@@ -28,7 +28,8 @@ EDIT_OUTPUTS = ("strip.png", "latents.pt", "metrics.json")
 
 @dataclass
 class EditRequest:
-    """What to edit and how; ``overrides`` are LOConfig fields that differ from its defaults."""
+    """What to edit and how; ``overrides`` are LOConfig fields that differ from the named
+    ``settings`` (``optimize.NAMED_CONFIGS``: "ours" or the paper's "literal")."""
 
     checkpoint: Path = DEFAULT_GENERATOR
     seeds: list = field(default_factory=lambda: [0])
@@ -36,6 +37,7 @@ class EditRequest:
     direction: str = "auto"
     method: str = "lo+dir"
     disease: str | None = None      # None: the box preset's disease
+    settings: str = "ours"
     overrides: dict = field(default_factory=dict)
     images: list = field(default_factory=list)  # films to invert and edit instead of seeds
     fit: str = "crop"               # how a film becomes square (datasets.FITS)
@@ -45,7 +47,7 @@ class EditRequest:
 
     def config(self) -> LOConfig:
         try:
-            return replace(LOConfig(), **self.overrides).validate()
+            return replace(named_config(self.settings), **self.overrides).validate()
         except TypeError as e:  # an unknown field name
             raise ValueError(f"settings {sorted(self.overrides)}: {e}") from None
 

@@ -18,7 +18,7 @@ from .optimize import LOConfig, Trajectory, run_method
 # The box each disease is measured in for Table 2 (presets of masks.py).
 TABLE2_BOXES = {"cardiomegaly": "heart", "opacity": "lung_lower_right"}
 
-METRIC_COLUMNS = ("PV", "S", "M", "monotonicity", "leakage", "severity_trend", "severity_change",
+METRIC_COLUMNS = ("PV", "PV_all", "S", "M", "monotonicity", "leakage", "severity_trend", "severity_change",
                   "plausible_fraction")
 
 
@@ -27,12 +27,15 @@ def measure(traj: Trajectory, box: Box, disease: str, oracle=None) -> list[dict]
 
     Sequences are the reference image followed by the n edits; the sign PV rewards is the
     disease's (``masks.DISEASES``), and so is the oracle reading whose trend is measured.
+    ``PV`` averages signed values over the pixels of that sign, ``PV_all`` over all pixels
+    (the two readings of the paper, ``metrics.PV_AVERAGES``).
     """
     spec = DISEASES[check_disease(disease)]
     rows = []
     for r in range(traj.images.shape[0]):
         seq = traj.sequence(r)
         row = pv_metric(seq, box, spec["sign"]).to_dict()
+        row["PV_all"] = pv_metric(seq, box, spec["sign"], average="all").PV
         if oracle is not None:
             pred = oracle.predict(seq)
             values = pred[spec["severity"]]

@@ -40,23 +40,33 @@ def _as_sequence(images) -> torch.Tensor:
     return x
 
 
-def _signed_means(d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of the strictly positive and of the strictly negative values of each map ([m, H, W])."""
+# The paper's "average of positive (negative) pixel values" read two ways (docs/method.md):
+# "sign": the sum over the pixels of that sign / their count; "all": that sum / all pixels of the map.
+PV_AVERAGES = ("sign", "all")
+
+
+def _signed_means(d: torch.Tensor, average: str = "sign") -> tuple[torch.Tensor, torch.Tensor]:
+    """Averages of the strictly positive and of the strictly negative values of each map ([m, H, W])."""
     pos, neg = d > 0, d < 0
+    if average == "all":
+        return (d * pos).mean((1, 2)), (d * neg).mean((1, 2))
     dp = (d * pos).sum((1, 2)) / pos.sum((1, 2)).clamp_min(1)
     dn = (d * neg).sum((1, 2)) / neg.sum((1, 2)).clamp_min(1)
     return dp, dn
 
 
-def pv_metric(images, box: Box, sign: int = +1) -> PVResult:
+def pv_metric(images, box: Box, sign: int = +1, average: str = "sign") -> PVResult:
     """PV of an ordered sequence x_1..x_n ([n, H, W] or [n, C, H, W]) for a box and desired sign.
 
     ``dc_i = s (x_i - x_{i-1})``, ``dr_i = s (x_i - x_1)``, i = 2..n; outside the box a pixel counts
-    as ``-|d|``; d+ / d- are the means of the strictly positive / negative values (0 if none);
+    as ``-|d|``; d+ / d- average the strictly positive / negative values, over those pixels
+    (``average="sign"``, 0 if none) or over all pixels of the map (``average="all"``);
     ``S = mean(|dc+| + |dc-|)``, ``M = mean(dc+ + dc- + dr+ + dr-)``, ``PV = M / S``.
     """
     if sign not in (1, -1):
         raise ValueError(f"sign={sign!r}; expected +1 (region brightens) or -1 (darkens)")
+    if average not in PV_AVERAGES:
+        raise ValueError(f"average={average!r}; expected one of {PV_AVERAGES}")
     x = _as_sequence(images)
     if x.shape[-1] != box.resolution or x.shape[-2] != box.resolution:
         raise ValueError(f"images are {tuple(x.shape[-2:])} but the box is for {box.resolution} px")
@@ -67,8 +77,8 @@ def pv_metric(images, box: Box, sign: int = +1) -> PVResult:
 
     dc = penalise_outside(sign * (x[1:] - x[:-1]))
     dr = penalise_outside(sign * (x[1:] - x[0]))
-    dcp, dcn = _signed_means(dc)
-    drp, drn = _signed_means(dr)
+    dcp, dcn = _signed_means(dc, average)
+    drp, drn = _signed_means(dr, average)
     S = float((dcp.abs() + dcn.abs()).mean())
     M = float((dcp + dcn + drp + drn).mean())
     PV = M / S if S > 0 else float("nan")

@@ -42,6 +42,22 @@ def test_pv_change_only_outside():
     assert r.leakage == float("inf")
 
 
+def test_pv_two_readings_of_the_average():
+    # 16 x 16 maps (256 px). x1: +1 on two box pixels; x2: one of them +1 more, and 0.5 outside.
+    x = torch.zeros(3, 16, 16)
+    x[1, 5, 5] = x[1, 5, 6] = 1
+    x[2, 5, 5], x[2, 5, 6], x[2, 0, 0] = 2, 1, 0.5
+    # Over the pixels of each sign: dc = (1 | 0), (1 | -0.5); dr = (1 | 0), (1.5 | -0.5)
+    # S = mean(1, 1.5) = 1.25, M = mean(2, 1.5) = 1.75
+    by_sign = pv_metric(x, BOX)
+    assert (by_sign.S, by_sign.M, by_sign.PV) == pytest.approx((1.25, 1.75, 1.4))
+    # Over all 256 pixels: dc = (2 | 0), (1 | -0.5); dr = (2 | 0), (3 | -0.5), all / 256
+    by_all = pv_metric(x, BOX, average="all")
+    assert (by_all.S, by_all.M, by_all.PV) == pytest.approx((1.75 / 256, 3.5 / 256, 2.0))
+    with pytest.raises(ValueError, match="average='pixels'"):
+        pv_metric(x, BOX, average="pixels")
+
+
 def test_pv_bad_input():
     with pytest.raises(ValueError, match="at least 3"):
         pv_metric(torch.zeros(2, 16, 16), BOX)

@@ -1,0 +1,70 @@
+"""Fan-out of independent tasks (augmentation batches, Table 2 runs, classifier runs) over a Dask
+cluster, or serially in this process when no client is given. Both paths run the same function
+on the same arguments, so for the same seeds they give the same results.
+
+Large shared objects (the generator, the oracle) are broadcast to every worker once with
+``Client.scatter``; tasks then refer to the worker's copy instead of shipping or reloading it.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+from tqdm.auto import tqdm
+
+
+def _set_torch_threads(n: int) -> int:
+    import torch
+    torch.set_num_threads(n)
+    return n
+
+
+def connect(scheduler: str | None = None, workers: int = 2, threads: int = 1, timeout: float = 10.0):
+    """A ``dask.distributed.Client``: of the scheduler at ``scheduler`` (e.g. ``tcp://host:8786``),
+    or of a new ``LocalCluster`` of ``workers`` processes. Each worker runs one task at a time with
+    ``threads`` torch threads (processes, not threads, share the cores without fighting)."""
+    from dask.distributed import Client, LocalCluster
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=f"{timeout}s")
+        except (OSError, TimeoutError, ValueError) as e:
+            raise ValueError(f"scheduler {scheduler!r} is unreachable ({type(e).__name__}: {e}); expected the "
+                             "address of a running Dask scheduler, such as tcp://host:8786") from None
+    else:
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers={workers!r}; expected a positive integer")
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", silence_logs=40)
+        client = Client(cluster)
+    client.run(_set_torch_threads, threads)
+    return client
+
+
+def close(client) -> None:
+    """Close a client, and the LocalCluster it started (an external scheduler keeps running)."""
+    from dask.distributed import LocalCluster
+    cluster = getattr(client, "cluster", None)
+    client.close()
+    if isinstance(cluster, LocalCluster):
+        cluster.close()
+
+
+def fan_out(func: Callable, tasks: list[dict], shared: dict | None = None, client=None,
+            progress: bool = True, desc: str = "tasks") -> Iterator[tuple[int, object]]:
+    """Yield ``(i, func(**shared, **tasks[i]))`` for every task, as each finishes (in order when
+    serial). With a client, ``shared`` objects are sent to each worker once."""
+    shared = dict(shared or {})
+    bar = tqdm(total=len(tasks), disable=not progress, desc=desc)
+    try:
+        if client is None:
+            for i, task in enumerate(tasks):
+                yield i, func(**shared, **task)
+                bar.update()
+            return
+        from dask.distributed import as_completed
+        remote = {k: client.scatter(v, broadcast=True) for k, v in shared.items()}
+        futures = {client.submit(func, **remote, **task, pure=False): i for i, task in enumerate(tasks)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+            bar.update()
+    finally:
+        bar.close()

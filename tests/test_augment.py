@@ -1,0 +1,124 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from cxr_workbench import augment
+from cxr_workbench.augment import (generator_fingerprint, make_augmentation, read_manifest, read_set_images,
+                                   set_quality, to_uint16)
+from cxr_workbench.directions import compute_pca
+from cxr_workbench.optimize import LOConfig
+from cxr_workbench.oracle import SeverityOracle
+
+from conftest import tiny_generator
+
+FAST = LOConfig(n=5, max_steps=3, min_steps=0)
+
+
+@pytest.fixture(scope="module")
+def model():
+    G = tiny_generator()
+    torch.manual_seed(0)
+    return G, compute_pca(G, n_samples=256, progress=False), SeverityOracle(resolution=16, width=4).eval()
+
+
+def make(model, out, n=5, **kw):
+    G, pca, oracle = model
+    return make_augmentation(G, range(10, 20), "cardiomegaly", n, FAST, out, keep_last=2, pca=pca, oracle=oracle,
+                             batch=2, progress=False, **kw)
+
+
+def test_a_set_keeps_the_last_points_as_16_bit_pngs_with_a_manifest(model, tmp_path):
+    m = make(model, tmp_path / "set")
+    assert list(m.columns) == list(augment.MANIFEST_COLUMNS) and len(m) == 5
+    # 5 samples at 2 per reference: seeds 10, 11 give points 4 and 5, seed 12 only point 5
+    assert list(zip(m["reference_seed"], m["point_index"])) == [(10, 4), (10, 5), (11, 4), (11, 5), (12, 5)]
+    assert set(m["label"]) == {"cardiomegaly"} and set(m["method"]) == {"lo+dir"} and set(m["sigma"]) == {0.3}
+    assert set(m["generator"]) == {generator_fingerprint(model[0])} and m["config_hash"].nunique() == 1
+    assert json.loads(m["box"][0])["resolution"] == 16 and m["u_source"][0].startswith("auto: PC")
+    png = Image.open(tmp_path / "set" / m["file"][0])
+    assert png.mode == "I;16" and png.size == (16, 16)
+    head = json.loads((tmp_path / "set" / "set.json").read_text())
+    assert head["disease"] == "cardiomegaly" and len(head["u"]) == 8 and head["keep_last"] == 2
+    # the images are the trajectory's last points, to 16 bits
+    from cxr_workbench.latents import reference_latents
+    from cxr_workbench.optimize import run_method
+    from cxr_workbench.masks import load_box
+    G, pca, _ = model
+    box = load_box("heart", 16)
+    u = torch.tensor(head["u"])
+    traj = run_method(G, "lo+dir", reference_latents(G, [10]), box, u=u, config=FAST, progress=False)
+    back = read_set_images(tmp_path / "set")
+    assert back.shape == (5, 1, 16, 16)
+    torch.testing.assert_close(back[:2], traj.images[0, 3:], atol=1.5e-4, rtol=0)
+
+
+def test_uint16_round_trip_is_exact_to_half_a_level():
+    x = torch.linspace(-1, 1, 1001)
+    back = torch.from_numpy(to_uint16(x).astype(np.float32)) / 32767.5 - 1
+    assert (back - x).abs().max() <= 0.5 / 32767.5 + 1e-7
+    assert to_uint16(torch.tensor([-3.0, 3.0])).tolist() == [0, 65535]
+
+
+def test_a_killed_run_resumes_to_the_same_set(model, tmp_path, monkeypatch):
+    whole = make(model, tmp_path / "whole")
+    real = augment.edit_references
+    calls = []
+
+    def dies_on_the_second_batch(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(augment, "edit_references", dies_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        make(model, tmp_path / "parts")
+    assert len(read_manifest(tmp_path / "parts")) == 4  # the first batch, both references
+    monkeypatch.setattr(augment, "edit_references", real)
+    parts = make(model, tmp_path / "parts")
+    pd.testing.assert_frame_equal(parts, whole)
+    for f in whole["file"]:
+        assert (tmp_path / "parts" / f).read_bytes() == (tmp_path / "whole" / f).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["images", "manifest.csv", "set.json"]
+
+
+def test_resume_refuses_another_generator_or_other_settings(model, tmp_path):
+    G, pca, oracle = model
+    make(model, tmp_path / "set")
+    other = tiny_generator(mapping_layers=3)
+    with pytest.raises(ValueError, match="was made by generator .* not by this one"):
+        make_augmentation(other, range(10, 20), "cardiomegaly", 5, FAST, tmp_path / "set", keep_last=2,
+                          pca=compute_pca(other, n_samples=256, progress=False), progress=False)
+    with pytest.raises(ValueError, match="other settings.*sigma"):
+        make_augmentation(
+            G, range(10, 20), "cardiomegaly", 5, LOConfig(n=5, max_steps=3, min_steps=0, sigma=1.0),
+            tmp_path / "set", keep_last=2, pca=pca, progress=False)
+    assert len(read_manifest(tmp_path / "set")) == 5  # nothing lost
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(disease="flu"), "disease='flu'"),
+    (dict(keep_last=6), "keep_last=6 is larger than the trajectory's n=5"),
+    (dict(n_samples=30), "10 reference seeds for 30 samples at keep_last=2; expected at least 15"),
+    (dict(n_samples=0), "n_samples=0"),
+    (dict(method="warp"), "method='warp'"),
+])
+def test_bad_requests_name_the_value(model, tmp_path, kw, message):
+    G, pca, oracle = model
+    args = dict(G=G, seeds=range(10, 20), disease="cardiomegaly", n_samples=5, config=FAST, out_dir=tmp_path / "s",
+                keep_last=2, pca=pca, progress=False)
+    with pytest.raises(ValueError, match=message):
+        make_augmentation(**{**args, **kw})
+    assert not (tmp_path / "s").exists()
+
+
+def test_set_quality_known_answers():
+    m = pd.DataFrame(dict(disease="cardiomegaly", ctr=[0.4, 0.55, 0.6, 0.7], opacity_burden=0.0,
+                          plausible=[True, True, False, True]))
+    assert set_quality(m) == dict(disease="cardiomegaly", n=4, intended=0.75, plausible=0.75, intended_and_plausible=0.5)
+    o = m.assign(disease="opacity", opacity_burden=[0.0, 0.02, 0.005, 0.3], plausible=[True, False, True, True])
+    assert set_quality(o)["intended"] == 0.5 and set_quality(o)["intended_and_plausible"] == 0.25

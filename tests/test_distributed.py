@@ -1,0 +1,68 @@
+"""The Dask path gives what the serial path gives, on a LocalCluster of 2 worker processes."""
+import pandas as pd
+import pytest
+import torch
+
+from cxr_workbench.augment import make_augmentation
+from cxr_workbench.classify import ProtocolConfig, real_data, run_protocol
+from cxr_workbench.directions import compute_pca
+from cxr_workbench.distributed import close, connect, fan_out
+from cxr_workbench.optimize import LOConfig
+
+from conftest import tiny_generator
+
+
+@pytest.fixture(scope="module")
+def client():
+    c = connect(workers=2)
+    yield c
+    close(c)
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as on the workers, so float sums run in the same order
+    yield
+    torch.set_num_threads(before)
+
+
+def _square_plus(x, offset):
+    return x * x + offset
+
+
+def test_fan_out_returns_every_task_once(client):
+    tasks = [dict(x=i) for i in range(7)]
+    serial = dict(fan_out(_square_plus, tasks, dict(offset=1), progress=False))
+    remote = dict(fan_out(_square_plus, tasks, dict(offset=1), client=client, progress=False))
+    assert serial == remote == {i: i * i + 1 for i in range(7)}
+    assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_augmentation_on_dask_matches_the_serial_set(client, tmp_path, one_thread):
+    G = tiny_generator()
+    pca = compute_pca(G, n_samples=256, progress=False)
+    cfg = LOConfig(n=5, max_steps=4, min_steps=0)
+    kw = dict(G=G, seeds=range(30, 40), disease="opacity", n_samples=8, config=cfg, keep_last=2, pca=pca, batch=1,
+              progress=False)
+    serial = make_augmentation(out_dir=tmp_path / "serial", **kw)
+    remote = make_augmentation(out_dir=tmp_path / "dask", client=client, **kw)
+    pd.testing.assert_frame_equal(serial, remote)
+    for f in serial["file"]:
+        assert (tmp_path / "serial" / f).read_bytes() == (tmp_path / "dask" / f).read_bytes()
+
+
+def test_protocol_on_dask_matches_the_serial_runs(client, tmp_path, one_thread):
+    cfg = ProtocolConfig(n_normal=16, n_disease=(4,), n_aug=8, n_val=8, n_test=8, seeds=(0,), epochs=1, batch=8)
+    data = real_data(cfg)
+    aug = {(d, 0.3): data["train"]["normal"][:8] * 0.5 for d in ("cardiomegaly", "opacity")}
+    key = ["column", "n_disease", "row", "sigma", "seed"]
+    serial = run_protocol(cfg, aug, tmp_path / "serial", data=data, progress=False).sort_values(key)
+    remote = run_protocol(cfg, aug, tmp_path / "dask", data=data, client=client, progress=False).sort_values(key)
+    cols = key + ["n_train", "val_auroc", "test_auroc", "best_epoch"]
+    pd.testing.assert_frame_equal(serial[cols].reset_index(drop=True), remote[cols].reset_index(drop=True))
+
+
+def test_an_unreachable_scheduler_is_named():
+    with pytest.raises(ValueError, match="scheduler 'tcp://127.0.0.1:9' is unreachable"):
+        connect("tcp://127.0.0.1:9", timeout=1)
