@@ -7,7 +7,8 @@ disease, "as the monotonicity is maintained" (paper). A set is a folder::
     set.json      what the set is: generator fingerprint, disease, box, method, u and its source,
                   settings and their hash (written first; a resume must match it)
     manifest.csv  one row per sample: file, label, disease, reference_seed, point_index, box,
-                  u_source, sigma, method, config_hash, generator, ctr, opacity_burden, plausible
+                  u_source, sigma, method, config_hash, generator, ctr, opacity_burden, plausible,
+                  and the PV and oracle severity trend of the sample's whole trajectory
     images/       16-bit PNGs (the model's [-1, 1] range mapped to 0..65535)
 
 Batches of references are written as they finish (images first, then the manifest that names
@@ -28,7 +29,7 @@ import torch
 
 from .directions import choose_direction
 from .distributed import fan_out
-from .evaluate import TABLE2_BOXES
+from .evaluate import TABLE2_BOXES, measure
 from .io import atomic_write, check_writable, save_png, writer_lock, write_json
 from .latents import reference_latents
 from .masks import Box, check_disease, load_box
@@ -36,7 +37,8 @@ from .optimize import METHODS, LOConfig, named_config, run_method
 from .phantom import CTR_THRESHOLD, OPACITY_THRESHOLD
 
 MANIFEST_COLUMNS = ("file", "label", "disease", "reference_seed", "point_index", "box", "u_source", "sigma",
-                    "method", "config_hash", "generator", "ctr", "opacity_burden", "plausible")
+                    "method", "config_hash", "generator", "ctr", "opacity_burden", "plausible", "trajectory_pv",
+                    "trajectory_trend")
 
 
 def generator_fingerprint(G) -> str:
@@ -83,11 +85,11 @@ def set_quality(manifest: pd.DataFrame) -> dict:
 
 
 def edit_references(G, seeds: list[int], box: Box, u, config: LOConfig, method: str, keep: list[int],
-                    oracle=None) -> dict:
+                    disease: str, oracle=None) -> dict:
     """One batch: trajectories for ``seeds``, the last ``keep[r]`` points of reference r.
 
-    Returns per kept sample (reference-major): seed, point index (1..n), uint16 image [H, W], and
-    the oracle readings (NaN / False without an oracle).
+    Returns per kept sample (reference-major): seed, point index (1..n), uint16 image [H, W], the
+    oracle readings (NaN / False without an oracle), and its trajectory's PV and severity trend.
     """
     traj = run_method(G, method, reference_latents(G, seeds), box, u=u, config=config, progress=False)
     if not torch.isfinite(traj.images).all():
@@ -95,9 +97,12 @@ def edit_references(G, seeds: list[int], box: Box, u, config: LOConfig, method: 
                                  "try a smaller lr, sigma or c")
     n = traj.images.shape[1]
     picks = [(r, i) for r, k in enumerate(keep) for i in range(n - k, n)]
+    measured = measure(traj, box, disease, oracle)
     images = torch.stack([traj.images[r, i] for r, i in picks])  # [S, C, H, W]
     out = dict(seed=[int(seeds[r]) for r, _ in picks], point=[i + 1 for _, i in picks], images=to_uint16(images[:, 0]),
-               ctr=[math.nan] * len(picks), opacity_burden=[math.nan] * len(picks), plausible=[False] * len(picks))
+               ctr=[math.nan] * len(picks), opacity_burden=[math.nan] * len(picks), plausible=[False] * len(picks),
+               trajectory_pv=[measured[r]["PV"] for r, _ in picks],
+               trajectory_trend=[measured[r].get("severity_trend", math.nan) for r, _ in picks])
     if oracle is not None:
         pred = oracle.predict(images)
         out.update(ctr=pred["ctr"].tolist(), opacity_burden=pred["opacity_burden"].tolist(),
@@ -177,7 +182,7 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
         todo = [(s, k) for s, k in plan if s not in done]
         tasks = [dict(seeds=[s for s, _ in todo[i:i + batch]], keep=[k for _, k in todo[i:i + batch]])
                  for i in range(0, len(todo), batch)]
-        shared = dict(G=G, box=box_obj, u=u, config=config, method=method, oracle=oracle)
+        shared = dict(G=G, box=box_obj, u=u, config=config, method=method, disease=disease, oracle=oracle)
         for _, res in fan_out(edit_references, tasks, shared, client, progress, desc=f"{disease} set"):
             for j, (seed, point) in enumerate(zip(res["seed"], res["point"])):
                 name = f"images/{seed:07d}_{point:03d}.png"
@@ -186,7 +191,8 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
                                  box=json.dumps(box_obj.to_dict()), u_source=u_source, sigma=config.sigma,
                                  method=method, config_hash=header["config_hash"], generator=header["generator"],
                                  ctr=res["ctr"][j], opacity_burden=res["opacity_burden"][j],
-                                 plausible=bool(res["plausible"][j])))
+                                 plausible=bool(res["plausible"][j]), trajectory_pv=res["trajectory_pv"][j],
+                                 trajectory_trend=res["trajectory_trend"][j]))
             _write_manifest(manifest_path, rows)
         return _write_manifest(manifest_path, rows)
 

@@ -61,7 +61,7 @@ class SeverityOracle(nn.Module):
             images = images[:, None]
         dev = next(self.parameters()).device
         outs = [self(images[i:i + batch].to(dev).float()) for i in range(0, len(images), batch)]
-        cat = {k: torch.cat([o[k] for o in outs]).cpu() for k in outs[0]}
+        cat = {k: torch.cat([o[k] for o in outs]).float().cpu() for k in outs[0]}  # fp32 under autocast too
         probs = cat["kind_logits"].softmax(-1)
         return dict(ctr=cat["ctr"].numpy(), opacity_burden=cat["opacity_burden"].clamp_min(0).numpy(),
                     kind=probs.argmax(-1).numpy(), kind_probs=probs.numpy(),

@@ -232,3 +232,24 @@ def save_figure(fig, path, overwrite: bool = True):
     if suffix not in (".png", ".pdf", ".svg"):
         raise ValueError(f"{path}: expected .png, .pdf or .svg for a matplotlib figure")
     return atomic_write(path, lambda f: fig.savefig(f, format=suffix[1:], dpi=150), "wb", overwrite)
+
+
+def augmentation_examples(sets: dict, per_set: int = 8):
+    """The first ``per_set`` samples of each augmentation set, one row per set, titled with the
+    reference seed, the point and the oracle reading of the set's disease. ``sets``: row label ->
+    set folder. Returns a matplotlib Figure."""
+    from .augment import read_manifest, read_set_images
+    fig = new_figure(figsize=(1.2 * per_set, 1.45 * len(sets)))
+    axes = fig.subplots(len(sets), per_set, squeeze=False)
+    for row, (label, folder) in zip(axes, sets.items()):
+        m = read_manifest(folder).iloc[:per_set]
+        images = read_set_images(folder, m)
+        reading = "ctr" if m["disease"].iloc[0] == "cardiomegaly" else "opacity_burden"
+        for ax, img, (_, r) in zip(row, images, m.iterrows()):
+            ax.imshow(img[0].numpy(), cmap="gray", vmin=-1, vmax=1)
+            ax.set_title(f"{r['reference_seed']}·{r['point_index']} {r[reading]:.2f}", fontsize=6)
+        for ax in row:
+            ax.axis("off")
+        row[0].text(-0.1, 0.5, label, transform=row[0].transAxes, ha="right", va="center", fontsize=7)
+    fig.tight_layout()
+    return fig

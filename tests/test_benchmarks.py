@@ -35,3 +35,8 @@ def test_bench_slider_runs():
 def test_bench_optimize_runs():
     out = run("benchmarks/bench_optimize.py", "--refs", "1", "--ref-steps", "2", "--batches", "1")
     assert "speed-up" in out and "R =   1" in out
+
+
+def test_bench_augment_runs():
+    out = run("benchmarks/bench_augment.py", "--refs", "2", "--keep-last", "2", "--max-steps", "2")
+    assert "samples/h" in out and "2 Dask workers" in out

@@ -13,6 +13,8 @@ SMALL = {
     "03_mask_and_edit": dict(MAX_STEPS=15),
     "04_umap_trajectories": dict(SEEDS=[0, 1], MAX_STEPS=10),
     "05_pv_table": dict(SEEDS=[0, 1], SIGMAS=[0.3], MAX_STEPS=10),
+    "06_augmentation": dict(N_SAMPLES=4, KEEP_LAST=2, MAX_STEPS=3, N_NORMAL=16, N_DISEASE=[4], N_AUG=4, N_VAL=8,
+                            N_TEST=8, EPOCHS=1, SEEDS=1),
     "07_invert_a_film": dict(STEPS=10, MAX_STEPS=10),
     "08_reader_study": dict(N_REAL=3, N_EDITED=2, MAX_STEPS=5),
 }
@@ -23,6 +25,7 @@ FIGURES = {
     "03_mask_and_edit": ["figure3.png", "figure3.pdf", "box.json"],
     "04_umap_trajectories": ["umap.png", "umap.html"],
     "05_pv_table": ["pv_runs.csv"],
+    "06_augmentation": ["examples.png", "tables.csv", "protocol/results.csv"],
     "07_invert_a_film": ["reconstruction.png", "film_edits.png", "demo_film.dcm"],
     "08_reader_study": ["study.db", "table1.csv"],
 }

@@ -1,0 +1,64 @@
+"""Throughput of augmentation sets (samples/hour) on the shipped model, and what each speed-up
+costs in quality, measured in one run on this machine against the default set settings:
+
+1. the "augment" settings (max 300 steps, plateau rule), serial, torch's threads;
+2. fewer steps: a step cap of 100 with a 3x larger lr;
+3. bf16 autocast around the optimisation (CPU: fast only where the CPU has bf16 instructions);
+4. the default settings on a local Dask cluster of 2 one-thread workers.
+
+Quality per variant, on the same references (from the manifests): the share of samples the
+oracle reads as the disease (set_quality), and the PV and oracle severity trend of the
+trajectories. Both diseases, ``--refs`` references each.
+
+    python benchmarks/bench_augment.py [--refs 4] [--keep-last 4]
+"""
+import argparse
+import contextlib
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from cxr_workbench.assets import load_default_generator, oracle_for, pca_for
+from cxr_workbench.augment import make_augmentation, normal_seeds, set_quality
+from cxr_workbench.distributed import close, connect
+from cxr_workbench.optimize import named_config
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--refs", type=int, default=4)
+    p.add_argument("--keep-last", type=int, default=4)
+    p.add_argument("--max-steps", type=int, default=None, help="cap every variant (smoke runs)")
+    args = p.parse_args()
+    G = load_default_generator()
+    oracle, pca = oracle_for(G), pca_for(G)
+    seeds = normal_seeds(G, oracle, args.refs, start=2_000_000)
+    base = named_config("augment")
+    cap = lambda c: c if args.max_steps is None else replace(c, max_steps=min(c.max_steps, args.max_steps))
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    variants = [("augment settings, serial", cap(base), contextlib.nullcontext, 0),
+                ("100 steps, lr x3", cap(replace(base, max_steps=100, lr=base.lr * 3)), contextlib.nullcontext, 0),
+                ("bf16 autocast", cap(base), bf16, 0),
+                ("augment settings, 2 Dask workers", cap(base), contextlib.nullcontext, 2)]
+    n = args.refs * args.keep_last
+    print(f"{args.refs} references x {args.keep_last} samples per disease; torch threads {torch.get_num_threads()}")
+    ref_rate = None
+    for name, cfg, autocast, workers in variants:
+        client = connect(workers=workers) if workers else None
+        t0, figures = time.perf_counter(), []
+        with tempfile.TemporaryDirectory() as tmp, autocast():
+            for disease in ("cardiomegaly", "opacity"):
+                m = make_augmentation(G, seeds, disease, n, cfg, Path(tmp) / disease, keep_last=args.keep_last,
+                                      pca=pca, oracle=oracle, batch=max(1, args.refs // 2), client=client,
+                                      progress=False)
+                figures.append((set_quality(m)["intended"], m["trajectory_pv"].mean(), m["trajectory_trend"].mean()))
+        rate = 2 * n / (time.perf_counter() - t0) * 3600
+        if client is not None:
+            close(client)
+        ref_rate = ref_rate or rate
+        (c_share, c_pv, c_trend), (o_share, o_pv, o_trend) = figures
+        print(f"{name:34s} {rate:7.0f} samples/h ({rate / ref_rate:4.2f}x)  read as the disease: C {c_share:.0%} "
+              f"O {o_share:.0%}  PV C {c_pv:.2f} O {o_pv:.2f}  trend C {c_trend:.2f} O {o_trend:.2f}", flush=True)
