@@ -61,7 +61,8 @@ def fan_out(func: Callable, tasks: list[dict], shared: dict | None = None, clien
                 bar.update()
             return
         from dask.distributed import as_completed
-        remote = {k: client.scatter(v, broadcast=True) for k, v in shared.items()}
+        # A list of one: scatter would split a dict into one future per key.
+        remote = {k: client.scatter([v], broadcast=True)[0] for k, v in shared.items()}
         futures = {client.submit(func, **remote, **task, pure=False): i for i, task in enumerate(tasks)}
         for future in as_completed(futures):
             yield futures[future], future.result()

@@ -40,3 +40,8 @@ def test_bench_optimize_runs():
 def test_bench_augment_runs():
     out = run("benchmarks/bench_augment.py", "--refs", "2", "--keep-last", "2", "--max-steps", "2")
     assert "samples/h" in out and "2 Dask workers" in out
+
+
+def test_bench_classify_runs():
+    out = run("benchmarks/bench_classify.py", "--batch", "4", "--steps", "1", "--runs", "2", "--epochs", "1")
+    assert "densenet121" in out and "speed-up" in out
