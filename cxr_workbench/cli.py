@@ -177,11 +177,11 @@ def cmd_augment(args) -> int:
         raise ValueError(f"--keep-last {args.keep_last} is larger than the trajectory's n={config.n} points")
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} is a file; expected a folder")
-    G = load_generator(args.checkpoint or DEFAULT_GENERATOR)
-    oracle = oracle_for(G)
-    seeds = normal_seeds(G, oracle, -(-args.samples // args.keep_last), start=args.seed_start)
-    client = _client(args)
+    client = _client(args)  # an unreachable scheduler is refused before any work
     try:
+        G = load_generator(args.checkpoint or DEFAULT_GENERATOR)
+        oracle = oracle_for(G)
+        seeds = normal_seeds(G, oracle, -(-args.samples // args.keep_last), start=args.seed_start)
         manifest = make_augmentation(G, seeds, args.disease, args.samples, config, args.out, keep_last=args.keep_last,
                                      method=args.method, box=args.box, direction=args.direction, pca=pca_for(G),
                                      oracle=oracle, batch=args.batch, client=client, progress=not args.no_progress)

@@ -65,6 +65,18 @@ CASES = [  # (arguments, text the one error line must contain)
     (["train", "--run-dir", "{d}/run", "--batch", "0"], "--batch"),
     (["train", "--run-dir", "{d}/run", "--kimg", "0"], "--kimg"),
     (["train", "--run-dir", "{d}/run", "--resolution", "48"], "resolution=48"),
+    (["train", "--run-dir", "{d}/run", "--stop-after-minutes", "0"], "--stop-after-minutes"),
+    (["augment", "--disease", "gout", "--samples", "4", "--out", "{d}/aug"], "disease='gout'"),
+    (["augment", "--disease", "opacity", "--samples", "4", "--keep-last", "20", "--out", "{d}/aug"],
+     "--keep-last 20 is larger than the trajectory's n=12"),
+    (["augment", "--disease", "opacity", "--samples", "0", "--out", "{d}/aug"], "--samples"),
+    (["augment", "--disease", "opacity", "--samples", "4", "--out", "{d}/null.json"], "null.json is a file"),
+    (["augment", "--disease", "opacity", "--samples", "4", "--sigma", "-1", "--out", "{d}/aug"], "sigma=-1"),
+    (["augment", "--checkpoint", "{d}/g.pt", "--disease", "opacity", "--samples", "2", "--max-steps", "2",
+      "--scheduler", "tcp://127.0.0.1:9", "--out", "{d}/aug"], "scheduler 'tcp://127.0.0.1:9' is unreachable"),
+    (["classify", "--sets", "{d}", "--out", "{d}/cls"], "holds no set.json"),
+    (["classify", "--sets", "{d}/missing", "--out", "{d}/cls"], "missing holds no set.json"),
+    (["classify", "--sets", "{d}", "--out", "{d}/cls", "--seeds", "0"], "--seeds"),
 ]
 
 
