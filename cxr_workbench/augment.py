@@ -6,7 +6,8 @@ disease, "as the monotonicity is maintained" (paper). A set is a folder::
 
     set.json      what the set is: generator fingerprint, disease, box, method, u and its source,
                   settings and their hash (written first; a resume must match it)
-    manifest.csv  one row per sample: file, label, disease, reference_seed, point_index, box,
+    manifest.csv  one row per sample: file, label, disease, reference (its seed, or its row in the
+                  latents given), point_index, box,
                   u_source, sigma, method, config_hash, generator, ctr, opacity_burden, plausible,
                   and the PV and oracle severity trend of the sample's whole trajectory
     images/       16-bit PNGs (the model's [-1, 1] range mapped to 0..65535)
@@ -36,7 +37,7 @@ from .masks import Box, check_disease, load_box
 from .optimize import METHODS, LOConfig, named_config, run_method
 from .phantom import CTR_THRESHOLD, OPACITY_THRESHOLD
 
-MANIFEST_COLUMNS = ("file", "label", "disease", "reference_seed", "point_index", "box", "u_source", "sigma",
+MANIFEST_COLUMNS = ("file", "label", "disease", "reference", "point_index", "box", "u_source", "sigma",
                     "method", "config_hash", "generator", "ctr", "opacity_burden", "plausible", "trajectory_pv",
                     "trajectory_trend")
 
@@ -85,13 +86,15 @@ def set_quality(manifest: pd.DataFrame) -> dict:
 
 
 def edit_references(G, seeds: list[int], box: Box, u, config: LOConfig, method: str, keep: list[int],
-                    disease: str, oracle=None) -> dict:
-    """One batch: trajectories for ``seeds``, the last ``keep[r]`` points of reference r.
+                    disease: str, oracle=None, ws: torch.Tensor | None = None) -> dict:
+    """One batch: trajectories for ``seeds`` (or for the W+ latents ``ws`` [B, num_ws, w_dim],
+    ``seeds`` then naming them), the last ``keep[r]`` points of reference r.
 
     Returns per kept sample (reference-major): seed, point index (1..n), uint16 image [H, W], the
     oracle readings (NaN / False without an oracle), and its trajectory's PV and severity trend.
     """
-    traj = run_method(G, method, reference_latents(G, seeds), box, u=u, config=config, progress=False)
+    w_ref = reference_latents(G, seeds) if ws is None else ws
+    traj = run_method(G, method, w_ref, box, u=u, config=config, progress=False)
     if not torch.isfinite(traj.images).all():
         raise FloatingPointError(f"the {method} run for seeds {seeds} went non-finite ({traj.message}); "
                                  "try a smaller lr, sigma or c")
@@ -133,11 +136,13 @@ def _check_resume(path: Path, header: dict) -> None:
 
 def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig | None = None, out_dir=None,
                       keep_last: int = 4, method: str = "lo+dir", box: str | None = None, direction: str = "auto",
-                      pca=None, oracle=None, batch: int = 8, client=None, progress: bool = True) -> pd.DataFrame:
+                      pca=None, oracle=None, batch: int = 8, client=None, progress: bool = True,
+                      latents: torch.Tensor | None = None) -> pd.DataFrame:
     """Write (or finish) an augmentation set of ``n_samples`` images of ``disease`` into ``out_dir``.
 
     ``seeds``: reference seeds, used in order, ``keep_last`` samples each (the last reference may
-    give fewer); at least ceil(n_samples / keep_last) are needed. ``box``: a preset name or JSON
+    give fewer); at least ceil(n_samples / keep_last) are needed. ``latents`` [R, num_ws, w_dim]
+    (inverted films, say) are references instead of seeds, named by their row. ``box``: a preset name or JSON
     file (default: the disease's Table 2 box). ``direction``: "auto" (the most box-local PC), "pc:K"
     or a file; needs ``pca`` for auto/pc. ``batch`` references are optimised together, one task
     each; with a Dask ``client`` the tasks run on its workers. Returns the manifest.
@@ -153,6 +158,10 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
                          f"expected 1..{config.n}")
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch={batch!r}; expected a positive integer")
+    if latents is not None:
+        if latents.ndim != 3 or latents.shape[1:] != (G.num_ws, G.w_dim):
+            raise ValueError(f"latents of shape {tuple(latents.shape)}; expected [R, {G.num_ws}, {G.w_dim}]")
+        seeds = range(len(latents))
     seeds = [int(s) for s in seeds]
     needed = math.ceil(n_samples / keep_last)
     if len(seeds) < needed:
@@ -168,6 +177,8 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
     else:
         u, u_source = choose_direction(G, pca, box_obj, direction, disease, layers=config.layers)
     header = _header(G, disease, str(box_name), box_obj, method, keep_last, config, u, u_source)
+    header["references"] = "seeds" if latents is None else \
+        "latents " + hashlib.sha256(latents.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
 
     with writer_lock(out_dir):
         if (out_dir / "set.json").is_file():
@@ -177,17 +188,20 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
         (out_dir / "images").mkdir(exist_ok=True)
         manifest_path = out_dir / "manifest.csv"
         rows = read_manifest(out_dir).to_dict("records") if manifest_path.is_file() else []
-        done = {int(r["reference_seed"]) for r in rows}
+        done = {int(r["reference"]) for r in rows}
         plan = [(s, min(keep_last, n_samples - i * keep_last)) for i, s in enumerate(seeds[:needed])]
         todo = [(s, k) for s, k in plan if s not in done]
         tasks = [dict(seeds=[s for s, _ in todo[i:i + batch]], keep=[k for _, k in todo[i:i + batch]])
                  for i in range(0, len(todo), batch)]
+        if latents is not None:
+            for t in tasks:
+                t["ws"] = latents[t["seeds"]].detach().float()
         shared = dict(G=G, box=box_obj, u=u, config=config, method=method, disease=disease, oracle=oracle)
         for _, res in fan_out(edit_references, tasks, shared, client, progress, desc=f"{disease} set"):
             for j, (seed, point) in enumerate(zip(res["seed"], res["point"])):
                 name = f"images/{seed:07d}_{point:03d}.png"
                 save_png(out_dir / name, res["images"][j])
-                rows.append(dict(file=name, label=disease, disease=disease, reference_seed=seed, point_index=point,
+                rows.append(dict(file=name, label=disease, disease=disease, reference=seed, point_index=point,
                                  box=json.dumps(box_obj.to_dict()), u_source=u_source, sigma=config.sigma,
                                  method=method, config_hash=header["config_hash"], generator=header["generator"],
                                  ctr=res["ctr"][j], opacity_burden=res["opacity_burden"][j],
@@ -198,7 +212,7 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
 
 
 def _write_manifest(path: Path, rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).sort_values(["reference_seed", "point_index"])
+    frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).sort_values(["reference", "point_index"])
     frame = frame.reset_index(drop=True)
     atomic_write(path, lambda f: frame.to_csv(f, index=False), "w")
     return frame

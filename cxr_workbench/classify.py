@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -288,7 +289,9 @@ def protocol_table(results: pd.DataFrame) -> pd.DataFrame:
                 continue
             ref = df[(df["column"] == column) & (df["n_disease"] == n_d) & (df["row"] == "rand")].set_index("seed")["test_auroc"] * 100
             common = s.index.intersection(ref.index)
-            p = float(ttest_rel(s[common], ref[common]).pvalue) if row != "rand" and len(common) >= 2 else math.nan
+            with warnings.catch_warnings():  # identical scores: p is NaN, no warning needed
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p = float(ttest_rel(s[common], ref[common]).pvalue) if row != "rand" and len(common) >= 2 else math.nan
             mark = "*" if p < 0.05 else ""
             entry[column] = f"{s.mean():.2f} ± {s.std():.2f}{mark}"
             entry[f"p {column}"] = p

@@ -160,6 +160,17 @@ def _client(args):
     return client
 
 
+def _latents_file(path: Path):
+    """The W+ latents ("ws") of a file written by ``invert`` or ``edit``."""
+    import torch
+    from .checkpoints import torch_load
+    data = torch_load(path, "latents file")
+    ws = data.get("ws") if isinstance(data, dict) else None
+    if not isinstance(ws, torch.Tensor):
+        raise ValueError(f"{path} holds no 'ws' tensor; expected the latents.pt written by cxr-workbench invert")
+    return ws
+
+
 def cmd_augment(args) -> int:
     from dataclasses import replace
     from .assets import DEFAULT_GENERATOR, oracle_for, pca_for
@@ -181,10 +192,13 @@ def cmd_augment(args) -> int:
     try:
         G = load_generator(args.checkpoint or DEFAULT_GENERATOR)
         oracle = oracle_for(G)
-        seeds = normal_seeds(G, oracle, -(-args.samples // args.keep_last), start=args.seed_start)
+        latents = _latents_file(args.latents) if args.latents else None
+        seeds = [] if latents is not None else \
+            normal_seeds(G, oracle, -(-args.samples // args.keep_last), start=args.seed_start)
         manifest = make_augmentation(G, seeds, args.disease, args.samples, config, args.out, keep_last=args.keep_last,
                                      method=args.method, box=args.box, direction=args.direction, pca=pca_for(G),
-                                     oracle=oracle, batch=args.batch, client=client, progress=not args.no_progress)
+                                     oracle=oracle, batch=args.batch, client=client, progress=not args.no_progress,
+                                     latents=latents)
     finally:
         if client is not None:
             close(client)
@@ -391,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--direction", default="auto", help="auto, pc:K or a .pt/.npy file")
     a.add_argument("--seed-start", type=_number(int, 0, MAX_SEED), default=1_000_000,
                    help="references: the seeds from here that the oracle reads as normal")
+    a.add_argument("--latents", type=Path, default=None,
+                   help="references: the films inverted by cxr-workbench invert (its latents.pt) instead of seeds")
     a.add_argument("--batch", type=_number(int, 1, 4096), default=8, help="references optimised together (one task)")
     a.add_argument("--checkpoint", type=Path, help="generator (default: shipped)")
     _cluster_options(a)

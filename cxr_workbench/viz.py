@@ -247,7 +247,7 @@ def augmentation_examples(sets: dict, per_set: int = 8):
         reading = "ctr" if m["disease"].iloc[0] == "cardiomegaly" else "opacity_burden"
         for ax, img, (_, r) in zip(row, images, m.iterrows()):
             ax.imshow(img[0].numpy(), cmap="gray", vmin=-1, vmax=1)
-            ax.set_title(f"{r['reference_seed']}·{r['point_index']} {r[reading]:.2f}", fontsize=6)
+            ax.set_title(f"{r['reference']}·{r['point_index']} {r[reading]:.2f}", fontsize=6)
         for ax in row:
             ax.axis("off")
         row[0].text(-0.1, 0.5, label, transform=row[0].transAxes, ha="right", va="center", fontsize=7)

@@ -35,7 +35,7 @@ def test_a_set_keeps_the_last_points_as_16_bit_pngs_with_a_manifest(model, tmp_p
     m = make(model, tmp_path / "set")
     assert list(m.columns) == list(augment.MANIFEST_COLUMNS) and len(m) == 5
     # 5 samples at 2 per reference: seeds 10, 11 give points 4 and 5, seed 12 only point 5
-    assert list(zip(m["reference_seed"], m["point_index"])) == [(10, 4), (10, 5), (11, 4), (11, 5), (12, 5)]
+    assert list(zip(m["reference"], m["point_index"])) == [(10, 4), (10, 5), (11, 4), (11, 5), (12, 5)]
     assert set(m["label"]) == {"cardiomegaly"} and set(m["method"]) == {"lo+dir"} and set(m["sigma"]) == {0.3}
     assert set(m["generator"]) == {generator_fingerprint(model[0])} and m["config_hash"].nunique() == 1
     assert json.loads(m["box"][0])["resolution"] == 16 and m["u_source"][0].startswith("auto: PC")
@@ -122,3 +122,18 @@ def test_set_quality_known_answers():
     assert set_quality(m) == dict(disease="cardiomegaly", n=4, intended=0.75, plausible=0.75, intended_and_plausible=0.5)
     o = m.assign(disease="opacity", opacity_burden=[0.0, 0.02, 0.005, 0.3], plausible=[True, False, True, True])
     assert set_quality(o)["intended"] == 0.5 and set_quality(o)["intended_and_plausible"] == 0.25
+
+
+def test_latents_are_references_too(model, tmp_path):
+    from cxr_workbench.latents import reference_latents
+    G, pca, oracle = model
+    by_seed = make(model, tmp_path / "seeds", n=4)
+    ws = reference_latents(G, [10, 11])
+    by_latent = make_augmentation(G, [], "cardiomegaly", 4, FAST, tmp_path / "latents", keep_last=2, pca=pca,
+                                  oracle=oracle, batch=2, progress=False, latents=ws)
+    assert list(by_latent["reference"]) == [0, 0, 1, 1]
+    torch.testing.assert_close(read_set_images(tmp_path / "latents"), read_set_images(tmp_path / "seeds"))
+    head = json.loads((tmp_path / "latents" / "set.json").read_text())
+    assert head["references"].startswith("latents ")
+    with pytest.raises(ValueError, match=r"latents of shape \(2, 8\)"):
+        make_augmentation(G, [], "cardiomegaly", 4, FAST, tmp_path / "bad", pca=pca, latents=ws[:, 0])

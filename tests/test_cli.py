@@ -32,3 +32,30 @@ def test_sample_bad_checkpoint(tmp_path, capsys):
     (tmp_path / "x.pt").write_bytes(b"nope")
     assert main(["sample", "--checkpoint", str(tmp_path / "x.pt"), "--out", str(tmp_path / "o.png")]) == 2
     assert "unknown checkpoint format" in capsys.readouterr().err
+
+
+def test_augment_then_classify_end_to_end(tmp_path, capsys):
+    """The two commands of the augmentation loop on the shipped model, at toy sizes."""
+    sets = []
+    for disease in ("cardiomegaly", "opacity"):
+        out = tmp_path / disease
+        assert main(["augment", "--disease", disease, "--samples", "4", "--keep-last", "2", "--max-steps", "2",
+                     "--batch", "2", "--out", str(out), "--no-progress"]) == 0
+        assert f"4 {disease} samples -> {out}" in capsys.readouterr().out
+        assert len(list((out / "images").glob("*.png"))) == 4
+        sets.append(str(out))
+    # a second call finds the set complete and adds nothing
+    assert main(["augment", "--disease", "opacity", "--samples", "4", "--keep-last", "2", "--max-steps", "2",
+                 "--out", sets[1], "--no-progress"]) == 0
+    assert len(list((tmp_path / "opacity" / "images").glob("*.png"))) == 4
+    capsys.readouterr()
+    args = ["classify", "--sets", *sets, "--out", str(tmp_path / "cls"), "--n-normal", "16", "--n-disease", "4",
+            "--n-aug", "4", "--n-val", "8", "--n-test", "8", "--epochs", "1", "--seeds", "2", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "N vs C vs O" in out and "ours+rand" in out and "paired t-test" in out
+    assert len(list((tmp_path / "cls" / "predictions").glob("*.csv"))) == 3 * 4 * 2
+    assert (tmp_path / "cls" / "table.txt").read_text().strip() in out
+    # too few augmented samples for the protocol asked
+    assert main(args[:-1] + ["--n-aug", "20", "--out", str(tmp_path / "cls2"), "--no-progress"]) == 2
+    assert "has 4 samples; this protocol needs" in capsys.readouterr().err
