@@ -254,7 +254,8 @@ def run_protocol(cfg: ProtocolConfig, aug: dict, out_dir, client=None, progress:
     with writer_lock(out_dir):
         path, pred_dir = out_dir / "results.csv", out_dir / "predictions"
         pred_dir.mkdir(exist_ok=True)
-        settings = json.dumps(asdict(cfg), sort_keys=True)
+        # sigmas and seeds only add runs: a folder may grow by them; anything else is another protocol
+        settings = json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("sigmas", "seeds")}, sort_keys=True)
         if (out_dir / "protocol.json").is_file() and (out_dir / "protocol.json").read_text() != settings:
             raise ValueError(f"{out_dir} holds runs of another protocol ({out_dir / 'protocol.json'}); "
                              "choose another folder")
