@@ -110,6 +110,9 @@ def test_protocol_saves_predictions_and_resumes(data, tmp_path):
     assert calls == [] and len(again) == len(res)
     with pytest.raises(ValueError, match="runs of another protocol"):
         run_protocol(replace(TINY, epochs=3), fake_sets(data), tmp_path / "p", data=data, progress=False)
+    # another seed only adds its runs
+    grown = run_protocol(replace(TINY, seeds=(0, 1, 2)), fake_sets(data), tmp_path / "p", data=data, progress=False)
+    assert len(grown) == len(res) * 3 // 2 and set(grown["seed"]) == {0, 1, 2}
     table = protocol_table(res)
     assert list(table["row"][:4]) == ["real", "rand", "ours", "ours+rand"]
     assert table["N vs C vs O"][0].count("±") == 1 and np.isnan(table["p N vs C"][1])
