@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxr_workbench.assets import load_default_generator, load_default_oracle, pca_for
+from cxr_workbench.distributed import connect
 from cxr_workbench.evaluate import method_table, paired_differences, summary_table
 from cxr_workbench.io import atomic_write
 from cxr_workbench.optimize import NAMED_CONFIGS, named_config
@@ -25,6 +26,8 @@ if __name__ == "__main__":
     p.add_argument("--methods", default="lo,lo+dir")
     p.add_argument("--settings", choices=sorted(NAMED_CONFIGS), default="ours")
     p.add_argument("--csv", type=Path, default=Path("out/method_table.csv"))
+    p.add_argument("--workers", type=int, default=0, help="cells on a local Dask cluster of this many processes")
+    p.add_argument("--scheduler", default=None, help="cells on a running Dask scheduler (address)")
     args = p.parse_args()
     G, oracle = load_default_generator(), load_default_oracle()
     seeds = list(range(100, 100 + args.seeds))  # not the seeds used to pick u
@@ -40,7 +43,8 @@ if __name__ == "__main__":
         print(f"  {r['disease']:12s} sigma {r['sigma']:.1f} {r['method']:7s} PV {frame['PV'].mean():.3f} "
               f"(all pixels {frame['PV_all'].mean():.3f}) trend {frame['severity_trend'].mean():.3f} ({time.time() - t0:.0f} s)", flush=True)
 
-    method_table(G, pca_for(G), seeds, sigmas=[float(s) for s in args.sigmas.split(",")],
+    client = connect(args.scheduler, workers=args.workers) if args.scheduler or args.workers else None
+    method_table(G, pca_for(G), seeds, client=client, sigmas=[float(s) for s in args.sigmas.split(",")],
                  methods=args.methods.split(","), config=named_config(args.settings), oracle=oracle, progress=False, done=done,
                  on_run=save, on_direction=lambda d, b, desc: print(f"{d}: box {b}, u = {desc}", flush=True))
     print(f"settings: {args.settings}")

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from .directions import choose_direction
+from .distributed import fan_out
 from .latents import reference_latents
 from .masks import DISEASES, Box, check_disease, load_box
 from .metrics import pv_metric, trend
@@ -46,40 +47,27 @@ def measure(traj: Trajectory, box: Box, disease: str, oracle=None) -> list[dict]
     return rows
 
 
-def compare_methods(G, seeds, box: Box, u: torch.Tensor, disease: str, sigmas=(0.3,),
-                    methods=("lo", "lo+dir"), config: LOConfig | None = None, oracle=None,
-                    progress: bool = True, done=(), on_run=None) -> pd.DataFrame:
-    """One row per (sigma, method, seed). All seeds of a (sigma, method) run as one batch.
-
-    ``done``: (sigma, method) pairs to skip (already measured); ``on_run(frame)`` is called with
-    the rows of each finished (sigma, method) run, so a long sweep can be saved as it goes.
-    """
-    config = config or LOConfig()
-    w_ref = reference_latents(G, seeds)
-    frames = []
-    for sigma in sigmas:
-        cfg = replace(config, sigma=float(sigma))
-        for method in methods:
-            if (float(sigma), method) in set(done):
-                continue
-            traj = run_method(G, method, w_ref, box, u=u, config=cfg, progress=progress)
-            frame = pd.DataFrame([dict(disease=disease, sigma=float(sigma), method=method, seed=int(seed),
-                                       steps=traj.steps, wall_time=traj.wall_time / len(seeds), **m)
-                                  for seed, m in zip(seeds, measure(traj, box, disease, oracle))])
-            if on_run is not None:
-                on_run(frame)
-            frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+def table_run(G, seeds, box: Box, u: torch.Tensor, disease: str, sigma: float, method: str,
+              config: LOConfig, oracle=None, progress: bool = False) -> pd.DataFrame:
+    """One cell of Table 2: ``method`` at spring length ``sigma`` on all ``seeds`` as one batch;
+    one row per seed (measure's figures, steps, wall time per reference)."""
+    traj = run_method(G, method, reference_latents(G, seeds), box, u=u, config=replace(config, sigma=float(sigma)),
+                      progress=progress)
+    return pd.DataFrame([dict(disease=disease, sigma=float(sigma), method=method, seed=int(seed), steps=traj.steps,
+                              wall_time=traj.wall_time / len(seeds), **m)
+                         for seed, m in zip(seeds, measure(traj, box, disease, oracle))])
 
 
 def method_table(G, pca, seeds, boxes: dict | None = None, sigmas=(0.3, 1.0, 2.0), methods=("lo", "lo+dir"),
                  config: LOConfig | None = None, oracle=None, progress: bool = True, done=(),
-                 on_run=None, on_direction=None) -> pd.DataFrame:
-    """Table 2: ``compare_methods`` for each disease in its box (default ``TABLE2_BOXES``), u the
+                 on_run=None, on_direction=None, client=None) -> pd.DataFrame:
+    """Table 2: each method and sigma for each disease in its box (default ``TABLE2_BOXES``), u the
     PC most local to the box, sigma-major so the paper's default sigma finishes first.
 
-    ``done``: (disease, sigma, method) triples already measured (skipped); ``on_run(frame)`` as in
-    ``compare_methods``; ``on_direction(disease, box_name, description)`` reports each u chosen.
+    ``done``: (disease, sigma, method) triples already measured (skipped); ``on_run(frame)`` is
+    called with the rows of each finished cell, so a long sweep can be saved as it goes;
+    ``on_direction(disease, box_name, description)`` reports each u chosen. With a Dask
+    ``client`` the cells run on its workers (``distributed.fan_out``).
     """
     config = config or LOConfig()
     boxes = dict(TABLE2_BOXES if boxes is None else boxes)
@@ -90,12 +78,16 @@ def method_table(G, pca, seeds, boxes: dict | None = None, sigmas=(0.3, 1.0, 2.0
         directions[disease] = (box, u)
         if on_direction is not None:
             on_direction(disease, box_name, desc)
+    done = {(d, float(s), m) for d, s, m in done}
+    tasks = [dict(box=box, u=u, disease=disease, sigma=float(sigma), method=method)
+             for sigma in sigmas for disease, (box, u) in directions.items() for method in methods
+             if (disease, float(sigma), method) not in done]
+    shared = dict(G=G, seeds=list(seeds), config=config, oracle=oracle)
     frames = []
-    for sigma in sigmas:
-        for disease, (box, u) in directions.items():
-            skip = {(s, m) for d, s, m in done if d == disease}
-            frames.append(compare_methods(G, seeds, box, u, disease, sigmas=[sigma], methods=methods, config=config,
-                                          oracle=oracle, progress=progress, done=skip, on_run=on_run))
+    for _, frame in fan_out(table_run, tasks, shared, client, progress, desc="Table 2 cells"):
+        if on_run is not None:
+            on_run(frame)
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

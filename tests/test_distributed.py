@@ -7,6 +7,7 @@ from cxr_workbench.augment import make_augmentation
 from cxr_workbench.classify import ProtocolConfig, real_data, run_protocol
 from cxr_workbench.directions import compute_pca
 from cxr_workbench.distributed import close, connect, fan_out
+from cxr_workbench.evaluate import method_table
 from cxr_workbench.optimize import LOConfig
 
 from conftest import tiny_generator
@@ -61,6 +62,18 @@ def test_protocol_on_dask_matches_the_serial_runs(client, tmp_path, one_thread):
     remote = run_protocol(cfg, aug, tmp_path / "dask", data=data, client=client, progress=False).sort_values(key)
     cols = key + ["n_train", "val_auroc", "test_auroc", "best_epoch"]
     pd.testing.assert_frame_equal(serial[cols].reset_index(drop=True), remote[cols].reset_index(drop=True))
+
+
+def test_table2_on_dask_matches_the_serial_sweep(client, one_thread):
+    G = tiny_generator()
+    pca = compute_pca(G, n_samples=256, progress=False)
+    kw = dict(G=G, pca=pca, seeds=[0, 1], sigmas=(0.3, 1.0), config=LOConfig(n=4, max_steps=3, min_steps=0),
+              progress=False)
+    key = ["disease", "sigma", "method", "seed"]
+    serial = method_table(**kw).drop(columns="wall_time").sort_values(key).reset_index(drop=True)
+    remote = method_table(client=client, **kw).drop(columns="wall_time").sort_values(key).reset_index(drop=True)
+    assert len(serial) == 2 * 2 * 2 * 2
+    pd.testing.assert_frame_equal(serial, remote)
 
 
 def test_an_unreachable_scheduler_is_named():
