@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .directions import choose_direction
+from .directions import choose_direction, generator_key
 from .distributed import fan_out
 from .evaluate import TABLE2_BOXES, measure
 from .io import atomic_write, check_writable, save_png, writer_lock, write_json
@@ -40,15 +40,6 @@ from .phantom import CTR_THRESHOLD, OPACITY_THRESHOLD
 MANIFEST_COLUMNS = ("file", "label", "disease", "reference", "point_index", "box", "u_source", "sigma",
                     "method", "config_hash", "generator", "ctr", "opacity_burden", "plausible", "trajectory_pv",
                     "trajectory_trend")
-
-
-def generator_fingerprint(G) -> str:
-    """A short hash of the generator's weights (which model made a set)."""
-    h = hashlib.sha256()
-    for name, t in sorted(G.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def to_uint16(images: torch.Tensor) -> np.ndarray:
@@ -118,7 +109,7 @@ def _header(G, disease, box_name, box, method, keep_last, config, u, u_source) -
                     u=None if u is None else [round(float(v), 7) for v in u], u_source=u_source)
     settings = json.loads(json.dumps(settings))  # as it will read back (tuples become lists)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    return dict(generator=generator_fingerprint(G), box_name=box_name, config_hash=digest, **settings)
+    return dict(generator=generator_key(G), box_name=box_name, config_hash=digest, **settings)
 
 
 def _check_resume(path: Path, header: dict) -> None:
