@@ -36,7 +36,7 @@ if __name__ == "__main__":
     G = load_default_generator()
     oracle, pca = oracle_for(G), pca_for(G)
     seeds = normal_seeds(G, oracle, args.refs, start=2_000_000)
-    base = replace(named_config("ours"), c=named_config("augment").c)
+    base = named_config("ours", c=named_config("augment").c)
     cap = lambda c: c if args.max_steps is None else replace(c, max_steps=min(c.max_steps, args.max_steps))
     bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     variants = [("300 steps, serial", cap(base), contextlib.nullcontext, 0),

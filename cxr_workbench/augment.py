@@ -222,10 +222,3 @@ def normal_seeds(G, oracle, count: int, start: int = 0, chunk: int = 256) -> lis
         s += chunk
     return out[:count]
 
-
-def subset(manifest: pd.DataFrame, n: int) -> pd.DataFrame:
-    """The first ``n`` samples of a set (manifest order), refusing when it has fewer."""
-    if len(manifest) < n:
-        raise ValueError(f"the set has {len(manifest)} samples; expected at least {n}")
-    return manifest.iloc[:n]
-

@@ -172,7 +172,6 @@ def _latents_file(path: Path):
 
 
 def cmd_augment(args) -> int:
-    from dataclasses import replace
     from .assets import DEFAULT_GENERATOR, oracle_for, pca_for
     from .augment import make_augmentation, normal_seeds, set_quality
     from .checkpoints import load_generator
@@ -180,10 +179,7 @@ def cmd_augment(args) -> int:
     from .masks import check_disease
     from .optimize import named_config
     check_disease(args.disease)
-    try:
-        config = replace(named_config(args.settings), **config_overrides(args)).validate()
-    except TypeError as e:
-        raise ValueError(str(e)) from None
+    config = named_config(args.settings, **config_overrides(args))
     if args.keep_last > config.n:
         raise ValueError(f"--keep-last {args.keep_last} is larger than the trajectory's n={config.n} points")
     if args.out.exists() and not args.out.is_dir():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -46,10 +46,7 @@ class EditRequest:
     invert_steps: int = 300
 
     def config(self) -> LOConfig:
-        try:
-            return replace(named_config(self.settings), **self.overrides).validate()
-        except TypeError as e:  # an unknown field name
-            raise ValueError(f"settings {sorted(self.overrides)}: {e}") from None
+        return named_config(self.settings, **self.overrides)
 
     def check(self) -> tuple[LOConfig, str]:
         """Everything that can be checked before loading a model (settings, method, seeds or films,

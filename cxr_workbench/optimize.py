@@ -97,10 +97,14 @@ NAMED_CONFIGS = {"ours": LOConfig(), "literal": LOConfig(schedule="constant", an
                  "augment": LOConfig(c=0.3, max_steps=100, lr=0.03)}
 
 
-def named_config(name: str) -> LOConfig:
+def named_config(name: str, **overrides) -> LOConfig:
+    """The named settings with ``overrides`` (LOConfig fields), validated."""
     if name not in NAMED_CONFIGS:
         raise ValueError(f"settings={name!r}; expected one of {sorted(NAMED_CONFIGS)}")
-    return replace(NAMED_CONFIGS[name])
+    try:
+        return replace(NAMED_CONFIGS[name], **overrides).validate()
+    except TypeError as e:  # an unknown field name
+        raise ValueError(f"settings {sorted(overrides)}: {e}") from None
 
 
 @dataclass

@@ -131,7 +131,7 @@ def test_latents_are_references_too(model, tmp_path):
     ws = reference_latents(G, [10, 11])
     by_latent = make_augmentation(G, [], "cardiomegaly", 4, FAST, tmp_path / "latents", keep_last=2, pca=pca,
                                   oracle=oracle, batch=2, progress=False, latents=ws)
-    assert list(by_latent["reference"]) == [0, 0, 1, 1]
+    assert list(by_latent["reference"]) == [0, 0, 1, 1] and list(by_seed["reference"]) == [10, 10, 11, 11]
     torch.testing.assert_close(read_set_images(tmp_path / "latents"), read_set_images(tmp_path / "seeds"))
     head = json.loads((tmp_path / "latents" / "set.json").read_text())
     assert head["references"].startswith("latents ")
