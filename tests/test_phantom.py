@@ -65,3 +65,13 @@ def test_kinds_grid_shapes():
     grid, truths = phantom.kinds_grid(per_kind=2, size=32)
     assert grid.shape == (3 * 32, 2 * 32) and 0 <= grid.min() and grid.max() <= 1
     assert all(t["cardiomegaly"] for t in truths[1]) and not any(t["cardiomegaly"] for t in truths[0])
+
+
+def test_clipped_edges_and_ridges_equal_the_plain_formulas():
+    # The argument clipping that keeps exp and sigmoid off their slow denormal path changes nothing
+    # a float32 image can hold.
+    import torch
+    t = torch.linspace(-50, 50, 100001, dtype=torch.float64)
+    np.testing.assert_allclose(phantom._soft(t.clone(), 0.02), torch.sigmoid(-t / 0.02), rtol=0, atol=1e-13)
+    q = t.abs() * 10
+    np.testing.assert_allclose(phantom._decay(q), torch.exp(-q), rtol=0, atol=1e-13)
