@@ -1,7 +1,8 @@
 """Training throughput of the shipped architecture (64 px, TrainConfig defaults) on this machine:
-kimg/h of the loop as it was (polyphase up-convolution, fp32) against the current default
-(transposed up-convolution, fp32) and with bf16 autocast, measured in the same run, plus the
-achieved FLOP/s as a share of this CPU's fp32 matmul FLOP/s.
+kimg/h of the loop as it was (polyphase up-convolution, fp32, contiguous layout) against the
+transposed up-convolution, then channels-last G and D (the current CPU default), and with bf16
+autocast, measured in the same run, plus the achieved FLOP/s as a share of this CPU's fp32 matmul
+FLOP/s.
 
     python benchmarks/bench_train.py [--kimg 0.64] [--threads 2]
 """
@@ -16,15 +17,16 @@ from cxr_workbench import stylegan2
 from cxr_workbench.datasets import PhantomDataset
 from cxr_workbench.train import TrainConfig, train
 
-VARIANTS = (("polyphase, fp32 (the loop as it was)", "polyphase", False),
-            ("transpose, fp32 (default)", "transpose", False),
-            ("transpose, bf16 autocast", "transpose", True))
+VARIANTS = (("polyphase, fp32 (the loop as it was)", "polyphase", False, False),
+            ("transpose, fp32", "transpose", False, False),
+            ("transpose, fp32, channels-last (default)", "transpose", False, True),
+            ("transpose, bf16, channels-last", "transpose", True, True))
 
 
-def kimg_per_hour(cfg, images, kimg, amp) -> float:
+def kimg_per_hour(cfg, images, kimg, amp, channels_last) -> float:
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
-        train(cfg, d, images=images, progress=False, stop_after_kimg=kimg, amp=amp)
+        train(cfg, d, images=images, progress=False, stop_after_kimg=kimg, amp=amp, channels_last=channels_last)
         return kimg / (time.perf_counter() - t) * 3600
 
 
@@ -60,13 +62,13 @@ if __name__ == "__main__":
     images = PhantomDataset(512, cfg.resolution, seed=0).images_tensor()
     peak = matmul_flops()
     per_image = flops_per_image(cfg)
-    kimg_per_hour(cfg, images, 0.064, False)  # warm-up
+    kimg_per_hour(cfg, images, 0.064, False, True)  # warm-up
     print(f"torch {torch.__version__}, {args.threads} threads; fp32 matmul {peak / 1e9:.0f} GFLOP/s; "
           f"{per_image / 1e9:.2f} GFLOP per image (G + D steps, R1 excluded)")
     rates = {}
-    for label, upconv, amp in VARIANTS:
+    for label, upconv, amp, channels_last in VARIANTS:
         stylegan2.UPCONV["impl"] = upconv
-        rates[label] = kimg_per_hour(cfg, images, args.kimg, amp)
+        rates[label] = kimg_per_hour(cfg, images, args.kimg, amp, channels_last)
         share = rates[label] * 1000 / 3600 * per_image / peak
         print(f"{label:38s} {rates[label]:7.1f} kimg/h  ({rates[label] / rates[VARIANTS[0][0]]:.2f}x the loop as it "
               f"was; {share:.0%} of matmul FLOP/s)")

@@ -81,14 +81,17 @@ def _config_difference(a: dict, b: dict) -> dict:
 
 def train(cfg: TrainConfig, run_dir, images: torch.Tensor | None = None, resume: bool = True,
           device: str | None = None, progress: bool = True, stop_after_kimg: float | None = None,
-          threads: int | None = None, amp: bool | None = None, stop_after_s: float | None = None) -> Path:
+          threads: int | None = None, amp: bool | None = None, stop_after_s: float | None = None,
+          channels_last: bool | None = None) -> Path:
     """Train (or resume) a StyleGAN2 on ``images`` [N, 1, R, R] in [-1, 1] (phantoms by default).
 
     ``stop_after_kimg`` / ``stop_after_s`` end this call early after so many images or seconds, with a
     snapshot (the run stays resumable), for budgeted sessions.
     ``threads``: CPU threads (None: torch's default; on a shared machine one thread per free core
     is faster than two fighting for one). ``amp``: bf16 autocast for G and D (None: on CUDA only;
-    the mapping and w_avg stay fp32). A resumed run continues exactly as an uninterrupted one
+    the mapping and w_avg stay fp32). ``channels_last``: G and D in the channels-last memory layout
+    (None: on CPU only, where oneDNN's convolutions run it faster; the same arithmetic, so it may
+    change between stretches of one run). A resumed run continues exactly as an uninterrupted one
     (every RNG state is in the snapshot). Returns the path of the EMA generator checkpoint.
     """
     cfg.validate()
@@ -98,13 +101,14 @@ def train(cfg: TrainConfig, run_dir, images: torch.Tensor | None = None, resume:
     torch.set_num_threads(threads or before)
     try:
         with writer_lock(run_dir):  # one trainer per run folder; a dead one's temporaries are removed
-            return _train(cfg, Path(run_dir), images, resume, device, progress, stop_after_kimg, amp, stop_after_s)
+            return _train(cfg, Path(run_dir), images, resume, device, progress, stop_after_kimg, amp, stop_after_s,
+                          channels_last)
     finally:
         torch.set_num_threads(before)
 
 
 def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, stop_after_kimg, amp,
-           stop_after_s) -> Path:
+           stop_after_s, channels_last) -> Path:
     from .datasets import PhantomDataset
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -112,9 +116,11 @@ def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, st
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
-    G = Generator(**cfg.generator_kwargs()).to(device)
+    channels_last = device.type == "cpu" if channels_last is None else channels_last
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    G = Generator(**cfg.generator_kwargs()).to(device, memory_format=layout)
     D = Discriminator(img_resolution=cfg.resolution, img_channels=1, channel_base=cfg.channel_base,
-                      channel_max=cfg.channel_max).to(device)
+                      channel_max=cfg.channel_max).to(device, memory_format=layout)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     r1_ratio = cfg.r1_interval / (cfg.r1_interval + 1)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, 0.99))

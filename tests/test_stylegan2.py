@@ -134,3 +134,22 @@ def test_bad_ws_shape():
         G.mapping(torch.zeros(2, 5))
     with pytest.raises(ValueError, match="noise_mode"):
         G.synthesis(torch.zeros(1, 4, 8), noise_mode="loud")
+
+
+def test_channels_last_networks_compute_the_same_values_and_gradients():
+    # Training runs G and D channels-last on CPU (faster convolutions); the arithmetic must not change.
+    import copy
+    torch.manual_seed(0)
+    G = Generator(img_resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_max=16)
+    D = Discriminator(img_resolution=16, channel_max=16)
+    G_cl = copy.deepcopy(G).to(memory_format=torch.channels_last)
+    D_cl = copy.deepcopy(D).to(memory_format=torch.channels_last)
+    assert G_cl.synthesis.b8.conv0.weight.is_contiguous(memory_format=torch.channels_last)
+    z = torch.randn(4, 8)
+    out, out_cl = D(G(z)).sum(), D_cl(G_cl(z)).sum()
+    out.backward()
+    out_cl.backward()
+    torch.testing.assert_close(out_cl, out, rtol=1e-5, atol=1e-5)
+    for (name, p), p_cl in zip(list(G.named_parameters()) + list(D.named_parameters()),
+                               list(G_cl.parameters()) + list(D_cl.parameters())):
+        torch.testing.assert_close(p_cl.grad, p.grad, rtol=1e-4, atol=1e-5, msg=name)
