@@ -5,7 +5,7 @@ and leakage as mean ± std, with our settings or the paper's as printed (--setti
 Writes every run to --csv as it finishes and resumes from it.
 
     python benchmarks/method_table.py [--seeds 20] [--sigmas 0.3,1.0,2.0] [--settings ours|literal]
-                                      [--csv out/method_table.csv]
+                                      [--direction auto|local] [--csv out/method_table.csv]
 """
 import argparse
 import time
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr_workbench.assets import load_default_generator, load_default_oracle, pca_for
+from cxr_workbench.assets import cache_dir, load_default_generator, load_default_oracle, pca_for
 from cxr_workbench.distributed import connect
 from cxr_workbench.evaluate import method_table, paired_differences, summary_table
 from cxr_workbench.io import atomic_write
@@ -25,6 +25,7 @@ if __name__ == "__main__":
     p.add_argument("--sigmas", default="0.3,1.0,2.0")
     p.add_argument("--methods", default="lo,lo+dir")
     p.add_argument("--settings", choices=sorted(NAMED_CONFIGS), default="ours")
+    p.add_argument("--direction", default="auto", help="u: auto (the most box-local PC), local, pc:K or a file")
     p.add_argument("--csv", type=Path, default=Path("out/method_table.csv"))
     p.add_argument("--workers", type=int, default=0, help="cells on a local Dask cluster of this many processes")
     p.add_argument("--scheduler", default=None, help="cells on a running Dask scheduler (address)")
@@ -46,8 +47,9 @@ if __name__ == "__main__":
     client = connect(args.scheduler, workers=args.workers) if args.scheduler or args.workers else None
     method_table(G, pca_for(G), seeds, client=client, sigmas=[float(s) for s in args.sigmas.split(",")],
                  methods=args.methods.split(","), config=named_config(args.settings), oracle=oracle, progress=False, done=done,
+                 direction=args.direction, cache_dir=cache_dir(),
                  on_run=save, on_direction=lambda d, b, desc: print(f"{d}: box {b}, u = {desc}", flush=True))
-    print(f"settings: {args.settings}")
+    print(f"settings: {args.settings}, direction: {args.direction}")
     for metric in ("PV", "PV_all", "severity_trend", "severity_change", "leakage", "monotonicity"):
         print(f"\n{metric} (mean ± std over {args.seeds} references)")
         print(summary_table(df, metric).to_string())

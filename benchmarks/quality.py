@@ -25,6 +25,8 @@ if __name__ == "__main__":
               f"{d['burden_mean']:7.3f}/{d['burden_std']:.3f}")
     print("PC most local to each preset box:", {b: (r["pc"], round(r["inside_share"], 3))
                                                 for b, r in q["pc_locality"].items()})
+    print("most local combination of the first 30 PCs (--direction local), held-out references:",
+          {b: round(r["local_inside_share"], 3) for b, r in q["pc_locality"].items()})
     print("targets:")
     for name, (value, target, met) in shipping_verdict(q).items():
         print(f"  {name:28s} {value:8.3f}  target {target}  {'met' if met else 'MISSED'}")

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .assets import cache_dir
 from .directions import choose_direction, generator_key
 from .distributed import fan_out
 from .evaluate import TABLE2_BOXES, measure
@@ -166,7 +167,8 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
     if method == "lo":
         u, u_source = None, "none (Baseline LO)"
     else:
-        u, u_source = choose_direction(G, pca, box_obj, direction, disease, layers=config.layers)
+        u, u_source = choose_direction(G, pca, box_obj, direction, disease, layers=config.layers,
+                                         cache_dir=cache_dir())
     header = _header(G, disease, str(box_name), box_obj, method, keep_last, config, u, u_source)
     header["references"] = "seeds" if latents is None else \
         "latents " + hashlib.sha256(latents.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]

@@ -308,6 +308,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .directions import DIRECTION_SPECS
     from .masks import DISEASES, PRESETS
     from .optimize import METHODS
     p = Parser(prog="cxr-workbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -342,8 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--box", default="heart", help=f"a preset ({', '.join(PRESETS)}) or a box .json (default: heart)")
     e.add_argument("--disease", choices=list(DISEASES), default=None,
                    help="what the box shows (default: the preset's; required for a box .json)")
-    e.add_argument("--direction", default="auto",
-                   help="auto (most box-local PC), pc:K, pc:K:-1, or a .pt/.npy direction file (default: auto)")
+    e.add_argument("--direction", default="auto", help=f"{DIRECTION_SPECS} (default: auto)")
     e.add_argument("--method", default="lo+dir", choices=list(METHODS), help="(default: lo+dir)")
     e.add_argument("--image", type=Path, nargs="+", help="films to invert and edit instead of --seed")
     e.add_argument("--invert-steps", type=_number(int, 1, 100_000), default=300, help="inversion steps per film")
@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--keep-last", type=_number(int, 1, 1000), default=4, help="samples per reference: its last points")
     a.add_argument("--method", choices=["lo+dir", "lo", "linear"], default="lo+dir")
     a.add_argument("--box", default=None, help="preset or box JSON (default: the disease's box)")
-    a.add_argument("--direction", default="auto", help="auto, pc:K or a .pt/.npy file")
+    a.add_argument("--direction", default="auto", help=f"{DIRECTION_SPECS} (default: auto)")
     a.add_argument("--seed-start", type=_number(int, 0, MAX_SEED), default=1_000_000,
                    help="references: the seeds from here that the oracle reads as normal")
     a.add_argument("--latents", type=Path, default=None,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .assets import DEFAULT_GENERATOR, oracle_for, pca_for
+from .assets import DEFAULT_GENERATOR, cache_dir, oracle_for, pca_for
 from .checkpoints import load_generator
 from .datasets import check_film_paths, load_films
 from .directions import choose_direction
@@ -74,7 +74,8 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
         if req.method == "lo":
             u, u_desc = None, "none"
         else:
-            u, u_desc = choose_direction(G, pca_for(G), box, req.direction, disease, layers=cfg.layers)
+            u, u_desc = choose_direction(G, pca_for(G), box, req.direction, disease, layers=cfg.layers,
+                                           cache_dir=cache_dir())
         oracle = oracle_for(G)
         films, inversion = None, []
         if req.images:

@@ -60,9 +60,11 @@ def table_run(G, seeds, box: Box, u: torch.Tensor, disease: str, sigma: float, m
 
 def method_table(G, pca, seeds, boxes: dict | None = None, sigmas=(0.3, 1.0, 2.0), methods=("lo", "lo+dir"),
                  config: LOConfig | None = None, oracle=None, progress: bool = True, done=(),
-                 on_run=None, on_direction=None, client=None) -> pd.DataFrame:
+                 on_run=None, on_direction=None, client=None, direction: str = "auto",
+                 cache_dir=None) -> pd.DataFrame:
     """Table 2: each method and sigma for each disease in its box (default ``TABLE2_BOXES``), u the
-    PC most local to the box, sigma-major so the paper's default sigma finishes first.
+    PC most local to the box (``direction``: any spec of ``choose_direction``, e.g. ``local``),
+    sigma-major so the paper's default sigma finishes first.
 
     ``done``: (disease, sigma, method) triples already measured (skipped); ``on_run(frame)`` is
     called with the rows of each finished cell, so a long sweep can be saved as it goes;
@@ -74,7 +76,7 @@ def method_table(G, pca, seeds, boxes: dict | None = None, sigmas=(0.3, 1.0, 2.0
     directions = {}
     for disease, box_name in boxes.items():
         box = load_box(box_name, G.img_resolution)
-        u, desc = choose_direction(G, pca, box, "auto", disease, layers=config.layers)
+        u, desc = choose_direction(G, pca, box, direction, disease, layers=config.layers, cache_dir=cache_dir)
         directions[disease] = (box, u)
         if on_direction is not None:
             on_direction(disease, box_name, desc)

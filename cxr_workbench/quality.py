@@ -73,14 +73,21 @@ def quality_figures(G, oracle, n: int = 2000, seed: int = 0, pca=None, predictio
 
 
 def pc_locality(G, pca, boxes=("heart", "lung_lower_right")) -> dict:
-    """For each preset box: the most local PC among the first 10 and its inside share (8 seeds)."""
+    """For each preset box: the most local PC among the first 10 and its inside share (seeds 0-7),
+    and the inside share of ``local_direction`` on references it was not searched on (seeds 100-107)."""
+    import torch
+    from .directions import box_change, direction_std, inside_share, local_direction, rank_pcs_for_box
     from .latents import reference_latents
     from .masks import preset
-    from .directions import rank_pcs_for_box
     out = {}
+    held_out = reference_latents(G, range(100, 108))
     for name in boxes:
-        best = rank_pcs_for_box(G, reference_latents(G, range(8)), pca, preset(name, G.img_resolution), n_pcs=10)[0]
-        out[name] = dict(pc=best["pc"], inside_share=best["inside_share"])
+        box = preset(name, G.img_resolution)
+        best = rank_pcs_for_box(G, reference_latents(G, range(8)), pca, box, n_pcs=10)[0]
+        u, _ = local_direction(G, pca, box)
+        with torch.no_grad():
+            local = inside_share(box_change(G, held_out, u, 2 * direction_std(pca, u)), box.mask()).mean()
+        out[name] = dict(pc=best["pc"], inside_share=best["inside_share"], local_inside_share=float(local))
     return out
 
 
@@ -97,8 +104,10 @@ def shipping_verdict(q: dict) -> dict:
     for key, v in g["ks"].items():
         rows[f"ks_{key}"] = (v, SHIP_TARGETS["ks"], v <= SHIP_TARGETS["ks"])
     for box, row in q.get("pc_locality", {}).items():
-        rows[f"pc_inside_{box}"] = (row["inside_share"], SHIP_TARGETS["pc_inside_share"],
-                                    row["inside_share"] >= SHIP_TARGETS["pc_inside_share"])
+        for name, key in (("pc", "inside_share"), ("local", "local_inside_share")):
+            if key in row:  # cards made before local directions have the PC only
+                rows[f"{name}_inside_{box}"] = (row[key], SHIP_TARGETS["pc_inside_share"],
+                                                row[key] >= SHIP_TARGETS["pc_inside_share"])
     return rows
 
 
@@ -159,6 +168,8 @@ def model_card_markdown(card: dict) -> str:
             lines += [f"| {k} | {v:.3f} | {t} | {'yes' if ok else 'no'} |" for k, (v, t, ok) in shipping_verdict(q).items()]
             lines += ["", "PC most local to each preset box: " + ", ".join(
                 f"{box}: PC {row['pc']} ({row['inside_share']:.0%} inside)" for box, row in q["pc_locality"].items()),
+                "`local_inside_*`: the most box-local combination of the first 30 PCs (`--direction local`), "
+                "measured on references it was not searched on.",
                 "", "Oracle CTR and burden histograms, samples vs phantoms: `data/severity_histograms.png`."]
     if card.get("oracle"):
         lines += ["", "## Severity oracle (held-out phantoms)", "", f"```\n{json.dumps(card['oracle'], indent=2)}\n```"]
@@ -170,6 +181,10 @@ def model_card_markdown(card: dict) -> str:
               "    .venv/bin/cxr-workbench train --run-dir runs/default64 --kimg 1000",
               "    .venv/bin/cxr-workbench ship --run-dir runs/default64 --overwrite"]
     return "\n".join(lines) + "\n"
+
+
+SHIPPED_FILES = ("generator.pt", "pca.pt", "samples.png", "phantoms.png", "severity_histograms.png",
+                 "training/snapshot.pt", "MODEL_CARD.md")
 
 
 def ship_generator(run_dir, data_dir, oracle, n: int = 2000, overwrite: bool = False, force: bool = False,
@@ -184,17 +199,21 @@ def ship_generator(run_dir, data_dir, oracle, n: int = 2000, overwrite: bool = F
     from .phantom import kinds_grid
     from .viz import sample_grid, save_figure, severity_histograms
     run_dir, data_dir = Path(run_dir), Path(data_dir)
+    clash = [name for name in SHIPPED_FILES if (data_dir / name).exists()]
+    if clash and not overwrite:  # before minutes of measuring
+        raise FileExistsError(f"{', '.join(str(data_dir / c) for c in clash)} exist; pass --overwrite to replace them")
     data = read_checkpoint(run_dir / "generator.pt")
     G = load_generator(run_dir / "generator.pt")
-    pca = compute_pca(G, n_samples=20000, progress=progress)
     pred = quality_predictions(G, oracle, n)
-    q = quality_figures(G, oracle, n, pca=pca, predictions=pred)
     if (data_dir / "generator.pt").is_file() and not force:
+        new_fd = frechet_distance(pred["generated"]["features"], pred["phantoms"]["features"])
         old_fd = frechet_distance(oracle.predict(generated_images(load_generator(data_dir / "generator.pt"), n))["features"],
                                   pred["phantoms"]["features"])
-        if old_fd < q["fd_generated_vs_phantoms"]:
-            raise ValueError(f"{run_dir} is worse than the shipped generator: FD {q['fd_generated_vs_phantoms']:.2f} "
+        if old_fd < new_fd:
+            raise ValueError(f"{run_dir} is worse than the shipped generator: FD {new_fd:.2f} "
                              f"vs {old_fd:.2f} (same oracle, same images); pass --force to ship it anyway")
+    pca = compute_pca(G, n_samples=20000, progress=progress)
+    q = quality_figures(G, oracle, n, pca=pca, predictions=pred)
     card = dict(data.get("model_card", {}), architecture=G.config, quality=q,
                 history=training_history(read_checkpoint(run_dir / "snapshot.pt")["state"]["snapshots"]))
     card["oracle"] = read_checkpoint(data_dir / "oracle.pt").get("model_card") if (data_dir / "oracle.pt").is_file() else None

@@ -5,7 +5,10 @@ import pytest
 import torch
 
 from conftest import tiny_generator
-from cxr_workbench.directions import WPCA, compute_pca, pc_strip, rank_pcs_for_box, resolve_direction, save_direction
+from cxr_workbench.directions import (WPCA, LocalSearch, box_change, choose_direction, compute_pca, direction_std,
+                                      inside_share, local_direction, pc_strip, rank_pcs_for_box, resolve_direction,
+                                      save_direction)
+from cxr_workbench.latents import reference_latents
 from cxr_workbench.latents import apply_direction, parse_range
 from cxr_workbench.masks import Box
 
@@ -84,3 +87,34 @@ def test_one_range_parser_for_seeds_and_layers(text):
     assert parse_range("0-2,5", "layers") == [0, 1, 2, 5]
     with pytest.raises(ValueError, match=re.escape(f"layers={text!r}")):
         parse_range(text, "layers")
+
+
+def test_local_direction_is_more_local_than_any_pc_and_cached(G, tmp_path, monkeypatch):
+    pca = compute_pca(G, n_samples=2000)
+    search = LocalSearch(n_pcs=6, seeds=tuple(range(4)), steps=25, lr=0.1)
+    u, share = local_direction(G, pca, BOX, search=search, cache_dir=tmp_path)
+    assert abs(float(u.norm()) - 1) < 1e-5
+    # u lies in the span of the first 6 PCs, and its share is what inside_share measures.
+    assert float((pca.components[6:] @ u).norm()) < 1e-4
+    w_refs = reference_latents(G, range(4))
+    with torch.no_grad():
+        again = float(inside_share(box_change(G, w_refs, u, 2 * direction_std(pca, u)), BOX.mask()).mean())
+    assert abs(again - share) < 1e-5
+    best_pc = rank_pcs_for_box(G, w_refs, pca, BOX, n_pcs=6)[0]["inside_share"]
+    assert share > best_pc + 0.01, (share, best_pc)
+    # The second call reads the cache instead of searching again.
+    monkeypatch.setattr("cxr_workbench.directions.rank_pcs_for_box", lambda *a, **k: pytest.fail("searched again"))
+    u2, share2 = local_direction(G, pca, BOX, search=search, cache_dir=tmp_path)
+    torch.testing.assert_close(u2, u)
+    assert share2 == share and len(list(tmp_path.glob("local_*.pt"))) == 1
+
+
+def test_local_spec_is_signed_for_the_disease(G, tmp_path):
+    pca = compute_pca(G, n_samples=2000)
+    u, desc = choose_direction(G, pca, BOX, "local", "cardiomegaly", cache_dir=tmp_path)
+    assert desc.startswith("local:")
+    with torch.no_grad():
+        diff = box_change(G, reference_latents(G, range(8)), u, 1.0)
+    assert float((diff * BOX.mask()).sum()) > 0  # cardiomegaly brightens its box
+    opacity_u, _ = choose_direction(G, pca, BOX, "local", "opacity", cache_dir=tmp_path)
+    torch.testing.assert_close(opacity_u, u)  # both whiten the box: the same sign
