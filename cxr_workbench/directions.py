@@ -290,6 +290,6 @@ def choose_direction(G, pca: WPCA, box: Box, spec: str, disease: str, layers=Non
     if spec == "local":
         u, share = local_direction(G, pca, box, layers=layers, cache_dir=cache_dir)
         sign = DISEASES[check_disease(disease)]["sign"] * brightens(G, u, box, layers=layers)
-        return sign * u, (f"local: a combination of the first {LocalSearch.n_pcs} PCs "
+        return sign * u, (f"local: a combination of the first {min(LocalSearch.n_pcs, len(pca.components))} PCs "
                           f"({share:.0%} of its change inside the box)")
     return resolve_direction(spec, pca, G.w_dim)

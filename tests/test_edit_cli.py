@@ -50,3 +50,14 @@ def test_edit_with_box_json_and_direction_file(tmp_path, ckpt, capsys):
     assert "box='kidney'" in capsys.readouterr().err
     assert main(["edit", "--checkpoint", str(ckpt), "--direction", "pc:x", "--out", str(tmp_path / "q")]) == 2
     assert "direction='pc:x'" in capsys.readouterr().err
+
+
+def test_edit_with_the_local_direction_caches_its_search(tmp_path, ckpt, monkeypatch):
+    args = ["edit", "--checkpoint", str(ckpt), "--seed", "0", "--box", "heart", "--direction", "local",
+            "--max-steps", "5", "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    desc = json.loads((tmp_path / "a" / "metrics.json").read_text())["direction"]
+    assert desc.startswith("local: a combination of the first 16 PCs")  # w_dim 16: all of them
+    monkeypatch.setattr("cxr_workbench.directions.rank_pcs_for_box", lambda *a, **k: pytest.fail("searched again"))
+    assert main(args + ["--out", str(tmp_path / "b")]) == 0  # the cached search (CXR_WORKBENCH_CACHE)
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["direction"] == desc
