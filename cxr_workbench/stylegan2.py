@@ -57,13 +57,16 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1,
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
-    x = F.pad(x, [max(pad[0], 0), max(pad[1], 0), max(pad[2], 0), max(pad[3], 0)])
-    x = x[:, :, max(-pad[2], 0): x.shape[2] - max(-pad[3], 0),
-          max(-pad[0], 0): x.shape[3] - max(-pad[1], 0)]
+    # Symmetric padding is the convolution's own (no padded copy of x); the rest is padded or cropped.
+    sym = (max(min(pad[2], pad[3]), 0), max(min(pad[0], pad[1]), 0))
+    rest = (pad[0] - sym[1], pad[1] - sym[1], pad[2] - sym[0], pad[3] - sym[0])
+    if any(rest):
+        x = F.pad(x, [max(rest[0], 0), max(rest[1], 0), max(rest[2], 0), max(rest[3], 0)])
+        x = x[:, :, max(-rest[2], 0): x.shape[2] - max(-rest[3], 0),
+              max(-rest[0], 0): x.shape[3] - max(-rest[1], 0)]
     f = (f * (gain ** (f.ndim / 2))).to(x.dtype).flip([0, 1])
     weight = f[None, None].expand(c, 1, *f.shape)
-    x = F.conv2d(x, weight, groups=c)
-    return x[:, :, ::down, ::down] if down > 1 else x
+    return F.conv2d(x, weight, padding=sym, groups=c, stride=down)  # only the kept pixels are computed
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -118,8 +121,9 @@ def _conv(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor, up: bool, groups: i
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
                      demodulate: bool = True, up: bool = False, f: torch.Tensor | None = None,
-                     impl: str | None = None) -> torch.Tensor:
-    """StyleGAN2 modulated convolution.
+                     impl: str | None = None, bias: torch.Tensor | None = None, gain: float = 1.0) -> torch.Tensor:
+    """StyleGAN2 modulated convolution, plus ``bias`` [O] when given, times ``gain``: bias and gain
+    ride on the demodulation's pass (``gain * (conv + bias)``).
 
     x: [N, I, H, W]; weight: [O, I, k, k]; styles: [N, I]. Returns [N, O, H', W'].
     ``impl`` is ``"input"`` or ``"grouped"`` (see module docstring); None picks the faster one
@@ -140,16 +144,21 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
             dcoefs = torch.rsqrt(styles.square() @ weight.square().sum([2, 3]).t() + 1e-8)  # [N, O]
         x = x * styles.to(x.dtype)[:, :, None, None]
         x = _conv(x, weight.to(x.dtype), f, up)
-        if dcoefs is not None:
-            x = x * dcoefs.to(x.dtype)[:, :, None, None]
-        return x
+        b = None if bias is None else (bias * gain).to(x.dtype)[None, :, None, None]
+        if dcoefs is None:
+            x = x * gain if gain != 1 else x
+            return x if b is None else x + b
+        scale = (dcoefs * gain).to(x.dtype)[:, :, None, None]
+        return x * scale if b is None else torch.addcmul(b, x, scale)
     if impl == "grouped":
         w = weight[None] * styles[:, None, :, None, None]  # [N, O, I, k, k]
         if demodulate:
             w = w * torch.rsqrt(w.square().sum([2, 3, 4], keepdim=True) + 1e-8)
+        w = w * gain if gain != 1 else w
         x = x.reshape(1, n * i, *x.shape[2:])
         x = _conv(x, w.reshape(n * o, i, k, k).to(x.dtype), f, up, groups=n)
-        return x.reshape(n, o, *x.shape[2:])
+        x = x.reshape(n, o, *x.shape[2:])
+        return x if bias is None else x + (bias * gain).to(x.dtype)[None, :, None, None]
     raise ValueError(f"modulated_conv2d: impl={impl!r}; expected 'input' or 'grouped'")
 
 
@@ -196,14 +205,15 @@ class Conv2d(nn.Module):
         if self.down:
             fk = self.resample_filter.shape[0]
             p = (fk - 2 + k - 1)
-            x = upfirdn2d(x, self.resample_filter, pad=((p + 1) // 2, p // 2, (p + 1) // 2, p // 2))
-            x = F.conv2d(x, w, stride=2)
+            pad = ((p + 1) // 2, p // 2, (p + 1) // 2, p // 2)
+            if k == 1:  # a 1x1 conv commutes with keeping every other pixel: blur those only
+                x = F.conv2d(upfirdn2d(x, self.resample_filter, down=2, pad=pad), w, self.bias)
+            else:
+                x = F.conv2d(upfirdn2d(x, self.resample_filter, pad=pad), w, self.bias, stride=2)
         else:
-            x = F.conv2d(x, w, padding=k // 2)
-        if self.bias is not None:
-            x = x + self.bias[None, :, None, None]
-        if self.activation:
-            x = F.leaky_relu(x, 0.2) * SQRT2
+            x = F.conv2d(x, w, self.bias, padding=k // 2)
+        if self.activation:  # one pass for the activation, one for both gains
+            return F.leaky_relu_(x, 0.2) * (SQRT2 * gain)
         return x * gain if gain != 1 else x
 
 
@@ -272,15 +282,18 @@ class SynthesisLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const",
                 impl: str | None = None) -> torch.Tensor:
         styles = self.affine(w)  # [N, I]
-        x = modulated_conv2d(x, self.weight, styles, up=self.up, f=self.resample_filter, impl=impl)
+        # lrelu(conv + noise + bias) * sqrt(2), with the gain applied to each term before the sum:
+        # one pass fewer over the activations.
+        x = modulated_conv2d(x, self.weight, styles, up=self.up, f=self.resample_filter, impl=impl, bias=self.bias,
+                             gain=SQRT2)
         if noise_mode == "random":
             x = x + torch.randn(x.shape[0], 1, self.resolution, self.resolution,
-                                device=x.device, dtype=x.dtype) * self.noise_strength
+                                device=x.device, dtype=x.dtype) * (self.noise_strength * SQRT2)
         elif noise_mode == "const":
-            x = x + self.noise_const.to(x.dtype) * self.noise_strength
+            x = x + self.noise_const.to(x.dtype) * (self.noise_strength * SQRT2)
         elif noise_mode != "none":
             raise ValueError(f"noise_mode={noise_mode!r}; expected 'const', 'random' or 'none'")
-        x = F.leaky_relu(x + self.bias.to(x.dtype)[None, :, None, None], 0.2) * SQRT2
+        x = F.leaky_relu_(x, 0.2)
         return x if self.conv_clamp is None else x.clamp(-self.conv_clamp, self.conv_clamp)
 
 
@@ -297,8 +310,7 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, impl: str | None = None) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, impl=impl)
-        x = x + self.bias.to(x.dtype)[None, :, None, None]
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, impl=impl, bias=self.bias)
         return x if self.conv_clamp is None else x.clamp(-self.conv_clamp, self.conv_clamp)
 
 

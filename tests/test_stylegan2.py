@@ -59,6 +59,31 @@ def test_upfirdn2d_matches_direct_convolution():
     np.testing.assert_allclose(ours[0, 0].numpy(), ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("pad", [(1, 1, 1, 1), (2, 1, 0, 2), (2, 2, -1, 1)])
+def test_upfirdn2d_pads_and_downsamples_as_direct_convolution(pad):
+    # Symmetric padding goes to the convolution, the rest is padded or cropped; down=2 computes
+    # only the kept pixels. All of it must equal padding, convolving and subsampling by hand.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(9, 8))
+    f2 = np.outer([1.0, 3.0, 3.0, 1.0], [1.0, 3.0, 3.0, 1.0]) / 64
+    padded = np.pad(x, ((max(pad[2], 0), max(pad[3], 0)), (max(pad[0], 0), max(pad[1], 0))))
+    padded = padded[max(-pad[2], 0): padded.shape[0] - max(-pad[3], 0), max(-pad[0], 0): padded.shape[1] - max(-pad[1], 0)]
+    ref = convolve2d(padded, f2, mode="valid")
+    for down in (1, 2):
+        ours = upfirdn2d(torch.tensor(x)[None, None].float(), torch.tensor(f2).float(), down=down, pad=pad)
+        np.testing.assert_allclose(ours[0, 0].numpy(), ref[::down, ::down], atol=1e-6)
+
+
+def test_discriminator_skip_blurs_only_the_pixels_it_keeps():
+    from cxr_workbench.stylegan2 import Conv2d
+    torch.manual_seed(0)
+    skip = Conv2d(3, 5, 1, bias=False, activation=False, down=True)
+    x = torch.randn(2, 3, 16, 16)
+    full = upfirdn2d(x, skip.resample_filter, pad=(1, 1, 1, 1))  # every pixel blurred, then stride 2
+    ref = F.conv2d(full, skip.weight * skip.weight_gain, stride=2)
+    torch.testing.assert_close(skip(x), ref, rtol=1e-5, atol=1e-6)
+
+
 def test_upsample_preserves_constant_interior():
     x = torch.full((1, 2, 6, 6), 3.0)
     y = upsample2d(x, setup_filter())
