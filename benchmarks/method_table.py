@@ -53,7 +53,7 @@ if __name__ == "__main__":
     for metric in ("PV", "PV_all", "severity_trend", "severity_change", "leakage", "monotonicity"):
         print(f"\n{metric} (mean ± std over {args.seeds} references)")
         print(summary_table(df, metric).to_string())
-    for metric in ("PV", "PV_all", "severity_trend", "leakage"):
+    for metric in ("PV", "PV_all", "severity_trend", "leakage") if {"lo", "lo+dir"} <= set(df["method"]) else ():
         print(f"\n{metric}: LO + direction minus Baseline LO on the same seed")
         print(paired_differences(df, metric).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"\n{len(df)} trajectories; runs in {args.csv}")
