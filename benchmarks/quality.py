@@ -29,4 +29,4 @@ if __name__ == "__main__":
           {b: round(r["local_inside_share"], 3) for b, r in q["pc_locality"].items()})
     print("targets:")
     for name, (value, target, met) in shipping_verdict(q).items():
-        print(f"  {name:28s} {value:8.3f}  target {target}  {'met' if met else 'MISSED'}")
+        print(f"  {name:32s} {value:8.3f}  target {target}  {'met' if met else 'MISSED'}")
