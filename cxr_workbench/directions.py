@@ -103,9 +103,15 @@ def pc_strip(G, w_ref: torch.Tensor, pca: WPCA, k: int, sigmas=(-3, -2, -1, 0, 1
 
     w_ref: [num_ws, w_dim] -> [len(sigmas), C, H, W].
     """
-    amounts = torch.as_tensor(sigmas, dtype=torch.float32) * pca.std[k]
-    ws = apply_direction(w_ref[None], pca.direction(k, sign), amounts, layers)[0]
-    return synthesize(G, ws)
+    return direction_strip(G, w_ref, pca, pca.direction(k, sign), sigmas, layers)
+
+
+def direction_strip(G, w_ref: torch.Tensor, pca: WPCA, u: torch.Tensor, sigmas=(-3, -2, -1, 0, 1, 2, 3),
+                    layers=None) -> torch.Tensor:
+    """Images of w_ref moved along the unit direction u [w_dim] by ``sigmas`` of W's standard
+    deviation along u (``direction_std``). w_ref: [num_ws, w_dim] -> [len(sigmas), C, H, W]."""
+    amounts = torch.as_tensor(sigmas, dtype=torch.float32) * float(direction_std(pca, u))
+    return synthesize(G, apply_direction(w_ref[None], u, amounts, layers)[0])
 
 
 def box_change(G, w_refs: torch.Tensor, u: torch.Tensor, amount, layers=None) -> torch.Tensor:
