@@ -130,6 +130,12 @@ def inside_share(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (a * mask).sum((1, 2)) / a.sum((1, 2)).clamp_min(1e-12)
 
 
+def box_mean_change(diff: torch.Tensor, mask: torch.Tensor) -> float:
+    """Signed mean change inside ``mask`` [H, W], averaged over the images of diff [R, H, W]; its
+    sign is the one rule for which way a direction moves a box (>= 0: brightens)."""
+    return float((diff * mask).sum((1, 2)).mean() / mask.sum())
+
+
 def rank_pcs_for_box(G, w_refs: torch.Tensor, pca: WPCA, box: Box, n_pcs: int = 20, amount: float = 2.0,
                      layers=None) -> list[dict]:
     """For each of the first ``n_pcs`` PCs: how much of its image change falls inside ``box``.
@@ -149,7 +155,7 @@ def rank_pcs_for_box(G, w_refs: torch.Tensor, pca: WPCA, box: Box, n_pcs: int = 
         for k in range(n_pcs):
             diff = box_change(G, w_refs, pca.direction(k).to(w_refs), float(amount * pca.std[k]), layers)
             share = float(inside_share(diff, mask).mean())
-            signed = float((diff * mask).sum((1, 2)).mean() / mask.sum())
+            signed = box_mean_change(diff, mask)
             rows.append(dict(pc=k, inside_share=share, lift=share / area, box_change=signed,
                              brightens=1 if signed >= 0 else -1, std=float(pca.std[k])))
     return sorted(rows, key=lambda r: -r["inside_share"])
@@ -158,6 +164,13 @@ def rank_pcs_for_box(G, w_refs: torch.Tensor, pca: WPCA, box: Box, n_pcs: int = 
 def direction_std(pca: WPCA, u: torch.Tensor) -> torch.Tensor:
     """Standard deviation of w along the unit direction u [w_dim] (a PC's own std for a PC)."""
     return torch.sqrt(((pca.components.to(u) @ u) ** 2 * pca.std.to(u) ** 2).sum())
+
+
+def direction_share(G, w_refs: torch.Tensor, pca: WPCA, u: torch.Tensor, mask: torch.Tensor, amount: float,
+                    layers=None) -> torch.Tensor:
+    """Mean over references w_refs [R, num_ws, w_dim] of the inside share of the change along the
+    unit direction u [w_dim], at +-``amount`` standard deviations of w along u; differentiable in u."""
+    return inside_share(box_change(G, w_refs, u, amount * direction_std(pca, u), layers), mask).mean()
 
 
 @dataclass(frozen=True)
@@ -202,7 +215,7 @@ def local_direction(G, pca: WPCA, box: Box, layers=None, search: LocalSearch = L
     for _ in tqdm(range(search.steps), disable=not progress, desc="local direction"):
         u = coef @ basis
         u = u / u.norm()
-        share = inside_share(box_change(G, w_refs, u, search.amount * direction_std(pca, u), layers), mask).mean()
+        share = direction_share(G, w_refs, pca, u, mask, search.amount, layers)
         if share.item() > best[0]:
             best = (share.item(), u.detach().clone())
         opt.zero_grad()
@@ -219,7 +232,7 @@ def brightens(G, u: torch.Tensor, box: Box, seeds=range(8), layers=None) -> int:
     with torch.no_grad():
         w_refs = reference_latents(G, list(seeds))
         diff = box_change(G, w_refs, u.to(w_refs), 1.0, layers)
-    return 1 if float((diff * box.mask().to(diff)).sum()) >= 0 else -1
+    return 1 if box_mean_change(diff, box.mask().to(diff)) >= 0 else -1
 
 
 def save_direction(path, u: torch.Tensor, source: str = "", overwrite: bool = True) -> Path:

@@ -76,7 +76,7 @@ def pc_locality(G, pca, boxes=("heart", "lung_lower_right")) -> dict:
     """For each preset box: the most local PC among the first 10 and its inside share (seeds 0-7),
     and the inside share of ``local_direction`` on references it was not searched on (seeds 100-107)."""
     import torch
-    from .directions import box_change, direction_std, inside_share, local_direction, rank_pcs_for_box
+    from .directions import LocalSearch, direction_share, local_direction, rank_pcs_for_box
     from .latents import reference_latents
     from .masks import preset
     out = {}
@@ -86,7 +86,7 @@ def pc_locality(G, pca, boxes=("heart", "lung_lower_right")) -> dict:
         best = rank_pcs_for_box(G, reference_latents(G, range(8)), pca, box, n_pcs=10)[0]
         u, _ = local_direction(G, pca, box)
         with torch.no_grad():
-            local = inside_share(box_change(G, held_out, u, 2 * direction_std(pca, u)), box.mask()).mean()
+            local = direction_share(G, held_out, pca, u, box.mask(), LocalSearch.amount)
         out[name] = dict(pc=best["pc"], inside_share=best["inside_share"], local_inside_share=float(local))
     return out
 
