@@ -184,9 +184,10 @@ def cmd_augment(args) -> int:
         raise ValueError(f"--keep-last {args.keep_last} is larger than the trajectory's n={config.n} points")
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} is a file; expected a folder")
+    device = _edit_device(args)
     client = _client(args)  # an unreachable scheduler is refused before any work
     try:
-        G = load_generator(args.checkpoint or DEFAULT_GENERATOR)
+        G = load_generator(args.checkpoint or DEFAULT_GENERATOR, device=device)
         oracle = oracle_for(G)
         latents = _latents_file(args.latents) if args.latents else None
         seeds = [] if latents is not None else \
@@ -263,6 +264,18 @@ def _cluster_options(parser) -> None:
     parser.add_argument("--workers", type=_number(int, 0, 1024), default=0,
                         help="fan out over a local Dask cluster of this many processes (0: this process)")
     parser.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, e.g. tcp://host:8786")
+
+
+def _edit_device(args):
+    """The generator's device for ``--device``; auto means the CPU when Dask workers (CPU processes)
+    do the work. Checked before a cluster starts."""
+    from .devices import pick_device
+    if args.workers or args.scheduler:
+        if args.device not in ("auto", "cpu"):
+            raise ValueError(f"--device {args.device} with --workers/--scheduler; the Dask workers run on their CPUs, "
+                             "so use one or the other")
+        return pick_device("cpu")
+    return pick_device(args.device)
 
 
 def _film_options(parser) -> None:
@@ -405,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="references: the films inverted by cxr-workbench invert (its latents.pt) instead of seeds")
     a.add_argument("--batch", type=_number(int, 1, 4096), default=8, help="references optimised together (one task)")
     a.add_argument("--checkpoint", type=Path, help="generator (default: shipped)")
+    a.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU; CPU with --workers), cpu or cuda[:N]")
     _cluster_options(a)
     a.add_argument("--no-progress", action="store_true")
     a.add_argument("--settings", choices=sorted(NAMED_CONFIGS), default="augment",

@@ -34,7 +34,7 @@ def measure(traj: Trajectory, box: Box, disease: str, oracle=None) -> list[dict]
     spec = DISEASES[check_disease(disease)]
     rows = []
     for r in range(traj.images.shape[0]):
-        seq = traj.sequence(r)
+        seq = traj.sequence(r).cpu()  # the metrics run on the CPU, the generator may not
         row = pv_metric(seq, box, spec["sign"]).to_dict()
         row["PV_all"] = pv_metric(seq, box, spec["sign"], average="all").PV
         if oracle is not None:

@@ -228,4 +228,6 @@ def ship_generator(run_dir, data_dir, oracle, n: int = 2000, overwrite: bool = F
     snapshot = (run_dir / "snapshot.pt").read_bytes()
     out.append(atomic_write(data_dir / "training" / "snapshot.pt", lambda f: f.write(snapshot), "wb", overwrite))
     out.append(atomic_write(data_dir / "MODEL_CARD.md", lambda f: f.write(model_card_markdown(card)), "w", overwrite))
+    # The refusal above checks SHIPPED_FILES: what is written must be exactly that list.
+    assert sorted(Path(p).relative_to(data_dir).as_posix() for p in out) == sorted(SHIPPED_FILES), out
     return out

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from . import phantom
 from .checkpoints import machine_description, read_checkpoint, save_checkpoint
+from .devices import pick_device
 from .io import save_png, writer_lock
 from .stylegan2 import Discriminator, Generator
 from .viz import sample_grid
@@ -111,7 +112,7 @@ def _train(cfg: TrainConfig, run_dir: Path, images, resume, device, progress, st
            stop_after_s, channels_last) -> Path:
     from .datasets import PhantomDataset
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(device)
     snap_path = run_dir / "snapshot.pt"
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)

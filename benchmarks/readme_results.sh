@@ -1,0 +1,49 @@
+#!/bin/bash
+# Every results table of the README, on the shipped default, into one folder (resumable: each
+# step skips what its folder already holds):
+#   t2_ours.csv, t2_literal.csv   Table 2 (our settings, sigma 0.3/1.0/2.0; the paper's as printed, sigma 0.3)
+#   t2_local.csv, t2_auto8.csv    the local-u comparison (LO + direction, 8 references, sigma 0.3)
+#   aug/<disease>_s<sigma>        the augmentation sets (100 samples each)
+#   cls/                          Tables 3 and 4 from those sets
+#
+#   benchmarks/readme_results.sh OUT [DEVICE] [WORKERS]
+#
+# DEVICE (auto, cpu, cuda) runs the trajectories; WORKERS local Dask processes train the
+# classifiers. On the 2-core CPU box this is a day of work; on one GPU with 16 cores, minutes.
+# CXR (default: cxr-workbench) and PY (default: python) name the commands; SEEDS (20), SAMPLES
+# (100), MAX_STEPS (the settings' cap) and CLS_ARGS (extra classify options) shrink it for a smoke run.
+set -euo pipefail
+OUT=${1:?usage: benchmarks/readme_results.sh OUT [DEVICE] [WORKERS]}
+DEVICE=${2:-auto}
+WORKERS=${3:-2}
+CXR=${CXR:-cxr-workbench}
+PY=${PY:-python}
+SEEDS=${SEEDS:-20}
+SAMPLES=${SAMPLES:-100}
+CAP=${MAX_STEPS:+--max-steps $MAX_STEPS}
+HERE=$(dirname "$0")
+mkdir -p "$OUT/aug"
+
+table() {  # name, then method_table.py options
+  local name=$1; shift
+  $PY "$HERE/method_table.py" --device "$DEVICE" --csv "$OUT/$name.csv" $CAP "$@" > "$OUT/$name.log" 2>&1
+}
+
+# The trajectories: four independent sweeps side by side (a 64 px generator leaves a GPU idle).
+pids=()
+table t2_ours --seeds "$SEEDS" --sigmas 0.3,1.0,2.0 & pids+=($!)
+table t2_literal --seeds "$SEEDS" --settings literal --sigmas 0.3 & pids+=($!)
+table t2_local --direction local --methods lo+dir --seeds $((SEEDS < 8 ? SEEDS : 8)) --sigmas 0.3 & pids+=($!)
+table t2_auto8 --direction auto --methods lo+dir --seeds $((SEEDS < 8 ? SEEDS : 8)) --sigmas 0.3 & pids+=($!)
+for sigma in 0.3 1.0 2.0; do
+  for disease in cardiomegaly opacity; do
+    $CXR augment --disease $disease --samples "$SAMPLES" --sigma $sigma --batch 25 --device "$DEVICE" $CAP --no-progress \
+      --out "$OUT/aug/${disease}_s$sigma" >> "$OUT/aug.log" 2>&1
+  done
+done
+S="$OUT/aug"
+$CXR classify --sets $S/cardiomegaly_s0.3 $S/opacity_s0.3 $S/cardiomegaly_s1.0 $S/opacity_s1.0 \
+  $S/cardiomegaly_s2.0 $S/opacity_s2.0 --sigmas 0.3 1.0 2.0 --workers "$WORKERS" --no-progress \
+  ${CLS_ARGS:-} --out "$OUT/cls" > "$OUT/cls.log" 2>&1
+for pid in "${pids[@]}"; do wait "$pid" || { echo "a Table 2 sweep failed; see $OUT/t2_*.log" >&2; exit 1; }; done
+echo "done: $OUT"

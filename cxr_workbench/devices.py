@@ -1,0 +1,31 @@
+"""Where the networks run: ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda[:N]``.
+
+Everything works on CPU; a GPU only makes it faster. On CUDA, TF32 matmuls and convolutions are
+turned off: at 64 px they buy little, and with them the edits would differ from the CPU's by
+about 1e-3 instead of float rounding.
+"""
+from __future__ import annotations
+
+import torch
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+def pick_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """The torch device for ``spec`` (None means auto); refuses CUDA where there is none."""
+    if spec is None or spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={spec!r}; expected {DEVICE_CHOICES}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={spec!r}; expected {DEVICE_CHOICES}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={spec!r}, but torch sees no CUDA device here; use cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={spec!r}; this machine has {torch.cuda.device_count()} CUDA device(s)")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return device

@@ -1,0 +1,16 @@
+"""Choosing where the networks run."""
+import pytest
+import torch
+
+from cxr_workbench.devices import pick_device
+
+
+def test_pick_device():
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device(None) == pick_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("tpu", "gpu", "cuda:x", "meta"):
+        with pytest.raises(ValueError, match=f"device='{bad}'"):
+            pick_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            pick_device("cuda")
