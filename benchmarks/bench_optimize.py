@@ -23,7 +23,7 @@ import torch
 
 from cxr_workbench.assets import load_default_generator, pca_for
 from cxr_workbench.directions import suggest_direction
-from cxr_workbench.latents import check_layers, flatten_layers, reference_latents, tile_direction
+from cxr_workbench.latents import check_layers, direction_on_layers, flatten_layers, reference_latents
 from cxr_workbench.losses import spring_loss, target_schedule
 from cxr_workbench.masks import preset
 from cxr_workbench.optimize import LOConfig, Trajectory, evaluate_objective, objective_terms, optimize_trajectory
@@ -34,7 +34,7 @@ def reference_implementation(G, w_ref, box, u, cfg: LOConfig, steps: int) -> Tra
     points are frozen while the next one is optimised. w_ref: [1, num_ws, w_dim]."""
     layers = check_layers(cfg.layers, G.num_ws)
     flat = lambda w: flatten_layers(w, layers)
-    u_flat, ref_flat = tile_direction(u, len(layers)), flat(w_ref)
+    u_flat, ref_flat = direction_on_layers(u, layers), flat(w_ref)
     step = torch.zeros_like(w_ref[0])
     step[layers] = cfg.sigma * u_flat.reshape(len(layers), -1)  # one rest length along u
     with torch.no_grad():

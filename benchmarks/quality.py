@@ -27,6 +27,8 @@ if __name__ == "__main__":
                                                 for b, r in q["pc_locality"].items()})
     print("most local combination of the first 30 PCs (--direction local), held-out references:",
           {b: round(r["local_inside_share"], 3) for b, r in q["pc_locality"].items()})
+    print("the same with a combination of all PCs per W+ layer (--direction local+), held-out references:",
+          {b: round(r["local_plus_inside_share"], 3) for b, r in q["pc_locality"].items()})
     print("targets:")
     for name, (value, target, met) in shipping_verdict(q).items():
         print(f"  {name:32s} {value:8.3f}  target {target}  {'met' if met else 'MISSED'}")

@@ -2,7 +2,7 @@
 # Every results table of the README, on the shipped default, into one folder (resumable: each
 # step skips what its folder already holds):
 #   t2_ours.csv, t2_literal.csv   Table 2 (our settings, sigma 0.3/1.0/2.0; the paper's as printed, sigma 0.3)
-#   t2_local.csv, t2_auto8.csv    the local-u comparison (LO + direction, 8 references, sigma 0.3)
+#   t2_u_<direction>.csv          the choice of u (auto, local, local+: LO + direction, 8 references, sigma 0.3)
 #   aug/<disease>_s<sigma>        the augmentation sets (100 samples each)
 #   cls/                          Tables 3 and 4 from those sets
 #
@@ -11,7 +11,8 @@
 # DEVICE (auto, cpu, cuda) runs the trajectories; WORKERS local Dask processes train the
 # classifiers. On the 2-core CPU box this is a day of work; on one GPU with 16 cores, minutes.
 # CXR (default: cxr-workbench) and PY (default: python) name the commands; SEEDS (20), SAMPLES
-# (100), MAX_STEPS (the settings' cap) and CLS_ARGS (extra classify options) shrink it for a smoke run.
+# (100), MAX_STEPS (the settings' cap), DIRECTIONS (auto local local+) and CLS_ARGS (extra classify
+# options) shrink it for a smoke run.
 set -euo pipefail
 OUT=${1:?usage: benchmarks/readme_results.sh OUT [DEVICE] [WORKERS]}
 DEVICE=${2:-auto}
@@ -29,12 +30,13 @@ table() {  # name, then method_table.py options
   $PY "$HERE/method_table.py" --device "$DEVICE" --csv "$OUT/$name.csv" $CAP "$@" > "$OUT/$name.log" 2>&1
 }
 
-# The trajectories: four independent sweeps side by side (a 64 px generator leaves a GPU idle).
+# The trajectories: independent sweeps side by side (a 64 px generator leaves a GPU idle).
 pids=()
 table t2_ours --seeds "$SEEDS" --sigmas 0.3,1.0,2.0 & pids+=($!)
 table t2_literal --seeds "$SEEDS" --settings literal --sigmas 0.3 & pids+=($!)
-table t2_local --direction local --methods lo+dir --seeds $((SEEDS < 8 ? SEEDS : 8)) --sigmas 0.3 & pids+=($!)
-table t2_auto8 --direction auto --methods lo+dir --seeds $((SEEDS < 8 ? SEEDS : 8)) --sigmas 0.3 & pids+=($!)
+for d in ${DIRECTIONS:-auto local local+}; do  # u for the 8-reference comparison
+  table "t2_u_${d/+/plus}" --direction "$d" --methods lo+dir --seeds $((SEEDS < 8 ? SEEDS : 8)) --sigmas 0.3 & pids+=($!)
+done
 for sigma in 0.3 1.0 2.0; do
   for disease in cardiomegaly opacity; do
     $CXR augment --disease $disease --samples "$SAMPLES" --sigma $sigma --batch 25 --device "$DEVICE" $CAP --no-progress \

@@ -107,7 +107,7 @@ def edit_references(G, seeds: list[int], box: Box, u, config: LOConfig, method: 
 
 def _header(G, disease, box_name, box, method, keep_last, config, u, u_source) -> dict:
     settings = dict(disease=disease, box=box.to_dict(), method=method, keep_last=keep_last, config=asdict(config),
-                    u=None if u is None else [round(float(v), 7) for v in u], u_source=u_source)
+                    u=None if u is None else [round(float(v), 7) for v in u.flatten()], u_source=u_source)
     settings = json.loads(json.dumps(settings))  # as it will read back (tuples become lists)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return dict(generator=generator_key(G), box_name=box_name, config_hash=digest, **settings)

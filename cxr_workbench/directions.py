@@ -108,15 +108,15 @@ def pc_strip(G, w_ref: torch.Tensor, pca: WPCA, k: int, sigmas=(-3, -2, -1, 0, 1
 
 def direction_strip(G, w_ref: torch.Tensor, pca: WPCA, u: torch.Tensor, sigmas=(-3, -2, -1, 0, 1, 2, 3),
                     layers=None) -> torch.Tensor:
-    """Images of w_ref moved along the unit direction u [w_dim] by ``sigmas`` of W's standard
-    deviation along u (``direction_std``). w_ref: [num_ws, w_dim] -> [len(sigmas), C, H, W]."""
+    """Images of w_ref moved along the direction u ([w_dim], or [num_ws, w_dim] in W+) by ``sigmas``
+    of W's standard deviation along u (``direction_std``). w_ref: [num_ws, w_dim] -> [len(sigmas), C, H, W]."""
     amounts = torch.as_tensor(sigmas, dtype=torch.float32) * float(direction_std(pca, u))
     return synthesize(G, apply_direction(w_ref[None], u, amounts, layers)[0])
 
 
 def box_change(G, w_refs: torch.Tensor, u: torch.Tensor, amount, layers=None) -> torch.Tensor:
     """``G(w + a u) - G(w - a u)`` averaged over channels: [R, H, W] for w_refs [R, num_ws, w_dim],
-    u [w_dim] on the chosen layers and a = ``amount`` (absolute); differentiable in u and amount."""
+    u [w_dim] (or [num_ws, w_dim]) on the chosen layers and a = ``amount`` (absolute); differentiable in u and amount."""
     sel = torch.zeros(G.num_ws, 1, dtype=w_refs.dtype, device=w_refs.device)
     sel[check_layers(layers, G.num_ws)] = 1
     step = amount * sel * u  # [num_ws, w_dim]
@@ -162,15 +162,22 @@ def rank_pcs_for_box(G, w_refs: torch.Tensor, pca: WPCA, box: Box, n_pcs: int = 
 
 
 def direction_std(pca: WPCA, u: torch.Tensor) -> torch.Tensor:
-    """Standard deviation of w along the unit direction u [w_dim] (a PC's own std for a PC)."""
-    return torch.sqrt(((pca.components.to(u) @ u) ** 2 * pca.std.to(u) ** 2).sum())
+    """Standard deviation of w along the unit direction u [w_dim] (a PC's own std for a PC); for a
+    W+ direction [num_ws, w_dim], the root mean square over its non-zero rows of the std of w . row
+    (so a W direction repeated on every layer has its own std)."""
+    rows = u.reshape(-1, u.shape[-1])
+    rows = rows[rows.detach().norm(dim=1) > 0]
+    return torch.sqrt(((rows @ pca.components.to(u).T) ** 2 * pca.std.to(u) ** 2).sum(1).mean())
 
 
 def direction_share(G, w_refs: torch.Tensor, pca: WPCA, u: torch.Tensor, mask: torch.Tensor, amount: float,
                     layers=None) -> torch.Tensor:
     """Mean over references w_refs [R, num_ws, w_dim] of the inside share of the change along the
-    unit direction u [w_dim], at +-``amount`` standard deviations of w along u; differentiable in u."""
+    direction u ([w_dim] or [num_ws, w_dim]), at +-``amount`` standard deviations of w along u; differentiable in u."""
     return inside_share(box_change(G, w_refs, u, amount * direction_std(pca, u), layers), mask).mean()
+
+
+SPACES = ("w", "w+")
 
 
 @dataclass(frozen=True)
@@ -182,6 +189,12 @@ class LocalSearch:
     steps: int = 150
     lr: float = 0.05
     amount: float = 2.0  # standard deviations of w along u, as in rank_pcs_for_box
+    space: str = "w"  # "w": one u for every moving layer; "w+": a row of its own per moving layer
+
+
+# --direction local+: a row per layer in all of W (every PC). 32 references, since 128 coefficients
+# a layer overfit 16 (55 % inside on them, 50 % on unseen ones, lung box of the 640-kimg default).
+LOCAL_PLUS = LocalSearch(n_pcs=1024, seeds=tuple(range(32)), steps=400, space="w+")
 
 
 def local_direction(G, pca: WPCA, box: Box, layers=None, search: LocalSearch = LocalSearch(), cache_dir=None,
@@ -190,11 +203,15 @@ def local_direction(G, pca: WPCA, box: Box, layers=None, search: LocalSearch = L
 
     The paper picks u among the PCs; at this generator's size no single PC is local (the best moves
     about a quarter of its change inside a preset box). This maximises the same inside share as
-    ``rank_pcs_for_box`` over combinations of PCs, by gradient ascent from the most local PC.
-    Returns (unit u [w_dim], its inside share on the search references); the sign is arbitrary
+    ``rank_pcs_for_box`` over combinations of PCs, by gradient ascent from the most local PC: one
+    combination for all moving layers (``search.space`` "w"), or one per layer ("w+").
+    Returns (u, its inside share on the search references): unit [w_dim], or in W+ [num_ws, w_dim]
+    with zero rows off ``layers`` (scaled as ``latents.check_direction`` does); the sign is arbitrary
     (``choose_direction`` signs it for a disease). With ``cache_dir`` the result is kept there,
     keyed by the generator's weights, the box, the layers and the search settings.
     """
+    if search.space not in SPACES:
+        raise ValueError(f"space={search.space!r}; expected one of {SPACES}")
     layers = check_layers(layers, G.num_ws)
     key = hashlib.sha256(repr((generator_key(G), pca.generator_key, box, layers, search)).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"local_{key}.pt" if cache_dir else None
@@ -207,14 +224,23 @@ def local_direction(G, pca: WPCA, box: Box, layers=None, search: LocalSearch = L
     n = min(search.n_pcs, len(pca.components))
     basis = pca.components[:n].to(device)
     start = rank_pcs_for_box(G, w_refs, pca, box, n_pcs=n, amount=search.amount, layers=layers)[0]
-    coef = torch.zeros(n, device=device)
-    coef[start["pc"]] = 1.0
+    rows = 1 if search.space == "w" else len(layers)
+
+    def direction(coef):  # [rows, n] -> u, scaled as check_direction scales it
+        u = coef @ basis
+        if search.space == "w":
+            return (u / u.norm())[0]
+        full = torch.zeros(G.num_ws, G.w_dim, device=device)
+        full[layers] = u * (rows ** 0.5 / u.norm())
+        return full
+
+    coef = torch.zeros(rows, n, device=device)
+    coef[:, start["pc"]] = 1.0
     coef.requires_grad_(True)
     opt = torch.optim.Adam([coef], lr=search.lr)
-    best = (start["inside_share"], basis[start["pc"]].clone())
+    best = (start["inside_share"], direction(coef).detach().clone())
     for _ in tqdm(range(search.steps), disable=not progress, desc="local direction"):
-        u = coef @ basis
-        u = u / u.norm()
+        u = direction(coef)
         share = direction_share(G, w_refs, pca, u, mask, search.amount, layers)
         if share.item() > best[0]:
             best = (share.item(), u.detach().clone())
@@ -236,18 +262,21 @@ def brightens(G, u: torch.Tensor, box: Box, seeds=range(8), layers=None) -> int:
 
 
 def save_direction(path, u: torch.Tensor, source: str = "", overwrite: bool = True) -> Path:
-    """Save a direction for ``--direction FILE`` (a weights-only torch file with ``u`` [w_dim])."""
-    data = {"u": torch.as_tensor(u, dtype=torch.float32).flatten(), "source": source}
+    """Save a direction for ``--direction FILE`` (a weights-only torch file with ``u`` [w_dim], or
+    [num_ws, w_dim] for a W+ direction)."""
+    u = torch.as_tensor(u, dtype=torch.float32)
+    data = {"u": u if u.ndim == 2 else u.flatten(), "source": source}
     return atomic_write(path, lambda f: torch.save(data, f), "wb", overwrite)
 
 
-DIRECTION_FILE_HELP = "a .pt saved by save_direction (a dict with 'u' [w_dim]) or a .npy vector"
+DIRECTION_FILE_HELP = "a .pt saved by save_direction (a dict with 'u' [w_dim] or [num_ws, w_dim]) or a .npy array"
 
 
-def resolve_direction(spec: str, pca: WPCA | None, w_dim: int) -> tuple[torch.Tensor, str]:
+def resolve_direction(spec: str, pca: WPCA | None, w_dim: int, num_ws: int | None = None) -> tuple[torch.Tensor, str]:
     """``pc:K`` or ``pc:K:-1`` (PC K of ``pca`` with a sign), or a direction file (see
-    ``DIRECTION_FILE_HELP``). Returns (unit u [w_dim], description). ``auto`` needs the box:
-    see ``choose_direction``."""
+    ``DIRECTION_FILE_HELP``; a W+ [num_ws, w_dim] one only where ``num_ws`` is given). Returns
+    (u, description), u as ``latents.check_direction`` makes it. ``auto`` and ``local`` need the
+    box: see ``choose_direction``."""
     if spec.startswith("pc:"):
         parts = spec.split(":")
         try:
@@ -261,20 +290,20 @@ def resolve_direction(spec: str, pca: WPCA | None, w_dim: int) -> tuple[torch.Te
         return check_direction(pca.direction(k, sign), w_dim), f"PC {k} (sign {sign:+d})"
     path = Path(spec)
     if not path.is_file():
-        raise ValueError(f"direction={spec!r}; expected 'auto', 'local', 'pc:K[:-1]' or an existing direction file "
+        raise ValueError(f"direction={spec!r}; expected 'auto', 'local', 'local+', 'pc:K[:-1]' or an existing direction file "
                          f"({DIRECTION_FILE_HELP})")
     if path.suffix == ".npy":
         try:
             data = {"u": np.load(path, allow_pickle=False)}
         except Exception as e:  # not an array file, or an object array we refuse to unpickle
-            raise ValueError(f"direction file {path}: not a numpy vector ({str(e)[:80]}); expected "
+            raise ValueError(f"direction file {path}: not a numpy array ({str(e)[:80]}); expected "
                              f"{DIRECTION_FILE_HELP}") from None
     else:
         data = torch_load(path, "direction file")
     if not isinstance(data, dict) or "u" not in data:
         raise ValueError(f"direction file {path}: holds no 'u' entry; expected {DIRECTION_FILE_HELP}")
     try:
-        u = check_direction(data["u"], w_dim)
+        u = check_direction(data["u"], w_dim, num_ws)
     except (ValueError, TypeError, RuntimeError) as e:
         raise ValueError(f"direction file {path}: {e}") from None
     source = data.get("source")
@@ -295,6 +324,7 @@ def suggest_direction(G, pca: WPCA, box: Box, disease: str, seeds=range(8), n_pc
 
 
 DIRECTION_SPECS = "auto (the most box-local PC), local (the most box-local combination of the first PCs), " \
+                  "local+ (the same with a combination per W+ layer), " \
                   "pc:K, pc:K:-1, or a .pt/.npy direction file"
 
 
@@ -306,9 +336,11 @@ def choose_direction(G, pca: WPCA, box: Box, spec: str, disease: str, layers=Non
     if spec == "auto":
         u, best, _ = suggest_direction(G, pca, box, disease, layers=layers)
         return u, f"auto: PC {best['pc']} ({best['inside_share']:.0%} of its change inside the box)"
-    if spec == "local":
-        u, share = local_direction(G, pca, box, layers=layers, cache_dir=cache_dir)
+    if spec in ("local", "local+"):
+        search = LocalSearch() if spec == "local" else LOCAL_PLUS
+        u, share = local_direction(G, pca, box, layers=layers, search=search, cache_dir=cache_dir)
         sign = DISEASES[check_disease(disease)]["sign"] * brightens(G, u, box, layers=layers)
-        return sign * u, (f"local: a combination of the first {min(LocalSearch.n_pcs, len(pca.components))} PCs "
-                          f"({share:.0%} of its change inside the box)")
-    return resolve_direction(spec, pca, G.w_dim)
+        n = min(search.n_pcs, len(pca.components))
+        what = f"a combination of the first {n} PCs" if spec == "local" else f"a combination of {n} PCs per layer (W+)"
+        return sign * u, f"{spec}: {what} ({share:.0%} of its change inside the box)"
+    return resolve_direction(spec, pca, G.w_dim, G.num_ws)

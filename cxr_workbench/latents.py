@@ -6,8 +6,6 @@ are measured (docs/method.md). Everything here is a pure function of its argumen
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .stylegan2 import z_from_seeds
@@ -46,17 +44,24 @@ def check_layers(layers, num_ws: int) -> list[int]:
     return layers
 
 
-def check_direction(u, w_dim: int) -> torch.Tensor:
-    """A unit direction [w_dim]; errors for the wrong size, zero or non-finite vectors."""
-    u = torch.as_tensor(u, dtype=torch.float32).flatten()
-    if u.numel() != w_dim:
-        raise ValueError(f"direction u has {u.numel()} values; expected w_dim = {w_dim}")
+def check_direction(u, w_dim: int, num_ws: int | None = None) -> torch.Tensor:
+    """A direction in W, made unit: [w_dim]; or, where ``num_ws`` is given, one in W+ [num_ws, w_dim]
+    (a row per layer), scaled so its non-zero rows have a mean squared norm of 1: a W direction
+    repeated on every layer is then the same edit as the W direction. Errors for the wrong size,
+    zero or non-finite values."""
+    u = torch.as_tensor(u, dtype=torch.float32)
+    plus = num_ws is not None and tuple(u.shape) == (num_ws, w_dim)
+    if not plus:
+        u = u.flatten()
+        if u.numel() != w_dim:
+            raise ValueError(f"direction u has {u.numel()} values; expected w_dim = {w_dim}"
+                             + (f" (W) or [{num_ws}, {w_dim}] (W+)" if num_ws is not None else ""))
     if not torch.isfinite(u).all():
         raise ValueError("direction u has non-finite values")
-    norm = u.norm()
-    if norm < 1e-8:
+    rows = u.reshape(-1, w_dim).norm(dim=1)
+    if rows.max() < 1e-8:
         raise ValueError("direction u is zero; expected a non-zero vector")
-    return u / norm
+    return u / rows[rows > 0].square().mean().sqrt()
 
 
 def reference_latents(G, seeds, psi: float = 1.0) -> torch.Tensor:
@@ -68,14 +73,15 @@ def reference_latents(G, seeds, psi: float = 1.0) -> torch.Tensor:
 def apply_direction(w_ref: torch.Tensor, u: torch.Tensor, amounts, layers=None) -> torch.Tensor:
     """``w_ref + a u`` on the chosen W+ layers for each amount a.
 
-    w_ref: [R, num_ws, w_dim]; u: [w_dim]; amounts: [m] -> ws [R, m, num_ws, w_dim].
+    w_ref: [R, num_ws, w_dim]; u: [w_dim] (W) or [num_ws, w_dim] (W+); amounts: [m]
+    -> ws [R, m, num_ws, w_dim].
     """
     num_ws = w_ref.shape[1]
     layers = check_layers(layers, num_ws)
     amounts = torch.as_tensor(amounts, dtype=w_ref.dtype, device=w_ref.device)
     sel = torch.zeros(num_ws, 1, device=w_ref.device, dtype=w_ref.dtype)
     sel[layers] = 1
-    step = sel * u.to(w_ref)[None]  # [num_ws, w_dim]
+    step = sel * u.to(w_ref)  # [num_ws, w_dim]
     return w_ref[:, None] + amounts[None, :, None, None] * step[None, None]
 
 
@@ -94,6 +100,12 @@ def flatten_layers(w: torch.Tensor, layers) -> torch.Tensor:
     return w[..., layers, :].reshape(*w.shape[:-2], -1)
 
 
-def tile_direction(u: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """A unit direction u [w_dim] tiled over ``n_layers`` layers and made unit again: [n_layers * w_dim]."""
-    return u.repeat(n_layers) / math.sqrt(n_layers)
+def direction_on_layers(u: torch.Tensor, layers) -> torch.Tensor:
+    """u on the moving ``layers``, flattened and made unit: [len(layers) * w_dim], the space where
+    springs and angles are measured. A W direction [w_dim] repeats on each layer; a W+ one
+    [num_ws, w_dim] keeps its own rows."""
+    flat = u.repeat(len(layers)) if u.ndim == 1 else u[list(layers)].flatten()
+    norm = flat.norm()
+    if norm < 1e-8:
+        raise ValueError(f"direction u is zero on layers {list(layers)}; expected it to move at least one of them")
+    return flat / norm

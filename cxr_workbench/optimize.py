@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .latents import apply_direction, check_direction, check_layers, flatten_layers, synthesize, tile_direction
+from .latents import apply_direction, check_direction, check_layers, direction_on_layers, flatten_layers, synthesize
 from .losses import ANGLE_FORMS, DISTANCES, SCHEDULES, angle_loss, image_loss, spring_loss, target_schedule
 from .masks import Box
 
@@ -166,7 +166,7 @@ def evaluate_objective(G, traj: "Trajectory", box: Box, u: torch.Tensor | None, 
     layers = check_layers(layers, G.num_ws)
     R, n = traj.points.shape[:2]
     flat = lambda w: flatten_layers(w, layers)
-    u_flat = None if u is None else tile_direction(check_direction(u, G.w_dim), len(layers))
+    u_flat = None if u is None else direction_on_layers(check_direction(u, G.w_dim, G.num_ws), layers)
     with torch.no_grad():
         terms = objective_terms(traj.reference_images, traj.images, box, flat(traj.points), flat(traj.w_ref),
                                 u_flat, traj.config)
@@ -195,8 +195,8 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, u: torch.Tensor | None
         start = torch.randn(R, L * w_dim, generator=gen)
         u_flat = None
     else:
-        u = check_direction(u, w_dim).to(device)
-        u_flat = tile_direction(u, L)
+        u = check_direction(u, w_dim, G.num_ws).to(device)
+        u_flat = direction_on_layers(u, layers)
         start = u_flat.cpu()[None].expand(R, -1)
     start = (start / start.norm(dim=-1, keepdim=True)).to(device)
     steps_along = torch.arange(1, n + 1, device=device, dtype=torch.float32) * config.init_spacing * config.sigma
@@ -279,7 +279,7 @@ def translate_along(G, w_ref: torch.Tensor, u: torch.Tensor, config: LOConfig | 
     layers, i = 1..n (``step_size`` defaults to sigma, the spring rest length)."""
     config = config or LOConfig()
     w_ref, layers = _prepare(G, w_ref, None, config)
-    u = check_direction(u, G.w_dim).to(w_ref.device)
+    u = check_direction(u, G.w_dim, G.num_ws).to(w_ref.device)
     size = config.sigma if step_size is None else step_size
     t0 = time.perf_counter()
     ws = apply_direction(w_ref, u, torch.arange(1, config.n + 1) * size, layers)

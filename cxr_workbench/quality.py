@@ -74,9 +74,10 @@ def quality_figures(G, oracle, n: int = 2000, seed: int = 0, pca=None, predictio
 
 def pc_locality(G, pca, boxes=("heart", "lung_lower_right")) -> dict:
     """For each preset box: the most local PC among the first 10 and its inside share (seeds 0-7),
-    and the inside share of ``local_direction`` on references it was not searched on (seeds 100-107)."""
+    and the inside shares of ``local_direction`` in W and in W+ (``--direction local``, ``local+``)
+    on references they were not searched on (seeds 100-107)."""
     import torch
-    from .directions import LocalSearch, direction_share, local_direction, rank_pcs_for_box
+    from .directions import LOCAL_PLUS, LocalSearch, direction_share, local_direction, rank_pcs_for_box
     from .latents import reference_latents
     from .masks import preset
     out = {}
@@ -84,10 +85,11 @@ def pc_locality(G, pca, boxes=("heart", "lung_lower_right")) -> dict:
     for name in boxes:
         box = preset(name, G.img_resolution)
         best = rank_pcs_for_box(G, reference_latents(G, range(8)), pca, box, n_pcs=10)[0]
-        u, _ = local_direction(G, pca, box)
-        with torch.no_grad():
-            local = direction_share(G, held_out, pca, u, box.mask(), LocalSearch.amount)
-        out[name] = dict(pc=best["pc"], inside_share=best["inside_share"], local_inside_share=float(local))
+        out[name] = dict(pc=best["pc"], inside_share=best["inside_share"])
+        for key, search in (("local_inside_share", LocalSearch()), ("local_plus_inside_share", LOCAL_PLUS)):
+            u, _ = local_direction(G, pca, box, search=search)
+            with torch.no_grad():
+                out[name][key] = float(direction_share(G, held_out, pca, u, box.mask(), search.amount))
     return out
 
 
@@ -104,7 +106,7 @@ def shipping_verdict(q: dict) -> dict:
     for key, v in g["ks"].items():
         rows[f"ks_{key}"] = (v, SHIP_TARGETS["ks"], v <= SHIP_TARGETS["ks"])
     for box, row in q.get("pc_locality", {}).items():
-        for name, key in (("pc", "inside_share"), ("local", "local_inside_share")):
+        for name, key in (("pc", "inside_share"), ("local", "local_inside_share"), ("local+", "local_plus_inside_share")):
             if key in row:  # cards made before local directions have the PC only
                 rows[f"{name}_inside_{box}"] = (row[key], SHIP_TARGETS["pc_inside_share"],
                                                 row[key] >= SHIP_TARGETS["pc_inside_share"])
@@ -168,8 +170,9 @@ def model_card_markdown(card: dict) -> str:
             lines += [f"| {k} | {v:.3f} | {t} | {'yes' if ok else 'no'} |" for k, (v, t, ok) in shipping_verdict(q).items()]
             lines += ["", "PC most local to each preset box: " + ", ".join(
                 f"{box}: PC {row['pc']} ({row['inside_share']:.0%} inside)" for box, row in q["pc_locality"].items()),
-                "`local_inside_*`: the most box-local combination of the first 30 PCs (`--direction local`), "
-                "measured on references it was not searched on.",
+                "`local_inside_*`: the most box-local combination of the first 30 PCs (`--direction local`); "
+                "`local+_inside_*`: the same with a combination of all PCs per W+ layer (`--direction local+`). "
+                "Both measured on references they were not searched on.",
                 "", "Oracle CTR and burden histograms, samples vs phantoms: `data/severity_histograms.png`."]
     if card.get("oracle"):
         lines += ["", "## Severity oracle (held-out phantoms)", "", f"```\n{json.dumps(card['oracle'], indent=2)}\n```"]

@@ -51,14 +51,14 @@ def test_bench_classify_runs():
 def test_readme_results_runs(tmp_path):
     """The driver of every README table, at one reference, 4 samples a set and 3 steps."""
     import pandas as pd
-    env = dict(os.environ, SEEDS="1", SAMPLES="4", MAX_STEPS="3", PY=sys.executable,
+    env = dict(os.environ, SEEDS="1", SAMPLES="4", MAX_STEPS="3", DIRECTIONS="auto local", PY=sys.executable,
                CXR=str(Path(sys.executable).parent / "cxr-workbench"), OMP_NUM_THREADS="1",
                CLS_ARGS="--n-normal 8 --n-disease 2 --n-aug 4 --n-val 4 --n-test 4 --epochs 1 --seeds 1")
     out = subprocess.run(["bash", "benchmarks/readme_results.sh", str(tmp_path), "cpu", "1"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr + "".join(p.read_text()[-2000:] for p in tmp_path.glob("*.log"))
-    rows = {name: len(pd.read_csv(tmp_path / f"{name}.csv")) for name in ("t2_ours", "t2_literal", "t2_local", "t2_auto8")}
-    assert rows == dict(t2_ours=12, t2_literal=4, t2_local=2, t2_auto8=2)  # cells x 1 reference
+    rows = {name: len(pd.read_csv(tmp_path / f"{name}.csv")) for name in ("t2_ours", "t2_literal", "t2_u_auto", "t2_u_local")}
+    assert rows == dict(t2_ours=12, t2_literal=4, t2_u_auto=2, t2_u_local=2)  # cells x 1 reference
     for sigma in ("0.3", "1.0", "2.0"):
         for disease in ("cardiomegaly", "opacity"):
             assert len(pd.read_csv(tmp_path / "aug" / f"{disease}_s{sigma}" / "manifest.csv")) == 4

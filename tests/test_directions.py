@@ -109,12 +109,64 @@ def test_local_direction_is_more_local_than_any_pc_and_cached(G, tmp_path, monke
     assert share2 == share and len(list(tmp_path.glob("local_*.pt"))) == 1
 
 
-def test_local_spec_is_signed_for_the_disease(G, tmp_path):
+@pytest.mark.parametrize("spec", ["local", "local+"])
+def test_local_spec_is_signed_for_the_disease(G, tmp_path, spec):
     pca = compute_pca(G, n_samples=2000)
-    u, desc = choose_direction(G, pca, BOX, "local", "cardiomegaly", cache_dir=tmp_path)
-    assert desc.startswith("local:")
+    u, desc = choose_direction(G, pca, BOX, spec, "cardiomegaly", cache_dir=tmp_path)
+    assert desc.startswith(f"{spec}:") and u.ndim == (1 if spec == "local" else 2)
     with torch.no_grad():
         diff = box_change(G, reference_latents(G, range(8)), u, 1.0)
     assert float((diff * BOX.mask()).sum()) > 0  # cardiomegaly brightens its box
-    opacity_u, _ = choose_direction(G, pca, BOX, "local", "opacity", cache_dir=tmp_path)
+    opacity_u, _ = choose_direction(G, pca, BOX, spec, "opacity", cache_dir=tmp_path)
     torch.testing.assert_close(opacity_u, u)  # both whiten the box: the same sign
+
+
+def test_a_w_direction_repeated_on_every_layer_is_the_same_edit(G, tmp_path):
+    """W+ directions [num_ws, w_dim] generalise W ones: the same rows give the same strips, std,
+    box change, trajectory, and file round trip."""
+    from cxr_workbench.latents import check_direction, direction_on_layers
+    from cxr_workbench.optimize import LOConfig, run_method
+    pca = compute_pca(G, n_samples=2000)
+    u = pca.direction(1)
+    plus = check_direction(3 * u.repeat(G.num_ws, 1), G.w_dim, G.num_ws)  # rows scaled back to unit
+    torch.testing.assert_close(plus, u.repeat(G.num_ws, 1))
+    torch.testing.assert_close(direction_std(pca, plus), direction_std(pca, u))
+    torch.testing.assert_close(direction_on_layers(plus, [0, 2]), direction_on_layers(u, [0, 2]))
+    w = reference_latents(G, range(3))
+    torch.testing.assert_close(apply_direction(w, plus, [1.0, -2.0], [1]), apply_direction(w, u, [1.0, -2.0], [1]))
+    torch.testing.assert_close(box_change(G, w, plus, 1.5), box_change(G, w, u, 1.5))
+    cfg = LOConfig(n=3, max_steps=4, layers=(0, 1))
+    a, b = (run_method(G, "lo+dir", w[:1], BOX, u=d, config=cfg) for d in (u, plus))
+    torch.testing.assert_close(a.points, b.points)
+    # Zero rows stay zero; a direction zero on the moving layers is refused.
+    only0 = torch.zeros(G.num_ws, G.w_dim)
+    only0[0] = u
+    with pytest.raises(ValueError, match="zero on layers"):
+        direction_on_layers(check_direction(only0, G.w_dim, G.num_ws), [1, 2])
+    with pytest.raises(ValueError, match=r"W\) or \["):
+        check_direction(torch.ones(2, G.w_dim), G.w_dim, G.num_ws)
+    save_direction(tmp_path / "plus.pt", only0, source="layer 0")
+    back, desc = resolve_direction(str(tmp_path / "plus.pt"), None, G.w_dim, G.num_ws)
+    torch.testing.assert_close(back, only0)
+    assert desc == "layer 0"
+    with pytest.raises(ValueError, match="direction file"):  # a W+ file where only W is accepted
+        resolve_direction(str(tmp_path / "plus.pt"), None, G.w_dim)
+
+
+def test_local_plus_has_a_row_per_moving_layer_and_beats_local(G, tmp_path):
+    pca = compute_pca(G, n_samples=2000)
+    layers = [0, 1, 2]
+    w_search = LocalSearch(n_pcs=6, seeds=tuple(range(4)), steps=25, lr=0.1)
+    plus_search = LocalSearch(n_pcs=6, seeds=tuple(range(4)), steps=25, lr=0.1, space="w+")
+    u, share = local_direction(G, pca, BOX, layers=layers, search=w_search)
+    plus, plus_share = local_direction(G, pca, BOX, layers=layers, search=plus_search, cache_dir=tmp_path)
+    assert plus.shape == (G.num_ws, G.w_dim)
+    assert float(plus[3:].abs().max()) == 0 and float(plus[layers].norm(dim=1).square().mean()) == pytest.approx(1, abs=1e-5)
+    assert float((pca.components[6:] @ plus.T).norm()) < 1e-4  # each row in the span of the first 6 PCs
+    w_refs = reference_latents(G, range(4))
+    with torch.no_grad():
+        again = float(inside_share(box_change(G, w_refs, plus, 2 * direction_std(pca, plus), layers), BOX.mask()).mean())
+    assert abs(again - plus_share) < 1e-5
+    assert plus_share > share, (plus_share, share)  # W is the special case of equal rows
+    with pytest.raises(ValueError, match="space='z'"):
+        local_direction(G, pca, BOX, search=LocalSearch(space="z"))

@@ -65,9 +65,9 @@ def test_ship_writes_the_default_set_and_refuses_a_worse_model(tmp_path):
     assert 0 <= q["generated"]["precision"] <= 1 and 0 <= q["generated"]["ks"]["ctr"] <= 1
     assert set(q["pc_locality"]) == {"heart", "lung_lower_right"}
     for row in q["pc_locality"].values():  # the local combination is searched from the best PC onwards
-        assert 0 < row["inside_share"] <= 1 and 0 < row["local_inside_share"] <= 1
+        assert 0 < row["inside_share"] <= 1 and 0 < row["local_inside_share"] <= 1 and 0 < row["local_plus_inside_share"] <= 1
     md = (data / "MODEL_CARD.md").read_text()
-    assert "## Resuming training" in md and "| pc_inside_heart |" in md and "| local_inside_lung_lower_right |" in md
+    assert "## Resuming training" in md and "| pc_inside_heart |" in md and "| local_inside_lung_lower_right |" in md and "| local+_inside_heart |" in md
     with pytest.raises(FileExistsError):
         ship_generator(tmp_path / "run", data, oracle, n=32)
     # a generator that paints every image white measures worse: refused unless forced
