@@ -9,7 +9,7 @@ from cxr_workbench.notebooks import NOTEBOOK_DIR, execute_notebook, inject_param
 SMALL = {
     "00_quickstart": dict(MAX_STEPS=15),
     "01_the_generator": dict(N_QUALITY=100),
-    "02_pc_browser": dict(),
+    "02_pc_browser": dict(LOCAL=["local"]),  # local+ searches for minutes on a CPU
     "03_mask_and_edit": dict(MAX_STEPS=15),
     "04_umap_trajectories": dict(SEEDS=[0, 1], MAX_STEPS=10),
     "05_pv_table": dict(SEEDS=[0, 1], SIGMAS=[0.3], MAX_STEPS=10),
