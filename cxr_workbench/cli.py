@@ -134,7 +134,7 @@ def cmd_edit(args) -> int:
     req = EditRequest(checkpoint=args.checkpoint or DEFAULT_GENERATOR, seeds=[] if args.image else args.seed,
                       box=args.box, direction=args.direction, method=args.method, disease=args.disease,
                       settings=args.settings, overrides=config_overrides(args), images=args.image or [], fit=args.fit, voi=args.voi,
-                      upsample=args.upsample, invert_steps=args.invert_steps)
+                      upsample=args.upsample, invert_steps=args.invert_steps, device=args.device)
     for path in run_edit(req, args.out, overwrite=args.overwrite, progress=not args.no_progress):
         print(path)
     return 0
@@ -360,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--method", default="lo+dir", choices=list(METHODS), help="(default: lo+dir)")
     e.add_argument("--image", type=Path, nargs="+", help="films to invert and edit instead of --seed")
     e.add_argument("--invert-steps", type=_number(int, 1, 100_000), default=300, help="inversion steps per film")
+    e.add_argument("--device", default="auto", help="where the generator runs: auto (CUDA when present), cpu or cuda[:N]")
     _film_options(e)
     e.add_argument("--out", type=Path, required=True, help="output folder")
     e.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")

@@ -13,6 +13,7 @@ import torch
 
 from .assets import DEFAULT_GENERATOR, cache_dir, oracle_for, pca_for
 from .checkpoints import load_generator
+from .devices import pick_device
 from .datasets import check_film_paths, load_films
 from .directions import choose_direction
 from .evaluate import measure
@@ -44,6 +45,7 @@ class EditRequest:
     voi: str = "auto"               # DICOM display window (datasets.VOI_MODES)
     upsample: bool = False          # enlarge films smaller than the model's resolution
     invert_steps: int = 300
+    device: str = "auto"            # where the generator runs (devices.pick_device)
 
     def config(self) -> LOConfig:
         return named_config(self.settings, **self.overrides)
@@ -51,6 +53,7 @@ class EditRequest:
     def check(self) -> tuple[LOConfig, str]:
         """Everything that can be checked before loading a model (settings, method, seeds or films,
         disease); returns the validated config and the disease."""
+        pick_device(self.device)
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}; expected one of {METHODS}")
         if not self.seeds and not self.images:
@@ -69,7 +72,7 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
     """
     cfg, disease = req.check()
     with output_set(out_dir, EDIT_OUTPUTS, overwrite=overwrite) as staging:
-        G = load_generator(req.checkpoint)
+        G = load_generator(req.checkpoint, device=pick_device(req.device))
         box = load_box(req.box, G.img_resolution)
         if req.method == "lo":
             u, u_desc = None, "none"
@@ -90,10 +93,10 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
             raise FloatingPointError(f"the {req.method} run went non-finite ({traj.message or 'NaN images'}); "
                                      "nothing was written. Try a smaller lr, sigma or c")
         # With films, each row starts with the film itself, then its reconstruction and the edits.
-        seqs = [traj.sequence(r) if films is None else torch.cat([films[r:r + 1].to(traj.images), traj.sequence(r)])
+        seqs = [traj.sequence(r).cpu() if films is None else torch.cat([films[r:r + 1], traj.sequence(r).cpu()])
                 for r in range(len(w_ref))]
         save_png(staging / "strip.png", strip_image(seqs, box))
-        torch.save(dict(points=traj.points, w_ref=traj.w_ref, seeds=list(req.seeds) if films is None else [],
+        torch.save(dict(points=traj.points.cpu(), w_ref=traj.w_ref.cpu(), seeds=list(req.seeds) if films is None else [],
                         images=[str(p) for p in req.images], method=req.method), staging / "latents.pt")
         write_json(staging / "metrics.json",
                    dict(request=json.loads(json.dumps(asdict(req), default=str)),

@@ -56,6 +56,7 @@ CASES = [  # (arguments, text the one error line must contain)
     (EDIT + ["--layers", "0-40"], "layers="),
     (EDIT + ["--box", "kidney"], "box='kidney'"),
     (EDIT + ["--disease", "gout"], "--disease"),
+    (EDIT + ["--device", "tpu"], "device='tpu'"),
     (["edit", "--checkpoint", "{d}/g.pt", "--out", "/proc/cxr-workbench-test"], "/proc/cxr-workbench-test"),
     (["sample", "--checkpoint", "{d}/notckpt.pt", "--format", "rosinality"], "notckpt.pt"),
     (["sample", "--checkpoint", "{d}/folder.pt"], "folder.pt is a folder"),
