@@ -50,7 +50,10 @@ def test_training_history_splits_stretches_by_machine():
                                        dict(machine="not recorded", kimg_from=120, kimg_to=130, hours=0.5)]
 
 
-def test_ship_writes_the_default_set_and_refuses_a_worse_model(tmp_path):
+def test_ship_writes_the_default_set_and_refuses_a_worse_model(tmp_path, monkeypatch):
+    from cxr_workbench.directions import LocalSearch
+    # The W+ search's own test is in test_directions; here a short one keeps three ships quick.
+    monkeypatch.setattr("cxr_workbench.directions.LOCAL_PLUS", LocalSearch(seeds=(0, 1, 2, 3), steps=10, space="w+"))
     train(TrainConfig(**TINY), tmp_path / "run", progress=False)
     data = tmp_path / "data"
     oracle = SeverityOracle(resolution=16, width=4).eval()
