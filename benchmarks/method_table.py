@@ -36,7 +36,7 @@ if __name__ == "__main__":
     p.add_argument("--scheduler", default=None, help="cells on a running Dask scheduler (address)")
     args = p.parse_args()
     fan = bool(args.scheduler or args.workers)
-    G, oracle = load_default_generator(pick_device("cpu" if fan else args.device)), load_default_oracle()
+    G, oracle = load_default_generator(pick_device(args.device, dask=fan)), load_default_oracle()
     seeds = list(range(100, 100 + args.seeds))  # not the seeds used to pick u
     df = pd.read_csv(args.csv) if args.csv.is_file() else pd.DataFrame()
     done = set() if df.empty else set(zip(df["disease"], df["sigma"], df["method"]))

@@ -184,7 +184,8 @@ def cmd_augment(args) -> int:
         raise ValueError(f"--keep-last {args.keep_last} is larger than the trajectory's n={config.n} points")
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} is a file; expected a folder")
-    device = _edit_device(args)
+    from .devices import pick_device
+    device = pick_device(args.device, dask=bool(args.workers or args.scheduler))  # before a cluster starts
     client = _client(args)  # an unreachable scheduler is refused before any work
     try:
         G = load_generator(args.checkpoint or DEFAULT_GENERATOR, device=device)
@@ -264,18 +265,6 @@ def _cluster_options(parser) -> None:
     parser.add_argument("--workers", type=_number(int, 0, 1024), default=0,
                         help="fan out over a local Dask cluster of this many processes (0: this process)")
     parser.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, e.g. tcp://host:8786")
-
-
-def _edit_device(args):
-    """The generator's device for ``--device``; auto means the CPU when Dask workers (CPU processes)
-    do the work. Checked before a cluster starts."""
-    from .devices import pick_device
-    if args.workers or args.scheduler:
-        if args.device not in ("auto", "cpu"):
-            raise ValueError(f"--device {args.device} with --workers/--scheduler; the Dask workers run on their CPUs, "
-                             "so use one or the other")
-        return pick_device("cpu")
-    return pick_device(args.device)
 
 
 def _film_options(parser) -> None:

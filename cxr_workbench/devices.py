@@ -11,8 +11,14 @@ import torch
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 
-def pick_device(spec: str | torch.device | None = "auto") -> torch.device:
-    """The torch device for ``spec`` (None means auto); refuses CUDA where there is none."""
+def pick_device(spec: str | torch.device | None = "auto", dask: bool = False) -> torch.device:
+    """The torch device for ``spec`` (None means auto); refuses CUDA where there is none. With
+    ``dask`` the work runs on Dask workers, CPU processes: auto means the CPU, CUDA is refused."""
+    if dask:
+        if spec not in (None, "auto", "cpu"):
+            raise ValueError(f"--device {spec} with --workers/--scheduler; the Dask workers run on their CPUs, "
+                             "so use one or the other")
+        spec = "cpu"
     if spec is None or spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     try:

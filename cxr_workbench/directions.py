@@ -192,9 +192,11 @@ class LocalSearch:
     space: str = "w"  # "w": one u for every moving layer; "w+": a row of its own per moving layer
 
 
-# --direction local+: a row per layer in all of W (every PC). 32 references, since 128 coefficients
-# a layer overfit 16 (55 % inside on them, 50 % on unseen ones, lung box of the 640-kimg default).
-LOCAL_PLUS = LocalSearch(n_pcs=1024, seeds=tuple(range(32)), steps=400, space="w+")
+# The --direction specs that search. local+: a row per layer in all of W (every PC); 32 references,
+# since 128 coefficients a layer overfit 16 (55 % inside on them, 50 % on unseen ones, lung box of
+# the 640-kimg default).
+LOCAL_SEARCHES = {"local": LocalSearch(),
+                  "local+": LocalSearch(n_pcs=1024, seeds=tuple(range(32)), steps=400, space="w+")}
 
 
 def local_direction(G, pca: WPCA, box: Box, layers=None, search: LocalSearch = LocalSearch(), cache_dir=None,
@@ -336,8 +338,8 @@ def choose_direction(G, pca: WPCA, box: Box, spec: str, disease: str, layers=Non
     if spec == "auto":
         u, best, _ = suggest_direction(G, pca, box, disease, layers=layers)
         return u, f"auto: PC {best['pc']} ({best['inside_share']:.0%} of its change inside the box)"
-    if spec in ("local", "local+"):
-        search = LocalSearch() if spec == "local" else LOCAL_PLUS
+    if spec in LOCAL_SEARCHES:
+        search = LOCAL_SEARCHES[spec]
         u, share = local_direction(G, pca, box, layers=layers, search=search, cache_dir=cache_dir)
         sign = DISEASES[check_disease(disease)]["sign"] * brightens(G, u, box, layers=layers)
         n = min(search.n_pcs, len(pca.components))

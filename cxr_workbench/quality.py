@@ -77,7 +77,7 @@ def pc_locality(G, pca, boxes=("heart", "lung_lower_right")) -> dict:
     and the inside shares of ``local_direction`` in W and in W+ (``--direction local``, ``local+``)
     on references they were not searched on (seeds 100-107)."""
     import torch
-    from .directions import LOCAL_PLUS, LocalSearch, direction_share, local_direction, rank_pcs_for_box
+    from .directions import LOCAL_SEARCHES, direction_share, local_direction, rank_pcs_for_box
     from .latents import reference_latents
     from .masks import preset
     out = {}
@@ -86,7 +86,8 @@ def pc_locality(G, pca, boxes=("heart", "lung_lower_right")) -> dict:
         box = preset(name, G.img_resolution)
         best = rank_pcs_for_box(G, reference_latents(G, range(8)), pca, box, n_pcs=10)[0]
         out[name] = dict(pc=best["pc"], inside_share=best["inside_share"])
-        for key, search in (("local_inside_share", LocalSearch()), ("local_plus_inside_share", LOCAL_PLUS)):
+        for key, spec in (("local_inside_share", "local"), ("local_plus_inside_share", "local+")):
+            search = LOCAL_SEARCHES[spec]
             u, _ = local_direction(G, pca, box, search=search)
             with torch.no_grad():
                 out[name][key] = float(direction_share(G, held_out, pca, u, box.mask(), search.amount))

@@ -14,3 +14,9 @@ def test_pick_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             pick_device("cuda")
+
+
+def test_dask_workers_run_on_their_cpus():
+    assert pick_device("auto", dask=True) == pick_device("cpu", dask=True) == torch.device("cpu")
+    with pytest.raises(ValueError, match="--device cuda with --workers"):
+        pick_device("cuda", dask=True)

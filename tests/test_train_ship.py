@@ -51,9 +51,9 @@ def test_training_history_splits_stretches_by_machine():
 
 
 def test_ship_writes_the_default_set_and_refuses_a_worse_model(tmp_path, monkeypatch):
-    from cxr_workbench.directions import LocalSearch
+    from cxr_workbench.directions import LOCAL_SEARCHES, LocalSearch
     # The W+ search's own test is in test_directions; here a short one keeps three ships quick.
-    monkeypatch.setattr("cxr_workbench.directions.LOCAL_PLUS", LocalSearch(seeds=(0, 1, 2, 3), steps=10, space="w+"))
+    monkeypatch.setitem(LOCAL_SEARCHES, "local+", LocalSearch(seeds=(0, 1, 2, 3), steps=10, space="w+"))
     train(TrainConfig(**TINY), tmp_path / "run", progress=False)
     data = tmp_path / "data"
     oracle = SeverityOracle(resolution=16, width=4).eval()
