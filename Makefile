@@ -4,16 +4,31 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
 
-.PHONY: setup demo test bench chromium
+.PHONY: setup demo test bench chromium lock
 setup: $(VENV)/.installed
 
-# torch==2.13.0 goes first: an unpinned torch would pull a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml
+LOCK   := requirements.lock
+PIP    := pip==26.3
+
+# torch==2.13.0 goes first: an unpinned torch would pull a multi-GB CUDA build. Everything else is
+# installed at the versions in $(LOCK), the ones the tests last passed with.
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(PIP)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c $(LOCK) -e '.[test]'
+	touch $@
+
+# Refresh the lock on purpose: a new .venv with the newest versions pyproject.toml allows, frozen
+# into $(LOCK). Then run `make test`, and commit $(LOCK) only if it passes.
+lock:
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(PIP)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
-	touch $@
+	$(BIN)/pip freeze --exclude-editable | sed -e 's/+cpu$$//' > $(LOCK)
+	touch $(VENV)/.installed
 
 demo: setup
 	$(BIN)/cxr-workbench quickstart --out $(OUT)/quickstart --overwrite
@@ -24,6 +39,7 @@ chromium:
 		|| echo "install Debian's chromium (apt-get install chromium) for tests/test_browser.py"
 
 test: setup chromium
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 
 from cxr_workbench.assets import load_default_generator, oracle_for, pca_for
-from cxr_workbench.augment import make_augmentation, normal_seeds, set_quality
 from cxr_workbench.distributed import close, connect
-from cxr_workbench.optimize import named_config
-
+from cxr_workbench.method.optimize import named_config
+from cxr_workbench.studies.augment import make_augmentation, normal_seeds, set_quality
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
@@ -37,8 +36,10 @@ if __name__ == "__main__":
     oracle, pca = oracle_for(G), pca_for(G)
     seeds = normal_seeds(G, oracle, args.refs, start=2_000_000)
     base = named_config("ours", c=named_config("augment").c)
-    cap = lambda c: c if args.max_steps is None else replace(c, max_steps=min(c.max_steps, args.max_steps))
-    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    def cap(c):
+        return c if args.max_steps is None else replace(c, max_steps=min(c.max_steps, args.max_steps))
+    def bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     variants = [("300 steps, serial", cap(base), contextlib.nullcontext, 0),
                 ("100 steps, lr x3", cap(replace(base, max_steps=100, lr=base.lr * 3)), contextlib.nullcontext, 0),
                 ("bf16 autocast", cap(base), bf16, 0),

@@ -12,8 +12,8 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from cxr_workbench.classify import CPU_SCALE, make_network, plan_runs, real_data, train_run
 from cxr_workbench.distributed import close, connect, fan_out
+from cxr_workbench.studies.classify import CPU_SCALE, make_network, plan_runs, real_data, train_run
 
 
 def images_per_second(name, batch, steps):
@@ -50,7 +50,8 @@ if __name__ == "__main__":
     for name in ("small", "densenet121"):
         train_rate, infer_rate = images_per_second(name, args.batch, args.steps)
         params = sum(q.numel() for q in make_network(name, 3).parameters())
-        r = train_run(data, {}, replace(cfg, network=name), "N vs C vs O", cfg.n_disease[0], "real", None, 0)["result"]
+        r = train_run(data, {}, replace(cfg, network=name), column="N vs C vs O", n_disease=cfg.n_disease[0],
+                      row="real", sigma=None, seed=0)["result"]
         rates[name] = train_rate
         print(f"{name:12s} {params / 1e6:6.2f} M params  train {train_rate:7.0f} img/s  infer {infer_rate:7.0f} img/s  "
               f"real-only N vs C vs O: test AUROC {r['test_auroc']:.3f} in {r['wall_s']:.0f} s", flush=True)

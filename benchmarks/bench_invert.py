@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from cxr_workbench.assets import load_default_generator, load_default_oracle
-from cxr_workbench.datasets import PhantomDataset
-from cxr_workbench.invert import InvertConfig, invert
-from cxr_workbench.latents import reference_latents, synthesize
+from cxr_workbench.imaging.datasets import PhantomDataset
+from cxr_workbench.method.invert import InvertConfig, invert
+from cxr_workbench.model.latents import reference_latents, synthesize
 
 
 def timed(G, images, cfg, oracle):

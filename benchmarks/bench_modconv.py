@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from cxr_workbench.stylegan2 import Generator
+from cxr_workbench.model.stylegan2 import Generator
 
 
 def time_fwd_bwd(G, ws, impl, repeats):

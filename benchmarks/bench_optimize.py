@@ -22,18 +22,19 @@ from dataclasses import replace
 import torch
 
 from cxr_workbench.assets import load_default_generator, pca_for
-from cxr_workbench.directions import suggest_direction
-from cxr_workbench.latents import check_layers, direction_on_layers, flatten_layers, reference_latents
-from cxr_workbench.losses import spring_loss, target_schedule
-from cxr_workbench.masks import preset
-from cxr_workbench.optimize import LOConfig, Trajectory, evaluate_objective, objective_terms, optimize_trajectory
+from cxr_workbench.imaging.masks import preset
+from cxr_workbench.method.directions import suggest_direction
+from cxr_workbench.method.losses import spring_loss, target_schedule
+from cxr_workbench.method.optimize import LOConfig, Trajectory, evaluate_objective, objective_terms, optimize_trajectory
+from cxr_workbench.model.latents import check_layers, direction_on_layers, flatten_layers, reference_latents
 
 
 def reference_implementation(G, w_ref, box, u, cfg: LOConfig, steps: int) -> Trajectory:
     """Points one at a time, each a full W+ vector, a fixed number of Adam steps each; earlier
     points are frozen while the next one is optimised. w_ref: [1, num_ws, w_dim]."""
     layers = check_layers(cfg.layers, G.num_ws)
-    flat = lambda w: flatten_layers(w, layers)
+    def flat(w):
+        return flatten_layers(w, layers)
     u_flat, ref_flat = direction_on_layers(u, layers), flat(w_ref)
     step = torch.zeros_like(w_ref[0])
     step[layers] = cfg.sigma * u_flat.reshape(len(layers), -1)  # one rest length along u
@@ -76,7 +77,8 @@ def main():
     u, best, _ = suggest_direction(G, pca_for(G), box, "cardiomegaly", layers=cfg.layers)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; shipped {G.img_resolution}px generator, "
           f"heart box, u = PC {best['pc']}, n = {cfg.n}, layers {cfg.layers}")
-    score = lambda traj: evaluate_objective(G, traj, box, u, cfg.layers)["total"]
+    def score(traj):
+        return evaluate_objective(G, traj, box, u, cfg.layers)["total"]
 
     # The default config, and the fast setting that stops at the first plateau (no lr drops).
     timed = {}

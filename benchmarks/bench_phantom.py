@@ -9,7 +9,7 @@ import time
 import numpy as np
 import torch
 
-from cxr_workbench import phantom
+from cxr_workbench.imaging import phantom
 
 
 def rate(fn, n):
@@ -34,6 +34,6 @@ if __name__ == "__main__":
     print(f"sampling parameters: {sampling:8.0f} /s")
     print(f"render, one per call: {one:8.0f} /s (reference)")
     for batch in (16, 64, 256):
-        r = rate(lambda: [phantom.render_batch(params[i:i + batch], args.size) for i in range(0, args.n, batch)],
+        r = rate(lambda b=batch: [phantom.render_batch(params[i:i + b], args.size) for i in range(0, args.n, b)],
                  args.n)
         print(f"render_batch {batch:4d}:   {r:8.0f} /s ({r / one:.1f}x one per call; target 2000 /s)")

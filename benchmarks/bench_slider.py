@@ -11,9 +11,9 @@ import time
 import torch
 
 from cxr_workbench.assets import load_default_generator, pca_for
-from cxr_workbench.latents import reference_latents
-from cxr_workbench.masks import preset
-from cxr_workbench.widgets import PCBrowser
+from cxr_workbench.imaging.masks import preset
+from cxr_workbench.model.latents import reference_latents
+from cxr_workbench.ui.widgets import PCBrowser
 
 
 def timed(fn, repeats):

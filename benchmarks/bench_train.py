@@ -13,9 +13,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cxr_workbench import stylegan2
-from cxr_workbench.datasets import PhantomDataset
-from cxr_workbench.train import TrainConfig, train
+from cxr_workbench.imaging.datasets import PhantomDataset
+from cxr_workbench.model import stylegan2
+from cxr_workbench.model.train import TrainConfig, train
 
 VARIANTS = (("polyphase, fp32, contiguous (reference)", "polyphase", False, False),
             ("transpose, fp32", "transpose", False, False),

@@ -17,9 +17,9 @@ import pandas as pd
 from cxr_workbench.assets import cache_dir, load_default_generator, load_default_oracle, pca_for
 from cxr_workbench.devices import pick_device
 from cxr_workbench.distributed import connect
-from cxr_workbench.evaluate import method_table, paired_differences, summary_table
 from cxr_workbench.io import atomic_write
-from cxr_workbench.optimize import NAMED_CONFIGS, named_config
+from cxr_workbench.method.evaluate import method_table, paired_differences, summary_table
+from cxr_workbench.method.optimize import NAMED_CONFIGS, named_config
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
@@ -48,7 +48,8 @@ if __name__ == "__main__":
         atomic_write(args.csv, lambda f: df.to_csv(f, index=False), "w")
         r = frame.iloc[0]
         print(f"  {r['disease']:12s} sigma {r['sigma']:.1f} {r['method']:7s} PV {frame['PV'].mean():.3f} "
-              f"(all pixels {frame['PV_all'].mean():.3f}) trend {frame['severity_trend'].mean():.3f} ({time.time() - t0:.0f} s)", flush=True)
+              f"(all pixels {frame['PV_all'].mean():.3f}) trend {frame['severity_trend'].mean():.3f} "
+              f"({time.time() - t0:.0f} s)", flush=True)
 
     config = named_config(args.settings, **({} if args.max_steps is None else dict(max_steps=args.max_steps)))
     client = connect(args.scheduler, workers=args.workers) if fan else None

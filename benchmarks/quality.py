@@ -6,7 +6,7 @@ with the targets a shipped default must meet (quality.SHIP_TARGETS).
 import argparse
 
 from cxr_workbench.assets import load_default_generator, load_default_oracle, pca_for
-from cxr_workbench.quality import quality_figures, shipping_verdict
+from cxr_workbench.studies.quality import quality_figures, shipping_verdict
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()

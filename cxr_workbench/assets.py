@@ -29,19 +29,20 @@ def _shipped(path: Path, what: str) -> Path:
 
 def load_default_generator(device="cpu"):
     """The shipped grayscale generator trained on chest-radiograph phantoms (``data/generator.pt``)."""
-    from .checkpoints import load_generator
+    from cxr_workbench.model.checkpoints import load_generator
     return load_generator(_shipped(DEFAULT_GENERATOR, "generator"), device=device)
 
 
 def load_default_oracle():
     """The shipped severity oracle (``data/oracle.pt``): CTR, opacity burden, kind, plausibility."""
-    from .oracle import load_oracle
+    from cxr_workbench.model.oracle import load_oracle
     return load_oracle(_shipped(DEFAULT_ORACLE, "oracle"))
 
 
 def pca_for(G, n_samples: int = 20000):
     """The shipped PCA when G is the shipped generator, else a PCA computed once and cached."""
-    from .directions import WPCA, compute_pca, generator_key
+    from cxr_workbench.method.directions import WPCA, compute_pca
+    from cxr_workbench.model.checkpoints import generator_key
     if DEFAULT_PCA.is_file():
         shipped = WPCA.load(DEFAULT_PCA)
         if shipped.generator_key == generator_key(G):

@@ -18,22 +18,31 @@ def _set_torch_threads(n: int) -> int:
     return n
 
 
+# Protocols that need no certificates or extra packages. The scheduler is trusted: Dask exchanges
+# pickles with it, so connect only to a scheduler you run (docs/method.md, Scale-out).
+SCHEMES = ("tcp", "inproc")
+
+
 def connect(scheduler: str | None = None, workers: int = 2, threads: int = 1, timeout: float = 10.0):
     """A ``dask.distributed.Client``: of the scheduler at ``scheduler`` (e.g. ``tcp://host:8786``),
     or of a new ``LocalCluster`` of ``workers`` processes. Each worker runs one task at a time with
     ``threads`` torch threads (processes, not threads, share the cores without fighting)."""
     from dask.distributed import Client, LocalCluster
     if scheduler:
+        scheme = scheduler.split("://")[0] if "://" in scheduler else "tcp"
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheduler {scheduler!r}: the {scheme}:// protocol is not supported here; expected "
+                             f"{' or '.join(s + '://host:port' for s in SCHEMES)}")
         try:
             client = Client(scheduler, timeout=f"{timeout}s")
-        except (OSError, TimeoutError, ValueError) as e:
+        except Exception as e:  # unreachable, or something that is not a Dask scheduler answering
             raise ValueError(f"scheduler {scheduler!r} is unreachable ({type(e).__name__}: {e}); expected the "
                              "address of a running Dask scheduler, such as tcp://host:8786") from None
     else:
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers={workers!r}; expected a positive integer")
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", silence_logs=40)
+                               dashboard_address=":0", silence_logs=50)  # a task's error is ours to say, in one line
         client = Client(cluster)
     client.run(_set_torch_threads, threads)
     return client

@@ -2,14 +2,20 @@
 
 * ``atomic_write``: one file, written to a temporary in the same folder, fsynced, renamed; an
   existing file is never replaced unless the caller says ``overwrite=True``.
-* ``output_set``: a run's files as one set, in a folder that one writer holds at a time
-  (a lock file naming the process); they are staged, then moved into place together, so a
-  failed or killed run leaves none of them under its final name. Leftovers of dead runs
-  (locks, staging folders, temporaries) are cleaned up by the next writer.
+* ``writer_lock``: one writer per folder, by the operating system's lock (``flock``) on a lock
+  file, which the kernel releases when its holder dies: no pid guessing, correct under a race.
+  The holder records in the lock file what it may leave behind (its pid and staging folder).
+* ``output_set``: a run's files as one set in a held folder; they are staged, then moved into
+  place together, so a failed or killed run leaves none of them under its final name.
+
+The next writer tidies only what a dead holder recorded: its staging folder (finished when every
+file was written, else removed) and the temporaries named with its pid and the workbench's mark.
+Nothing else in the folder is touched, whatever its name.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -19,18 +25,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 LOCK_NAME = ".cxr-workbench.lock"
-STAGING_PREFIX = ".staging-"
+STAGING_PREFIX = ".cxr-workbench-staging-"
 COMPLETE_MARK = ".complete"  # in a staging folder: every file is written; moving them in may finish
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+TEMP_MARK = ".cxr-workbench-"  # temporaries are .<name>.cxr-workbench-<pid>-<random>.tmp
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode: str = "wb",
@@ -40,8 +37,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (or --overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The pid in the name lets clean_stale_temporaries tell a dead writer's file from a live one's.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    # The mark and pid in the name let the next holder of the folder remove a dead writer's temporary.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}{os.getpid()}-", suffix=".tmp", dir=path.parent)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
@@ -51,21 +48,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, say: name the file, not only the errno
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def clean_stale_temporaries(folder) -> list[Path]:
-    """Remove ``atomic_write`` temporaries in ``folder`` whose writing process is gone."""
-    removed = []
-    for p in Path(folder).glob(".*.tmp"):
-        parts = p.name.rsplit(".", 3)  # [".name", pid, random, "tmp"]
-        if len(parts) == 4 and parts[1].isdigit() and not _alive(int(parts[1])):
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
 
 
 def write_json(path, obj, overwrite: bool = True) -> Path:
@@ -74,8 +63,8 @@ def write_json(path, obj, overwrite: bool = True) -> Path:
 
 def save_png(path, image, overwrite: bool = True) -> Path:
     """Save a PIL image (or a uint8/uint16 array) atomically as PNG."""
-    from PIL import Image
     import numpy as np
+    from PIL import Image
     img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
     return atomic_write(path, lambda f: img.save(f, format="PNG"), "wb", overwrite)
 
@@ -102,43 +91,80 @@ def _finish(staging: Path, folder: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def _read_record(fd: int) -> dict:
+    """What the lock file says of its (last) holder; {} when empty or unreadable."""
+    try:
+        record = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _take_lock(path: Path, folder: Path) -> int:
+    """An open descriptor of ``path`` holding its exclusive flock, or FileExistsError naming the holder.
+
+    A holder removes the lock file before it lets go, so a descriptor locked after that names a file
+    no longer in the folder: it is dropped and the lock taken again on the file that is there now.
+    """
+    for _ in range(1000):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_record(fd)
+            os.close(fd)
+            raise FileExistsError(f"output folder {folder} is being written by another run (pid "
+                                  f"{holder.get('pid', '?')} on {holder.get('host', '?')}); wait for it to "
+                                  "finish") from None
+        try:
+            mine = os.stat(path)
+        except FileNotFoundError:
+            mine = None
+        if mine is not None and (mine.st_ino, mine.st_dev) == (os.fstat(fd).st_ino, os.fstat(fd).st_dev):
+            return fd
+        os.close(fd)
+    raise FileExistsError(f"output folder {folder}: could not take {path}")
+
+
+def _tidy_after(folder: Path, record: dict) -> None:
+    """Finish or remove what a dead holder recorded, and remove its marked temporaries."""
+    staging = record.get("staging")
+    if isinstance(staging, str) and staging.startswith(STAGING_PREFIX) and "/" not in staging:
+        leftover = folder / staging
+        if (leftover / COMPLETE_MARK).is_file():
+            _finish(leftover, folder)  # a dead run had written everything: complete its set
+        elif leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+    pid = record.get("pid")
+    if isinstance(pid, int) and pid > 0:
+        for tmp in folder.rglob(f".*{TEMP_MARK}{pid}-*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def staging_folder(folder) -> Path:
+    """Where this process stages an output set in ``folder`` (recorded in the lock file it holds)."""
+    return Path(folder) / f"{STAGING_PREFIX}{os.getpid()}"
+
+
 @contextlib.contextmanager
 def writer_lock(folder) -> Iterator[Path]:
-    """Hold ``folder`` for this process: a second writer is refused with the holder's pid; a lock
-    left by a dead process is taken over after its leftovers are tidied (see module docstring)."""
+    """Hold ``folder`` for this process: a second writer is refused, naming the holder; after a
+    holder that died, what it recorded is tidied first (see the module docstring)."""
     folder = check_writable(folder)
-    lock = folder / LOCK_NAME
-    me = f"{os.getpid()} {socket.gethostname()}"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            try:
-                pid_text, _, host = lock.read_text().partition(" ")
-                pid = int(pid_text)
-            except (OSError, ValueError):
-                pid, host = -1, ""
-            if pid > 0 and (host.strip() != socket.gethostname() or _alive(pid)):
-                raise FileExistsError(f"output folder {folder} is being written by another run (pid {pid} on "
-                                      f"{host.strip() or '?'}); wait for it, or remove {lock} if that run is gone")
-            lock.unlink(missing_ok=True)  # the holder is dead
-    else:
-        raise FileExistsError(f"output folder {folder}: could not take {lock}")
-    with os.fdopen(fd, "w") as f:
-        f.write(me)
+    path = folder / LOCK_NAME
+    fd = _take_lock(path, folder)
     try:
-        for staging in folder.glob(STAGING_PREFIX + "*"):
-            pid = staging.name[len(STAGING_PREFIX):]
-            if pid.isdigit() and not _alive(int(pid)):
-                if (staging / COMPLETE_MARK).exists():
-                    _finish(staging, folder)  # a dead run had written everything: complete its set
-                else:
-                    shutil.rmtree(staging, ignore_errors=True)
-        clean_stale_temporaries(folder)
+        previous = _read_record(fd)
+        record = dict(pid=os.getpid(), host=socket.gethostname(), staging=staging_folder(folder).name)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        os.fsync(fd)
+        if previous:
+            _tidy_after(folder, previous)
         yield folder
     finally:
-        lock.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # before letting go: see _take_lock
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -155,7 +181,7 @@ def output_set(folder, names: Iterable[str], overwrite: bool = False) -> Iterato
         clash = [str(folder / n) for n in names if (folder / n).exists()]
         if clash and not overwrite:
             raise FileExistsError(f"{', '.join(clash)} exist; pass --overwrite or choose another output folder")
-        staging = folder / f"{STAGING_PREFIX}{os.getpid()}"
+        staging = staging_folder(folder)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         try:

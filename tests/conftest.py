@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cxr_workbench.stylegan2 import Generator
+from cxr_workbench.model.stylegan2 import Generator
 
 
 @pytest.fixture(autouse=True)

@@ -4,16 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_generator
 from PIL import Image
 
-from cxr_workbench import augment
-from cxr_workbench.augment import (make_augmentation, read_manifest, read_set_images,
-                                   set_quality, to_uint16)
-from cxr_workbench.directions import compute_pca, generator_key
-from cxr_workbench.optimize import LOConfig
-from cxr_workbench.oracle import SeverityOracle
-
-from conftest import tiny_generator
+from cxr_workbench.method.directions import compute_pca
+from cxr_workbench.method.optimize import LOConfig
+from cxr_workbench.model.checkpoints import generator_key
+from cxr_workbench.model.oracle import SeverityOracle
+from cxr_workbench.studies import augment
+from cxr_workbench.studies.augment import make_augmentation, read_manifest, read_set_images, set_quality, to_uint16
 
 FAST = LOConfig(n=5, max_steps=3, min_steps=0)
 
@@ -44,9 +43,9 @@ def test_a_set_keeps_the_last_points_as_16_bit_pngs_with_a_manifest(model, tmp_p
     head = json.loads((tmp_path / "set" / "set.json").read_text())
     assert head["disease"] == "cardiomegaly" and len(head["u"]) == 8 and head["keep_last"] == 2
     # the images are the trajectory's last points, to 16 bits
-    from cxr_workbench.latents import reference_latents
-    from cxr_workbench.optimize import run_method
-    from cxr_workbench.masks import load_box
+    from cxr_workbench.imaging.masks import load_box
+    from cxr_workbench.method.optimize import run_method
+    from cxr_workbench.model.latents import reference_latents
     G, pca, _ = model
     box = load_box("heart", 16)
     u = torch.tensor(head["u"])
@@ -119,13 +118,14 @@ def test_bad_requests_name_the_value(model, tmp_path, kw, message):
 def test_set_quality_known_answers():
     m = pd.DataFrame(dict(disease="cardiomegaly", ctr=[0.4, 0.55, 0.6, 0.7], opacity_burden=0.0,
                           plausible=[True, True, False, True]))
-    assert set_quality(m) == dict(disease="cardiomegaly", n=4, intended=0.75, plausible=0.75, intended_and_plausible=0.5)
+    assert set_quality(m) == dict(disease="cardiomegaly", n=4, intended=0.75, plausible=0.75,
+                                  intended_and_plausible=0.5)
     o = m.assign(disease="opacity", opacity_burden=[0.0, 0.02, 0.005, 0.3], plausible=[True, False, True, True])
     assert set_quality(o)["intended"] == 0.5 and set_quality(o)["intended_and_plausible"] == 0.25
 
 
 def test_latents_are_references_too(model, tmp_path):
-    from cxr_workbench.latents import reference_latents
+    from cxr_workbench.model.latents import reference_latents
     G, pca, oracle = model
     by_seed = make(model, tmp_path / "seeds", n=4)
     ws = reference_latents(G, [10, 11])
@@ -137,3 +137,69 @@ def test_latents_are_references_too(model, tmp_path):
     assert head["references"].startswith("latents ")
     with pytest.raises(ValueError, match=r"latents of shape \(2, 8\)"):
         make_augmentation(G, [], "cardiomegaly", 4, FAST, tmp_path / "bad", pca=pca, latents=ws[:, 0])
+
+
+def test_resume_refuses_another_size_or_other_references(model, tmp_path):
+    G, pca, oracle = model
+    make(model, tmp_path / "set", n=4)
+    with pytest.raises(ValueError, match="n_samples"):
+        make(model, tmp_path / "set", n=6)
+    with pytest.raises(ValueError, match="references"):
+        make_augmentation(G, range(30, 40), "cardiomegaly", 4, FAST, tmp_path / "set", keep_last=2, pca=pca,
+                          oracle=oracle, batch=2, progress=False)
+    assert len(read_manifest(tmp_path / "set")) == 4  # nothing lost
+
+
+def damage_missing(out, m):
+    (out / m["file"][1]).unlink()
+
+
+def damage_garbage(out, m):
+    (out / m["file"][3]).write_bytes(b"not a png")
+
+
+def damage_row_deleted(out, m):
+    m.drop(index=4).to_csv(out / "manifest.csv", index=False)
+
+
+def damage_row_duplicated(out, m):
+    pd.concat([m, m.iloc[[0]]]).to_csv(out / "manifest.csv", index=False)
+
+
+@pytest.mark.parametrize("damage", [damage_missing, damage_garbage, damage_row_deleted, damage_row_duplicated])
+def test_resume_verifies_and_repairs_to_the_same_set(model, tmp_path, damage, capsys):
+    whole = make(model, tmp_path / "whole")
+    out = tmp_path / "damaged"
+    make(model, out)
+    capsys.readouterr()
+    damage(out, read_manifest(out))
+    repaired = make(model, out)
+    assert "repaired" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(repaired, whole)
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(f.split("/")[1] for f in whole["file"])
+    for f in whole["file"]:
+        assert (out / f).read_bytes() == (tmp_path / "whole" / f).read_bytes()
+    make(model, out)  # intact now: nothing to repair
+    assert "repaired" not in capsys.readouterr().err
+
+
+def test_a_failed_run_does_not_block_its_corrected_retry(model, tmp_path, monkeypatch):
+    def fails(*a, **kw):
+        raise FloatingPointError("went non-finite")
+
+    monkeypatch.setattr(augment, "edit_references", fails)
+    with pytest.raises(FloatingPointError):
+        make(model, tmp_path / "set")
+    assert (tmp_path / "set" / "set.json").is_file()
+    monkeypatch.undo()
+    G, pca, oracle = model
+    retry = make_augmentation(G, range(10, 20), "cardiomegaly", 4, LOConfig(n=5, max_steps=3, min_steps=0, lr=0.001),
+                              tmp_path / "set", keep_last=2, pca=pca, oracle=oracle, batch=2, progress=False)
+    assert len(retry) == 4
+
+
+def test_a_manifest_naming_a_file_outside_the_set_is_refused(model, tmp_path):
+    m = make(model, tmp_path / "set", n=2)
+    m.loc[0, "file"] = "../../etc/passwd"
+    with pytest.raises(ValueError, match="etc/passwd"):
+        read_set_images(tmp_path / "set", m)

@@ -12,11 +12,11 @@ from collections import Counter
 
 import pytest
 import torch
-
 from conftest import tiny_generator
-from cxr_workbench.checkpoints import save_generator
-from cxr_workbench.cli import main
-from cxr_workbench.io import COMPLETE_MARK, LOCK_NAME, STAGING_PREFIX, writer_lock
+
+from cxr_workbench.io import COMPLETE_MARK, LOCK_NAME, STAGING_PREFIX, TEMP_MARK, writer_lock
+from cxr_workbench.model.checkpoints import save_generator
+from cxr_workbench.ui.cli import main
 
 EDIT_OUTPUTS = ("strip.png", "latents.pt", "metrics.json")
 
@@ -66,6 +66,7 @@ CASES = [  # (arguments, text the one error line must contain)
     (["train", "--run-dir", "{d}/run", "--batch", "0"], "--batch"),
     (["train", "--run-dir", "{d}/run", "--kimg", "0"], "--kimg"),
     (["train", "--run-dir", "{d}/run", "--resolution", "48"], "resolution=48"),
+    (["train", "--run-dir", "{d}/run", "--resolution", "8"], "resolution=8"),
     (["train", "--run-dir", "{d}/run", "--stop-after-minutes", "0"], "--stop-after-minutes"),
     (["augment", "--disease", "gout", "--samples", "4", "--out", "{d}/aug"], "disease='gout'"),
     (["augment", "--disease", "opacity", "--samples", "4", "--keep-last", "20", "--out", "{d}/aug"],
@@ -91,7 +92,7 @@ def test_bad_input_is_one_line_and_exit_2(files, tmp_path, args, culprit):
         args += ["--out", str(tmp_path / "out")]
     if args[0] == "sample":
         args += ["--out", str(tmp_path / "grid.png")]
-    r = subprocess.run([sys.executable, "-m", "cxr_workbench.cli", *args], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "cxr_workbench.ui.cli", *args], capture_output=True, text=True,
                        timeout=300)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2, r.stderr
@@ -112,6 +113,16 @@ def dead_pid() -> int:
     return p.pid
 
 
+def dead_writers_leftovers(out) -> int:
+    """What a killed run leaves: its lock file recording it, a half-written file, its staging folder."""
+    pid = dead_pid()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / LOCK_NAME).write_text(json.dumps(dict(pid=pid, host=os.uname().nodename, staging=f"{STAGING_PREFIX}{pid}")))
+    (out / f".strip.png{TEMP_MARK}{pid}-abc123.tmp").write_bytes(b"half")
+    (out / f"{STAGING_PREFIX}{pid}").mkdir(exist_ok=True)
+    return pid
+
+
 def test_a_second_writer_is_refused_and_a_dead_ones_leftovers_are_handled(files, tmp_path, capsys):
     out = tmp_path / "out"
     with writer_lock(out):  # a live run holds the folder
@@ -119,28 +130,34 @@ def test_a_second_writer_is_refused_and_a_dead_ones_leftovers_are_handled(files,
         assert "being written by another run" in capsys.readouterr().err
     assert not any((out / n).exists() for n in EDIT_OUTPUTS) and not (out / LOCK_NAME).exists()
 
-    pid = dead_pid()
-    (out / LOCK_NAME).write_text(f"{pid} {os.uname().nodename}")  # a killed run's lock ...
-    (out / f".strip.png.{pid}.abc123.tmp").write_bytes(b"half")  # ... its half-written file ...
-    (out / f"{STAGING_PREFIX}{pid}").mkdir()  # ... and its unfinished staging folder
+    # The user's own files are never taken for leftovers, whatever their names.
+    users = [out / ".staging-12345" / "notes.txt", out / ".draft.12345.ab.tmp", out / ".cxr-workbench-staging-mine"]
+    users[0].parent.mkdir(parents=True)
+    users[0].write_text("mine")
+    users[1].write_text("mine")
+    users[2].mkdir()
+    dead_writers_leftovers(out)
     assert main(edit_args(files / "g.pt", out)) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(EDIT_OUTPUTS)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*EDIT_OUTPUTS, ".staging-12345", ".draft.12345.ab.tmp",
+                                                            ".cxr-workbench-staging-mine"])
+    assert users[0].read_text() == "mine" and users[1].read_text() == "mine" and users[2].is_dir()
     assert main(edit_args(files / "g.pt", out)) == 2  # finished results are never replaced silently
     assert "exist; pass --overwrite" in capsys.readouterr().err
 
     # A run killed between staging everything and moving it in: the next writer completes the set.
+    pid = dead_writers_leftovers(out)
     staged = out / f"{STAGING_PREFIX}{pid}"
-    staged.mkdir()
     (staged / "extra.txt").write_text("finished")
     (staged / COMPLETE_MARK).touch()
     with writer_lock(out):
         pass
     assert (out / "extra.txt").read_text() == "finished" and not staged.exists()
+    assert not list(out.glob(f"*{TEMP_MARK}*.tmp")) and not (out / LOCK_NAME).exists()
 
 
 def test_edit_killed_mid_run_leaves_nothing_and_the_next_run_works(files, tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "cxr_workbench.cli", *edit_args(files / "g.pt", out, "--max-steps", "100000",
+    cmd = [sys.executable, "-m", "cxr_workbench.ui.cli", *edit_args(files / "g.pt", out, "--max-steps", "100000",
                                                                 "--tol", "0", "--min-steps", "100000")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -157,7 +174,7 @@ def test_edit_killed_mid_run_leaves_nothing_and_the_next_run_works(files, tmp_pa
 
 TRAIN = """
 import sys
-from cxr_workbench.train import TrainConfig, train
+from cxr_workbench.model.train import TrainConfig, train
 cfg = TrainConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=1, channel_base=256, channel_max=32,
                   batch=8, dataset_size=64, snapshot_kimg=0.016, kimg=float(sys.argv[2]))
 train(cfg, sys.argv[1], progress=False)
@@ -165,7 +182,7 @@ train(cfg, sys.argv[1], progress=False)
 
 
 def test_train_killed_resumes_and_leaves_no_temporaries(tmp_path):
-    from cxr_workbench.checkpoints import read_checkpoint
+    from cxr_workbench.model.checkpoints import read_checkpoint
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-c", TRAIN, str(run), "100"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

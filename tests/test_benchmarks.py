@@ -57,7 +57,8 @@ def test_readme_results_runs(tmp_path):
     out = subprocess.run(["bash", "benchmarks/readme_results.sh", str(tmp_path), "cpu", "1"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr + "".join(p.read_text()[-2000:] for p in tmp_path.glob("*.log"))
-    rows = {name: len(pd.read_csv(tmp_path / f"{name}.csv")) for name in ("t2_ours", "t2_literal", "t2_u_auto", "t2_u_local")}
+    names = ("t2_ours", "t2_literal", "t2_u_auto", "t2_u_local")
+    rows = {name: len(pd.read_csv(tmp_path / f"{name}.csv")) for name in names}
     assert rows == dict(t2_ours=12, t2_literal=4, t2_u_auto=2, t2_u_local=2)  # cells x 1 reference
     for sigma in ("0.3", "1.0", "2.0"):
         for disease in ("cardiomegaly", "opacity"):

@@ -5,10 +5,10 @@ from collections import OrderedDict
 
 import pytest
 import torch
-
-from cxr_workbench.checkpoints import (load_generator, model_card, rosinality_key_map, save_generator)
 from conftest import tiny_generator
-from cxr_workbench.stylegan2 import Generator
+
+from cxr_workbench.model.checkpoints import load_generator, model_card, rosinality_key_map, save_generator
+from cxr_workbench.model.stylegan2 import Generator
 
 
 def small_G(seed=0, **kw):
@@ -55,7 +55,8 @@ def test_truncated_and_unknown_files(tmp_path):
 def rosinality_state_dict(size, style_dim, n_mlp, channel_multiplier, img_channels=3, seed=0):
     """A state dict laid out exactly as rosinality's Generator (written from their model.py)."""
     g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g)
+    def r(*s):
+        return torch.randn(*s, generator=g)
     ch = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * channel_multiplier, 128: 128 * channel_multiplier}
     sd = {}
     for i in range(1, n_mlp + 1):
@@ -157,7 +158,8 @@ def fake_nvlabs(monkeypatch, tmp_path):
         def __init__(self, module):
             self.state = dict(training=False, init_kwargs={"evil": Evil()},
                               _parameters=OrderedDict(module._parameters), _buffers=OrderedDict(
-                                  (k, v) for k, v in module._buffers.items() if k not in module._non_persistent_buffers_set),
+                                  (k, v) for k, v in module._buffers.items()
+                                  if k not in module._non_persistent_buffers_set),
                               _modules=OrderedDict((k, Record(m)) for k, m in module._modules.items()))
             self.name = type(module).__name__
 
@@ -189,7 +191,8 @@ def test_nvlabs_pickle_errors(tmp_path, fake_nvlabs):
     Record, _ = fake_nvlabs
     G = small_G()
     rec = Record(G)
-    del rec.state["_modules"]["synthesis"].state["_modules"]["b16"].state["_modules"]["conv1"].state["_parameters"]["bias"]
+    conv1 = rec.state["_modules"]["synthesis"].state["_modules"]["b16"].state["_modules"]["conv1"]
+    del conv1.state["_parameters"]["bias"]
     with open(tmp_path / "net.pkl", "wb") as f:
         pickle.dump({"G_ema": rec}, f)
     with pytest.raises(ValueError, match="synthesis.b16.conv1.bias"):

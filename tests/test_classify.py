@@ -5,9 +5,20 @@ import pandas as pd
 import pytest
 import torch
 
-from cxr_workbench import classify
-from cxr_workbench.classify import (CPU_SCALE, ProtocolConfig, auroc, auroc_from_file, make_network, plan_runs,
-                                    protocol_table, random_augmentation, real_data, run_name, run_protocol)
+from cxr_workbench.studies import classify
+from cxr_workbench.studies.classify import (
+    CPU_SCALE,
+    ProtocolConfig,
+    auroc,
+    auroc_from_file,
+    make_network,
+    plan_runs,
+    protocol_table,
+    random_augmentation,
+    real_data,
+    run_name,
+    run_protocol,
+)
 
 TINY = ProtocolConfig(n_normal=24, n_disease=(4, 12), n_aug=12, n_val=12, n_test=16, seeds=(0, 1), epochs=2, batch=16)
 
@@ -71,14 +82,14 @@ def test_training_sets_follow_the_rows(data):
     aug = fake_sets(data)
     sizes = {}
     for row in classify.ROWS:
-        x, y = classify._training_set(data, "N vs C vs O", 4, row, 0.3, 0, TINY, aug)
+        x, y = classify._training_set(data, "N vs C vs O", 4, row, 0.3, 0, cfg=TINY, aug=aug)
         sizes[row] = np.bincount(y.numpy(), minlength=3).tolist()
     assert sizes == {"real": [24, 4, 4], "rand": [24, 10, 10], "ours": [24, 10, 10], "ours+rand": [24, 10, 10]}
-    x, y = classify._training_set(data, "N vs O", 12, "ours", 0.3, 0, TINY, aug)
+    x, y = classify._training_set(data, "N vs O", 12, "ours", 0.3, 0, cfg=TINY, aug=aug)
     assert np.bincount(y.numpy()).tolist() == [24, 24]
     small = {k: v[:3] for k, v in aug.items()}
     with pytest.raises(ValueError, match="the opacity set for sigma=0.3 has 3 samples; this protocol needs 12"):
-        classify._training_set(data, "N vs O", 12, "ours", 0.3, 0, TINY, small)
+        classify._training_set(data, "N vs O", 12, "ours", 0.3, 0, cfg=TINY, aug=small)
 
 
 def test_plan_has_every_cell_of_tables_3_and_4():
@@ -108,6 +119,18 @@ def test_protocol_saves_predictions_and_resumes(data, tmp_path):
     finally:
         classify.train_run = real_train
     assert calls == [] and len(again) == len(res)
+    # an edited and a deleted predictions file: those two runs, and only they, are run again
+    edited = pd.read_csv(files[0])
+    edited[edited.columns[1:]] = edited[edited.columns[1:]].to_numpy()[::-1]
+    edited.to_csv(files[0], index=False)
+    files[1].unlink()
+    classify.train_run = lambda **kw: calls.append(kw) or real_train(**kw)
+    try:
+        repaired = run_protocol(TINY, fake_sets(data), tmp_path / "p", data=data, progress=False)
+    finally:
+        classify.train_run = real_train
+    assert sorted(run_name(c) for c in calls) == sorted([files[0].stem, files[1].stem]) and len(repaired) == len(res)
+    assert auroc_from_file(files[0]) == pytest.approx(by_name[files[0].stem]["test_auroc"], abs=1e-12)
     with pytest.raises(ValueError, match="runs of another protocol"):
         run_protocol(replace(TINY, epochs=3), fake_sets(data), tmp_path / "p", data=data, progress=False)
     # another seed only adds its runs

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
+from conftest import tiny_generator
 from PIL import Image
 
-from cxr_workbench.checkpoints import save_generator
-from conftest import tiny_generator
-from cxr_workbench.cli import main, seed_list
+from cxr_workbench.model.checkpoints import save_generator
+from cxr_workbench.ui.cli import main, seed_list
 
 
 def test_parse_seeds():

@@ -3,8 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cxr_workbench.datasets import (CheXpertDataset, ImageFolderDataset, read_dicom,
-                                    read_image)
+from cxr_workbench.imaging.datasets import CheXpertDataset, ImageFolderDataset, read_dicom, read_image
 
 
 def write_dicom(path, pixels, photometric="MONOCHROME2", syntax=None, window=None):
@@ -58,7 +57,8 @@ def test_dicom_monochrome_window_and_bad_syntax(tmp_path):
 
 
 def test_image_folder_bad_files(tmp_path):
-    Image.fromarray(np.full((40, 40), 128, np.uint8)).save(tmp_path / "ok.png")
+    film = np.tile(np.arange(100, 140, dtype=np.uint8), (40, 1))  # a film shows something: a ramp
+    Image.fromarray(film).save(tmp_path / "ok.png")
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
     with pytest.raises(ValueError, match="broken.png"):
@@ -67,12 +67,14 @@ def test_image_folder_bad_files(tmp_path):
     assert len(ds) == 1 and sorted(p.name for p, _ in ds.skipped) == ["broken.png", "notes.txt"]
     item = ds[0]
     assert item["img"].shape == (1, 32, 32)
-    torch.testing.assert_close(item["img"], torch.full((1, 32, 32), 128 / 255 * 2 - 1))
+    expected = torch.nn.functional.interpolate(torch.from_numpy(film / 255.0).float()[None, None], size=(32, 32),
+                                               mode="area")[0] * 2 - 1
+    torch.testing.assert_close(item["img"], expected)
 
 
 def test_chexpert_csv(tmp_path):
     (tmp_path / "p").mkdir()
-    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "p" / "1.png")
+    Image.fromarray(np.tile(np.arange(16, dtype=np.uint8), (16, 1))).save(tmp_path / "p" / "1.png")
     rows = ["Path,Sex,Frontal/Lateral,Cardiomegaly,Lung Opacity",
             "p/1.png,F,Frontal,1.0,-1.0", "p/1.png,M,Lateral,1.0,1.0", "p/1.png,M,Frontal,,0.0"]
     (tmp_path / "train.csv").write_text("\n".join(rows))
@@ -105,7 +107,7 @@ def test_rgba_is_composited_on_black_and_tiny_images_are_refused(tmp_path):
 
 
 def test_films_keep_their_proportions():
-    from cxr_workbench.datasets import to_model_range
+    from cxr_workbench.imaging.datasets import to_model_range
     h, w = 664, 1152
     yy, xx = np.mgrid[:h, :w]
     film = (((yy - h / 2) ** 2 + (xx - w / 2) ** 2) < 200 ** 2).astype(np.float32)  # a round disc
@@ -134,7 +136,7 @@ def test_dicom_modality_lut_wide_windows_and_not_dicom(tmp_path):
 
 
 def test_twelve_bit_png_is_not_black(tmp_path):
-    from cxr_workbench.datasets import bit_depth
+    from cxr_workbench.imaging.datasets import bit_depth
     ramp = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (64, 1))
     Image.fromarray(ramp).save(tmp_path / "12bit.png")
     img = read_image(tmp_path / "12bit.png")
@@ -143,7 +145,7 @@ def test_twelve_bit_png_is_not_black(tmp_path):
 
 
 def test_non_images_in_a_folder_are_counted_or_named(tmp_path):
-    Image.fromarray(np.full((40, 60), 128, np.uint8)).save(tmp_path / "film.png")
+    Image.fromarray(np.tile(np.arange(60, dtype=np.uint8), (40, 1))).save(tmp_path / "film.png")
     (tmp_path / "train.csv").write_text("Path,Frontal/Lateral\n")
     (tmp_path / "odd.dcm").write_bytes(b"\x00" * 300)
     with pytest.raises(ValueError, match="odd.dcm"):

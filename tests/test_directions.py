@@ -3,14 +3,24 @@ import re
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_generator
-from cxr_workbench.directions import (WPCA, LocalSearch, box_change, choose_direction, compute_pca, direction_std,
-                                      inside_share, local_direction, pc_strip, rank_pcs_for_box, resolve_direction,
-                                      save_direction)
-from cxr_workbench.latents import reference_latents
-from cxr_workbench.latents import apply_direction, parse_range
-from cxr_workbench.masks import Box
+
+from cxr_workbench.imaging.masks import Box
+from cxr_workbench.method.directions import (
+    WPCA,
+    LocalSearch,
+    box_change,
+    choose_direction,
+    compute_pca,
+    direction_std,
+    inside_share,
+    local_direction,
+    pc_strip,
+    rank_pcs_for_box,
+    resolve_direction,
+    save_direction,
+)
+from cxr_workbench.model.latents import apply_direction, parse_range, reference_latents
 
 BOX = Box(0, 0, 8, 8, resolution=16)
 
@@ -103,7 +113,8 @@ def test_local_direction_is_more_local_than_any_pc_and_cached(G, tmp_path, monke
     best_pc = rank_pcs_for_box(G, w_refs, pca, BOX, n_pcs=6)[0]["inside_share"]
     assert share > best_pc + 0.01, (share, best_pc)
     # The second call reads the cache instead of searching again.
-    monkeypatch.setattr("cxr_workbench.directions.rank_pcs_for_box", lambda *a, **k: pytest.fail("searched again"))
+    monkeypatch.setattr("cxr_workbench.method.directions.rank_pcs_for_box",
+                        lambda *a, **k: pytest.fail("searched again"))
     u2, share2 = local_direction(G, pca, BOX, search=search, cache_dir=tmp_path)
     torch.testing.assert_close(u2, u)
     assert share2 == share and len(list(tmp_path.glob("local_*.pt"))) == 1
@@ -124,8 +135,8 @@ def test_local_spec_is_signed_for_the_disease(G, tmp_path, spec):
 def test_a_w_direction_repeated_on_every_layer_is_the_same_edit(G, tmp_path):
     """W+ directions [num_ws, w_dim] generalise W ones: the same rows give the same strips, std,
     box change, trajectory, and file round trip."""
-    from cxr_workbench.latents import check_direction, direction_on_layers
-    from cxr_workbench.optimize import LOConfig, run_method
+    from cxr_workbench.method.optimize import LOConfig, run_method
+    from cxr_workbench.model.latents import check_direction, direction_on_layers
     pca = compute_pca(G, n_samples=2000)
     u = pca.direction(1)
     plus = check_direction(3 * u.repeat(G.num_ws, 1), G.w_dim, G.num_ws)  # rows scaled back to unit
@@ -161,11 +172,13 @@ def test_local_plus_has_a_row_per_moving_layer_and_beats_local(G, tmp_path):
     u, share = local_direction(G, pca, BOX, layers=layers, search=w_search)
     plus, plus_share = local_direction(G, pca, BOX, layers=layers, search=plus_search, cache_dir=tmp_path)
     assert plus.shape == (G.num_ws, G.w_dim)
-    assert float(plus[3:].abs().max()) == 0 and float(plus[layers].norm(dim=1).square().mean()) == pytest.approx(1, abs=1e-5)
+    assert float(plus[3:].abs().max()) == 0
+    assert float(plus[layers].norm(dim=1).square().mean()) == pytest.approx(1, abs=1e-5)
     assert float((pca.components[6:] @ plus.T).norm()) < 1e-4  # each row in the span of the first 6 PCs
     w_refs = reference_latents(G, range(4))
     with torch.no_grad():
-        again = float(inside_share(box_change(G, w_refs, plus, 2 * direction_std(pca, plus), layers), BOX.mask()).mean())
+        change = box_change(G, w_refs, plus, 2 * direction_std(pca, plus), layers)
+        again = float(inside_share(change, BOX.mask()).mean())
     assert abs(again - plus_share) < 1e-5
     assert plus_share > share, (plus_share, share)  # W is the special case of equal rows
     with pytest.raises(ValueError, match="space='z'"):

@@ -2,15 +2,14 @@
 import pandas as pd
 import pytest
 import torch
-
-from cxr_workbench.augment import make_augmentation
-from cxr_workbench.classify import ProtocolConfig, real_data, run_protocol
-from cxr_workbench.directions import compute_pca
-from cxr_workbench.distributed import close, connect, fan_out
-from cxr_workbench.evaluate import method_table
-from cxr_workbench.optimize import LOConfig
-
 from conftest import tiny_generator
+
+from cxr_workbench.distributed import close, connect, fan_out
+from cxr_workbench.method.directions import compute_pca
+from cxr_workbench.method.evaluate import method_table
+from cxr_workbench.method.optimize import LOConfig
+from cxr_workbench.studies.augment import make_augmentation
+from cxr_workbench.studies.classify import ProtocolConfig, real_data, run_protocol
 
 
 @pytest.fixture(scope="module")

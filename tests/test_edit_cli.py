@@ -3,13 +3,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_generator
 from PIL import Image
 
-from cxr_workbench.checkpoints import save_generator
-from cxr_workbench.cli import main
-from cxr_workbench.directions import save_direction
-from cxr_workbench.masks import Box
-from conftest import tiny_generator
+from cxr_workbench.imaging.masks import Box
+from cxr_workbench.method.directions import save_direction
+from cxr_workbench.model.checkpoints import save_generator
+from cxr_workbench.ui.cli import main
 
 
 @pytest.fixture
@@ -58,6 +58,7 @@ def test_edit_with_the_local_direction_caches_its_search(tmp_path, ckpt, monkeyp
     assert main(args + ["--out", str(tmp_path / "a")]) == 0
     desc = json.loads((tmp_path / "a" / "metrics.json").read_text())["direction"]
     assert desc.startswith("local: a combination of the first 16 PCs")  # w_dim 16: all of them
-    monkeypatch.setattr("cxr_workbench.directions.rank_pcs_for_box", lambda *a, **k: pytest.fail("searched again"))
+    monkeypatch.setattr("cxr_workbench.method.directions.rank_pcs_for_box",
+                        lambda *a, **k: pytest.fail("searched again"))
     assert main(args + ["--out", str(tmp_path / "b")]) == 0  # the cached search (CXR_WORKBENCH_CACHE)
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["direction"] == desc

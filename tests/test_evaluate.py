@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from cxr_workbench.evaluate import paired_differences, summary_table
+from cxr_workbench.method.evaluate import ablation_notes, paired_differences, summary_table
 
 
 def table():
@@ -31,3 +31,30 @@ def test_paired_differences_known_answer():
     assert one["seeds"] == 1 and math.isnan(one["p"])
     with pytest.raises(ValueError, match="'linear' is not in the table"):
         paired_differences(table(), "PV", method="linear")
+
+
+def ablation_frame():
+    """Two references per cell; PV falls and leakage rises with sigma, LO + direction 1 above LO."""
+    rows = []
+    for method, lift in (("lo", 0.0), ("lo+dir", 1.0)):
+        for sigma, pv, leak in ((0.3, 3.0, 0.1), (2.0, 1.0, 0.5)):
+            for seed, jitter in ((0, -0.5), (1, 0.5)):
+                rows.append(dict(disease="cardiomegaly", method=method, sigma=sigma, seed=seed, PV=pv + lift + jitter,
+                                 severity_trend=0.5, leakage=leak))
+    return pd.DataFrame(rows)
+
+
+def test_ablation_notes_quote_the_numbers():
+    assert ablation_notes(ablation_frame()) == [
+        "cardiomegaly: LO + direction has PV 4.00 at sigma 0.3 (Baseline LO 3.00); from sigma 0.3 to 2 its PV goes "
+        "4.00 -> 2.00 and its leakage 0.10 -> 0.50."]
+
+
+def test_sigma_ablation_figure_has_a_panel_per_metric_and_a_line_per_method():
+    from cxr_workbench.studies.figures import sigma_ablation_figure
+    fig = sigma_ablation_figure(ablation_frame())
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == ["cardiomegaly: PV", "cardiomegaly: severity_trend",
+                                              "cardiomegaly: leakage"]
+    pv = axes[0].get_lines()
+    assert len(pv) == 2 and list(pv[1].get_ydata()) == [4.0, 2.0] and list(pv[1].get_xdata()) == [0.3, 2.0]

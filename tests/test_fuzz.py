@@ -11,13 +11,13 @@ from unittest import mock
 
 import pytest
 import torch
+from conftest import tiny_generator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import tiny_generator
-from cxr_workbench.checkpoints import load_generator, save_generator
-from cxr_workbench.directions import resolve_direction
-from cxr_workbench.masks import Box
+from cxr_workbench.imaging.masks import Box
+from cxr_workbench.method.directions import resolve_direction
+from cxr_workbench.model.checkpoints import load_generator, save_generator
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),

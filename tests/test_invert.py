@@ -1,10 +1,10 @@
 import pytest
 import torch
-
 from conftest import tiny_generator
-from cxr_workbench.invert import InvertConfig, invert, psnr
-from cxr_workbench.latents import reference_latents, synthesize
-from cxr_workbench.oracle import SeverityOracle
+
+from cxr_workbench.method.invert import InvertConfig, invert, psnr
+from cxr_workbench.model.latents import reference_latents, synthesize
+from cxr_workbench.model.oracle import SeverityOracle
 
 
 @pytest.fixture(scope="module")
@@ -48,24 +48,26 @@ def films(tmp_path_factory, G):
     """A JPEG (wider than tall) and a MONOCHROME1 DICOM of a phantom, and a checkpoint of G."""
     import numpy as np
     from PIL import Image
-    from cxr_workbench import phantom
-    from cxr_workbench.checkpoints import save_generator
     from test_datasets import write_dicom
+
+    from cxr_workbench.imaging import phantom
+    from cxr_workbench.model.checkpoints import save_generator
     d = tmp_path_factory.mktemp("films")
     img, _ = phantom.render(phantom.sample_params(np.random.default_rng(5), "normal"), 48)
     wide = np.zeros((48, 80), np.float32)
     wide[:, 16:64] = img
     Image.fromarray((wide * 255).astype(np.uint8)).convert("RGB").save(d / "film.jpg", quality=95)
     write_dicom(d / "film.dcm", ((1 - img) * 4095).astype(np.uint16), photometric="MONOCHROME1")
-    Image.fromarray(np.zeros((10, 10), np.uint8)).save(d / "tiny.png")
+    Image.fromarray(np.tile(np.arange(10, dtype=np.uint8) * 20, (10, 1))).save(d / "tiny.png")
     save_generator(d / "g.pt", G)
     return d
 
 
 def test_invert_and_edit_films_from_the_cli(films, tmp_path):
     import json
-    from cxr_workbench.cli import main
-    from cxr_workbench.datasets import load_films
+
+    from cxr_workbench.imaging.datasets import load_films
+    from cxr_workbench.ui.cli import main
     jpg, dcm = load_films([films / "film.jpg", films / "film.dcm"], 16)
     assert (jpg - dcm).abs().mean() < 0.1  # MONOCHROME1 inverted; the JPEG cropped, not squeezed
     out = tmp_path / "inv"
@@ -83,7 +85,7 @@ def test_invert_and_edit_films_from_the_cli(films, tmp_path):
 
 
 def test_films_too_small_or_missing_are_refused(films, tmp_path, capsys):
-    from cxr_workbench.cli import main
+    from cxr_workbench.ui.cli import main
     base = ["invert", "--checkpoint", str(films / "g.pt"), "--steps", "2", "--no-progress"]
     assert main(base + ["--image", str(films / "tiny.png"), "--out", str(tmp_path / "a")]) == 2
     assert "tiny.png: 10x10 pixels is smaller than the model's 16 px" in capsys.readouterr().err

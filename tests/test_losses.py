@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from cxr_workbench.losses import angle_loss, image_loss, spring_loss, ssim_map, target_schedule
-from cxr_workbench.masks import Box
+from cxr_workbench.imaging.masks import Box
+from cxr_workbench.method.losses import angle_loss, image_loss, spring_loss, ssim_map, target_schedule
 
 BOX = Box(4, 4, 12, 12, resolution=16)
 

@@ -1,6 +1,6 @@
 import pytest
 
-from cxr_workbench.masks import PRESETS, Box, preset
+from cxr_workbench.imaging.masks import PRESETS, Box, preset
 
 
 def test_box_mask_and_fractions():

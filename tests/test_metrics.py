@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from cxr_workbench.masks import Box
-from cxr_workbench.metrics import frechet_distance, pv_metric, trend
+from cxr_workbench.imaging.masks import Box
+from cxr_workbench.method.metrics import frechet_distance, pv_metric, trend
 
 BOX = Box(4, 4, 12, 12, resolution=16)
 N = 12
@@ -81,7 +81,7 @@ def test_trend_and_frechet():
 
 
 def test_knn_precision_recall_known_answers():
-    from cxr_workbench.metrics import knn_precision_recall, ks_statistic
+    from cxr_workbench.method.metrics import knn_precision_recall, ks_statistic
     rng = np.random.default_rng(0)
     real = rng.normal(size=(400, 2))
     assert knn_precision_recall(real, real.copy(), k=3) == (1.0, 1.0)

@@ -4,7 +4,7 @@ import nbformat
 import pytest
 from PIL import Image
 
-from cxr_workbench.notebooks import NOTEBOOK_DIR, execute_notebook, inject_parameters
+from cxr_workbench.ui.notebooks import NOTEBOOK_DIR, execute_notebook, inject_parameters
 
 SMALL = {
     "00_quickstart": dict(MAX_STEPS=15),
@@ -24,7 +24,7 @@ FIGURES = {
     "02_pc_browser": ["pc_strips.png", "u.pt"],
     "03_mask_and_edit": ["figure3.png", "figure3.pdf", "box.json"],
     "04_umap_trajectories": ["umap.png", "umap.html"],
-    "05_pv_table": ["pv_runs.csv"],
+    "05_pv_table": ["pv_runs.csv", "sigma_ablation.png"],
     "06_augmentation": ["examples.png", "tables.csv", "protocol/results.csv"],
     "07_invert_a_film": ["reconstruction.png", "film_edits.png", "demo_film.dcm"],
     "08_reader_study": ["study.db", "table1.csv"],
@@ -57,8 +57,20 @@ def test_notebook_runs(name, tmp_path):
                           html_out=tmp_path / f"{name}.html")
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    # What a researcher sees: every cell that ends on a figure shows it as an image, never as text.
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        last = (cell.source.strip().splitlines() or [""])[-1].strip()
+        texts = [str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in cell.outputs]
+        assert not any("<Figure size" in t for t in texts), (name, cell.source[:80])
+        if last == "fig":
+            assert any("image/png" in o.get("data", {}) for o in cell.outputs), (name, cell.source[:80])
     for f in FIGURES[name]:
         assert (out / f).stat().st_size > 0, f
         if f.endswith(".png"):
             assert Image.open(out / f).size[0] > 100
-    assert "<html" in (tmp_path / f"{name}.html").read_text()[:2000].lower()
+    html = (tmp_path / f"{name}.html").read_text()
+    assert "<html" in html[:2000].lower() and "&lt;Figure size" not in html
+    if name == "00_quickstart":  # the HTML `make demo` writes holds Fig. 1, the comparison, as an image
+        assert html.count("data:image/png;base64,") >= 2

@@ -1,14 +1,13 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
-
-from dataclasses import replace
-
 from conftest import tiny_generator
-from cxr_workbench.latents import reference_latents
-from cxr_workbench.masks import Box
-from cxr_workbench.optimize import LOConfig, optimize_trajectory, run_method, translate_along
+
+from cxr_workbench.imaging.masks import Box
+from cxr_workbench.method.optimize import LOConfig, optimize_trajectory, run_method, translate_along
+from cxr_workbench.model.latents import reference_latents
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,7 @@ def test_callback_and_stop(G):
 
 def test_returns_each_references_best_points(G):
     # Batched objective per reference == its lowest total seen during the run (R = 1: the history).
-    from cxr_workbench.optimize import evaluate_objective
+    from cxr_workbench.method.optimize import evaluate_objective
     w = reference_latents(G, [2])
     traj = optimize_trajectory(G, w, BOX, config=FAST, progress=False)
     best = evaluate_objective(G, traj, BOX, None, FAST.layers)["total"]

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 import torch
-
-from cxr_workbench.oracle import SeverityOracle, corrupt, load_oracle, save_oracle, train_oracle
-from cxr_workbench.quality import model_card_markdown, quality_figures
 from conftest import tiny_generator
+
+from cxr_workbench.model.oracle import OracleConfig, SeverityOracle, corrupt, load_oracle, save_oracle, train_oracle
+from cxr_workbench.studies.quality import model_card_markdown, quality_figures
 
 
 def test_oracle_shapes_and_roundtrip(tmp_path):
@@ -30,7 +30,8 @@ def test_corruptions_change_every_image():
 
 def test_small_oracle_learns_ctr():
     torch.manual_seed(0)
-    oracle, report, _ = train_oracle(n_train=1500, n_val=300, resolution=32, epochs=3, batch=64, progress=False)
+    oracle, report, _ = train_oracle(OracleConfig(n_train=1500, n_val=300, resolution=32, epochs=3, batch=64),
+                                     progress=False)
     # predicting the mean CTR everywhere gives ~0.07 MAE on this mix; the oracle must beat it
     assert report.ctr_mae < 0.05, report
     assert report.kind_accuracy > 0.6, report

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from cxr_workbench import phantom
-from cxr_workbench.datasets import PhantomDataset
+from cxr_workbench.imaging import phantom
+from cxr_workbench.imaging.datasets import PhantomDataset
+from cxr_workbench.imaging.diseases import DISEASES
 
 
 def test_dataset_reproducible_and_labels_follow_the_truth():
@@ -16,15 +17,15 @@ def test_dataset_reproducible_and_labels_follow_the_truth():
     assert item["img"].shape == (1, 32, 32) and -1 <= item["img"].min() and item["img"].max() <= 1
     assert set(a.kind) == set(phantom.KINDS)
     for i in range(48):
-        assert (a.burden[i] > phantom.OPACITY_THRESHOLD) == (a.kind[i] == "opacity")
+        assert (a.burden[i] > DISEASES['opacity'].threshold) == (a.kind[i] == "opacity")
         if a.kind[i] != "opacity":
-            assert (a.ctr[i] > phantom.CTR_THRESHOLD) == (a.kind[i] == "cardiomegaly")
+            assert (a.ctr[i] > DISEASES['cardiomegaly'].threshold) == (a.kind[i] == "cardiomegaly")
 
 
 def test_ctr_is_the_transverse_cardiac_over_the_internal_thoracic_diameter():
     # The unit heart's transverse diameter, measured on its outline, is the constant the CTR uses.
     xs = []
-    for cx, cy, a, b, t in (phantom._RA, phantom._LV):
+    for cx, _cy, a, b, t in (phantom._RA, phantom._LV):
         s = np.linspace(0, 2 * math.pi, 20001)
         xs.append(cx + a * np.cos(s) * math.cos(t) - b * np.sin(s) * math.sin(t))
     width = max(x.max() for x in xs) - min(x.min() for x in xs)
@@ -40,8 +41,9 @@ def test_ctr_is_the_transverse_cardiac_over_the_internal_thoracic_diameter():
 
 def test_burden_is_the_opacified_share_of_the_lung():
     clear = phantom.PhantomParams()
-    blob = lambda r: dataclasses.replace(clear, opacities=(phantom.Opacity(side=-1, u=0.5, v=0.7, radius=r,
-                                                                           density=0.8),))
+    def blob(r):
+        return dataclasses.replace(clear, opacities=(phantom.Opacity(side=-1, u=0.5, v=0.7, radius=r,
+                                                                               density=0.8),))
     _, t0 = phantom.render(clear, 64)
     _, t1 = phantom.render(blob(0.08), 64)
     _, t2 = phantom.render(blob(0.16), 64)

@@ -40,3 +40,16 @@ def test_ci_runs_the_readme_test_command():
 def test_torch_installed_first_and_pinned():
     makefile = (ROOT / "Makefile").read_text()
     assert makefile.index("pip install -q torch==2.13.0") < makefile.index("pip install -q -e")
+
+
+def test_installs_follow_the_lock():
+    """Every dependency is pinned in requirements.lock, which make installs as constraints."""
+    lock = dict(line.split("==") for line in (ROOT / "requirements.lock").read_text().splitlines()
+                if line and not line.startswith("#"))
+    lock = {k.lower().replace("_", "-"): v for k, v in lock.items()}
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for req in pyproject["dependencies"] + pyproject["optional-dependencies"]["test"]:
+        name = _split(req)[0].replace("_", "-")
+        assert name in lock, f"{name} is not pinned in requirements.lock (refresh it: make lock)"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-c $(LOCK) -e '.[test]'" in makefile and "LOCK   := requirements.lock" in makefile

@@ -6,11 +6,11 @@ import time
 
 import numpy as np
 import pytest
+from conftest import tiny_generator
 from PIL import Image
 
-from conftest import tiny_generator
-from cxr_workbench import reader_study as rs
-from cxr_workbench.oracle import SeverityOracle
+from cxr_workbench.model.oracle import SeverityOracle
+from cxr_workbench.studies import reader_study as rs
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def study(tmp_path):
     items = []
     for i in range(6):
         path = tmp_path / f"img{i}.png"
-        Image.fromarray(np.full((32, 32), 40 * i, np.uint8)).save(path)
+        Image.fromarray(np.tile(np.arange(32, dtype=np.uint8) * 2 + 40 * i, (32, 1))).save(path)
         items.append(dict(path=path, source="real" if i < 3 else "synthetic", cardiomegaly=i % 2 == 0,
                           opacity=i % 3 == 0))
     db = rs.open_study_db(tmp_path / "study.db")
@@ -63,7 +63,7 @@ def test_oracle_reader_fills_a_study_and_widget_keys(study):
     path, db = study
     oracle = SeverityOracle(resolution=16, width=4).eval()
     assert rs.oracle_reader(db, "s1", "bob", oracle) == 6 and rs.next_item(db, "s1", "bob") is None
-    from cxr_workbench.widgets import ReaderStudyWidget
+    from cxr_workbench.ui.widgets import ReaderStudyWidget
     w = ReaderStudyWidget(path, "s1", "ann")
     assert w.progress.max == 6 and w.progress.value == 0 and len(w.image.value) > 100
     w.type_keys("c")  # no quality: refused, nothing stored
@@ -96,7 +96,7 @@ def test_newer_schema_and_foreign_databases_are_refused(tmp_path):
 
 READER = """
 import sys, time
-from cxr_workbench import reader_study as rs
+from cxr_workbench.studies import reader_study as rs
 db = rs.open_study_db(sys.argv[1])
 while (item := rs.next_item(db, "s1", "ann")) is not None:
     rs.submit(db, "s1", "ann", item["id"], True, False, 3)
@@ -119,11 +119,77 @@ def test_submitted_answers_survive_kill_9(study):
 
 def test_prepare_items_makes_real_and_edited_films(tmp_path, monkeypatch):
     from cxr_workbench import assets
-    from cxr_workbench.directions import compute_pca
-    from cxr_workbench.optimize import LOConfig
+    from cxr_workbench.method.directions import compute_pca
+    from cxr_workbench.method.optimize import LOConfig
     G = tiny_generator(img_resolution=16, z_dim=16, w_dim=16)
     monkeypatch.setattr(assets, "pca_for", lambda g: compute_pca(g, n_samples=500))
     items = rs.prepare_items(G, tmp_path, n_real=3, n_edited=4, config=LOConfig(max_steps=3, layers=(0, 1)))
     assert [it["source"] for it in items].count("synthetic") == 4 and len(items) == 7
     assert sum(it["cardiomegaly"] for it in items if it["source"] == "synthetic") == 2
     assert all(np.asarray(Image.open(it["path"])).shape == (16, 16) for it in items)
+
+
+def _open_at(path, barrier, results):
+    barrier.wait()
+    try:
+        rs.open_study_db(path).close()
+        results.put("ok")
+    except Exception as e:  # noqa: BLE001 - the test reports whatever a racer met
+        results.put(f"{type(e).__name__}: {e}")
+
+
+def test_many_processes_creating_one_database_at_once_all_succeed(tmp_path):
+    import multiprocessing as mp
+    fork = mp.get_context("fork")
+    for trial in range(15):
+        path = tmp_path / f"race{trial}.db"
+        barrier, results = fork.Barrier(6), fork.Queue()
+        procs = [fork.Process(target=_open_at, args=(path, barrier, results)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        out = [results.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert out == ["ok"] * 6, out
+        db = rs.open_study_db(path)
+        assert db.execute("PRAGMA user_version").fetchone()[0] == rs.SCHEMA_VERSION
+
+
+def test_a_database_opens_read_only(study):
+    path, db = study
+    item = rs.next_item(db, "s1", "ann")
+    rs.submit(db, "s1", "ann", item["id"], True, False, 4)
+    db.close()
+    ro = rs.open_study_db(path, readonly=True)
+    assert len(rs.answers(ro, "s1")) == 1 and rs.progress(ro, "s1", "ann")[0] == 1
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        rs.submit(ro, "s1", "ann", rs.next_item(ro, "s1", "ann")["id"], True, False, 3)
+    with pytest.raises(FileNotFoundError, match="missing.db"):
+        rs.open_study_db(path.parent / "missing.db", readonly=True)
+
+
+def test_keyed_answers_from_other_threads_all_reach_the_database(study, monkeypatch):
+    """ipykernel 7 may run widget callbacks off the thread that built the widget."""
+    import threading
+
+    from cxr_workbench.ui.widgets import ReaderStudyWidget
+    path, db = study
+    w = ReaderStudyWidget(path, "s1", "ann")
+    for keys in ("co4", "n2", "c5", "o1", "n3"):
+        t = threading.Thread(target=w.type_keys, args=(keys,))
+        t.start()
+        t.join()
+        assert "not stored" not in w.message.value, w.message.value
+    stored = rs.answers(db, "s1").sort_values("position")
+    assert len(stored) == 5 and rs.progress(db, "s1", "ann") == (5, 6)
+    assert list(stored["quality"]) == [4, 2, 5, 1, 3]
+    assert list(stored["said_cardiomegaly"]) == [1, 0, 1, 0, 0] and list(stored["said_opacity"]) == [1, 0, 0, 1, 0]
+
+    def broken(*a, **kw):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(rs, "submit", broken)
+    w.type_keys("co4")  # fails: said on the widget, and no tick survives for the next answer
+    assert "not stored: OperationalError: disk I/O error" in w.message.value
+    assert not (w.cardiomegaly.value or w.opacity.value or w.neither.value) and w.quality.value is None
+    assert rs.progress(db, "s1", "ann") == (5, 6)

@@ -4,9 +4,15 @@ import torch
 import torch.nn.functional as F
 from scipy.signal import convolve2d
 
-from cxr_workbench import stylegan2
-from cxr_workbench.stylegan2 import (Discriminator, Generator, modulated_conv2d, setup_filter,
-                                     upfirdn2d, upsample2d)
+from cxr_workbench.model import stylegan2
+from cxr_workbench.model.stylegan2 import (
+    Discriminator,
+    Generator,
+    modulated_conv2d,
+    setup_filter,
+    upfirdn2d,
+    upsample2d,
+)
 
 
 def textbook_modconv(x, weight, styles, demodulate, up, f):
@@ -67,7 +73,8 @@ def test_upfirdn2d_pads_and_downsamples_as_direct_convolution(pad):
     x = rng.normal(size=(9, 8))
     f2 = np.outer([1.0, 3.0, 3.0, 1.0], [1.0, 3.0, 3.0, 1.0]) / 64
     padded = np.pad(x, ((max(pad[2], 0), max(pad[3], 0)), (max(pad[0], 0), max(pad[1], 0))))
-    padded = padded[max(-pad[2], 0): padded.shape[0] - max(-pad[3], 0), max(-pad[0], 0): padded.shape[1] - max(-pad[1], 0)]
+    padded = padded[max(-pad[2], 0): padded.shape[0] - max(-pad[3], 0),
+                    max(-pad[0], 0): padded.shape[1] - max(-pad[1], 0)]
     ref = convolve2d(padded, f2, mode="valid")
     for down in (1, 2):
         ours = upfirdn2d(torch.tensor(x)[None, None].float(), torch.tensor(f2).float(), down=down, pad=pad)
@@ -75,7 +82,7 @@ def test_upfirdn2d_pads_and_downsamples_as_direct_convolution(pad):
 
 
 def test_discriminator_skip_blurs_only_the_pixels_it_keeps():
-    from cxr_workbench.stylegan2 import Conv2d
+    from cxr_workbench.model.stylegan2 import Conv2d
     torch.manual_seed(0)
     skip = Conv2d(3, 5, 1, bias=False, activation=False, down=True)
     x = torch.randn(2, 3, 16, 16)

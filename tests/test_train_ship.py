@@ -1,12 +1,13 @@
+import hashlib
 from dataclasses import replace
 
 import pytest
 import torch
 
-from cxr_workbench.checkpoints import load_generator, model_card, read_checkpoint, save_generator
-from cxr_workbench.oracle import SeverityOracle, save_oracle
-from cxr_workbench.quality import ship_generator, training_history
-from cxr_workbench.train import TrainConfig, train
+from cxr_workbench.model.checkpoints import load_generator, model_card, read_checkpoint, save_generator
+from cxr_workbench.model.oracle import SeverityOracle, save_oracle
+from cxr_workbench.model.train import TrainConfig, train
+from cxr_workbench.studies.quality import ship_generator, training_history
 
 TINY = dict(resolution=16, z_dim=16, w_dim=16, mapping_layers=1, channel_base=256, channel_max=32,
             batch=8, dataset_size=64, snapshot_kimg=0.016, kimg=0.048)
@@ -19,7 +20,8 @@ def test_training_stops_resumes_and_refuses_other_configs(tmp_path):
     assert snap["state"]["images_seen"] == 16 and len(snap["state"]["snapshots"]) == 1
     path = train(cfg, tmp_path / "run", progress=False)  # resumes, finishes
     snap = read_checkpoint(tmp_path / "run" / "snapshot.pt")
-    assert snap["state"]["images_seen"] == 48 and [s["kimg"] for s in snap["state"]["snapshots"]] == [0.016, 0.032, 0.048]
+    assert snap["state"]["images_seen"] == 48
+    assert [s["kimg"] for s in snap["state"]["snapshots"]] == [0.016, 0.032, 0.048]
     assert model_card(path)["kimg"] == 0.048
     G = load_generator(path)
     assert G(torch.randn(2, 16)).shape == (2, 1, 16, 16)
@@ -51,7 +53,7 @@ def test_training_history_splits_stretches_by_machine():
 
 
 def test_ship_writes_the_default_set_and_refuses_a_worse_model(tmp_path, monkeypatch):
-    from cxr_workbench.directions import LOCAL_SEARCHES, LocalSearch
+    from cxr_workbench.method.directions import LOCAL_SEARCHES, LocalSearch
     # The W+ search's own test is in test_directions; here a short one keeps three ships quick.
     monkeypatch.setitem(LOCAL_SEARCHES, "local+", LocalSearch(seeds=(0, 1, 2, 3), steps=10, space="w+"))
     train(TrainConfig(**TINY), tmp_path / "run", progress=False)
@@ -61,16 +63,19 @@ def test_ship_writes_the_default_set_and_refuses_a_worse_model(tmp_path, monkeyp
     written = ship_generator(tmp_path / "run", data, oracle, n=32)
     names = sorted(p.relative_to(data).as_posix() for p in written)
     assert names == ["MODEL_CARD.md", "generator.pt", "pca.pt", "phantoms.png", "samples.png",
-                     "severity_histograms.png", "training/snapshot.pt"]
+                     "severity_histograms.png"]
     card = model_card(data / "generator.pt")
     q = card["quality"]
     assert q["n"] == 32 and card["architecture"]["img_resolution"] == 16
     assert 0 <= q["generated"]["precision"] <= 1 and 0 <= q["generated"]["ks"]["ctr"] <= 1
     assert set(q["pc_locality"]) == {"heart", "lung_lower_right"}
     for row in q["pc_locality"].values():  # the local combination is searched from the best PC onwards
-        assert 0 < row["inside_share"] <= 1 and 0 < row["local_inside_share"] <= 1 and 0 < row["local_plus_inside_share"] <= 1
+        assert all(0 < row[k] <= 1 for k in ("inside_share", "local_inside_share", "local_plus_inside_share"))
     md = (data / "MODEL_CARD.md").read_text()
-    assert "## Resuming training" in md and "| pc_inside_heart |" in md and "| local_inside_lung_lower_right |" in md and "| local+_inside_heart |" in md
+    assert "## Resuming training" in md and "| pc_inside_heart |" in md
+    assert "| local_inside_lung_lower_right |" in md and "| local+_inside_heart |" in md
+    snapshot_hash = hashlib.sha256((tmp_path / "run" / "snapshot.pt").read_bytes()).hexdigest()
+    assert card["training_state"]["sha256"] == snapshot_hash and snapshot_hash in md
     with pytest.raises(FileExistsError):
         ship_generator(tmp_path / "run", data, oracle, n=32)
     # a generator that paints every image white measures worse: refused unless forced

@@ -10,12 +10,14 @@ from PIL import Image
 matplotlib.use("Agg")
 
 from conftest import tiny_generator
-from cxr_workbench.directions import compute_pca
-from cxr_workbench.latents import reference_latents
-from cxr_workbench.masks import Box, preset
-from cxr_workbench.optimize import LOConfig, optimize_trajectory, translate_along
-from cxr_workbench.viz import comparison_figure, save_figure, strip_image, umap_embedding, umap_figure, umap_plotly
-from cxr_workbench.widgets import OptimizationRunner, PCBrowser, ROIDrawer
+
+from cxr_workbench.imaging.masks import Box, preset
+from cxr_workbench.imaging.strips import strip_image
+from cxr_workbench.method.directions import compute_pca
+from cxr_workbench.method.optimize import LOConfig, optimize_trajectory, translate_along
+from cxr_workbench.model.latents import reference_latents
+from cxr_workbench.studies.figures import comparison_figure, save_figure, umap_embedding, umap_figure, umap_plotly
+from cxr_workbench.ui.widgets import OptimizationRunner, PCBrowser, ROIDrawer
 
 FAST = LOConfig(n=4, max_steps=12, min_steps=5, layers=(0, 1, 2))
 

@@ -1,0 +1,44 @@
+"""The diseases the workbench edits, in one table: the reading that measures each, the threshold
+above which that reading means the disease, the sign of the in-box change it causes, and the box
+it is edited in by default (paper Table 2)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Disease:
+    name: str
+    reading: str      # the phantom truth / oracle output that measures it
+    threshold: float  # reading > threshold means the disease
+    sign: int         # +1: the box brightens as the disease grows (a heart covering dark lung, an opacity)
+    box: str          # the preset box (imaging.masks.PRESETS) it is edited in by default
+    description: str
+
+
+DISEASES: dict[str, Disease] = {
+    "cardiomegaly": Disease("cardiomegaly", reading="ctr", threshold=0.5, sign=+1, box="heart",
+                            description="cardiothoracic ratio above 0.5"),
+    "opacity": Disease("opacity", reading="opacity_burden", threshold=0.01, sign=+1, box="lung_lower_right",
+                       description="more than 1 % of the lung area opacified"),
+}
+
+
+def check_disease(disease: str) -> str:
+    if disease not in DISEASES:
+        raise ValueError(f"disease={disease!r}; expected one of {sorted(DISEASES)}")
+    return disease
+
+
+def reads_as(readings: Mapping[str, np.ndarray], disease: str) -> np.ndarray:
+    """Where ``readings`` (truth or oracle outputs by name, arrays [N]) mean ``disease``: bool [N]."""
+    d = DISEASES[check_disease(disease)]
+    return np.asarray(readings[d.reading]) > d.threshold
+
+
+def reads_normal(readings: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Where ``readings`` mean none of the diseases: bool [N]."""
+    return ~np.any([reads_as(readings, d) for d in DISEASES], axis=0)

@@ -1,0 +1,163 @@
+"""The region of interest: a rectangle in image pixels, validated, with presets for the shipped model."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from cxr_workbench.imaging.diseases import DISEASES, check_disease
+
+MIN_SIDE = 4  # pixels; a smaller box has too few pixels for a stable image loss
+
+# Presets in fractions of the image (x0, y0, x1, y1), drawn on the phantom anatomy (phantom.py).
+# Sides are the patient's: "right" lung is on the image left, as on a PA film.
+PRESETS: dict[str, dict] = {
+    "heart": dict(fractions=(0.30, 0.42, 0.80, 0.74), disease="cardiomegaly",
+                  description="heart borders: cardiomegaly widens the cardiac silhouette"),
+    "lung_lower_right": dict(fractions=(0.16, 0.46, 0.42, 0.70), disease="opacity",
+                             description="patient's right lower zone (image left)"),
+    "lung_lower_left": dict(fractions=(0.58, 0.46, 0.84, 0.70), disease="opacity",
+                            description="patient's left lower zone (image right)"),
+    "lung_upper_right": dict(fractions=(0.16, 0.18, 0.42, 0.42), disease="opacity",
+                             description="patient's right upper zone (image left)"),
+    "lung_upper_left": dict(fractions=(0.58, 0.18, 0.84, 0.42), disease="opacity",
+                            description="patient's left upper zone (image right)"),
+}
+
+BOX_FIELDS = ("x0", "y0", "x1", "y1", "resolution")
+
+
+@dataclass(frozen=True)
+class Box:
+    """Rectangle ``[x0, x1) x [y0, y1)`` in pixels of an image of size ``resolution``."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    resolution: int
+
+    def __post_init__(self):
+        for name in ("x0", "y0", "x1", "y1", "resolution"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise TypeError(f"Box.{name}={v!r}; expected an int (pixels)")
+        r = self.resolution
+        if r < MIN_SIDE:
+            raise ValueError(f"Box.resolution={r}; expected at least {MIN_SIDE}")
+        if not (0 <= self.x0 < self.x1 <= r and 0 <= self.y0 < self.y1 <= r):
+            raise ValueError(f"Box({self.x0}, {self.y0}, {self.x1}, {self.y1}) is empty or outside the "
+                             f"{r}x{r} image; expected 0 <= x0 < x1 <= {r} and 0 <= y0 < y1 <= {r}")
+        if self.width < MIN_SIDE or self.height < MIN_SIDE:
+            raise ValueError(f"Box({self.x0}, {self.y0}, {self.x1}, {self.y1}) is {self.width}x{self.height} "
+                             f"pixels; expected at least {MIN_SIDE} each way")
+        if self.width == r and self.height == r:
+            raise ValueError("Box covers the whole image; the method needs pixels outside it to keep still")
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    @classmethod
+    def from_fractions(cls, fx0: float, fy0: float, fx1: float, fy1: float, resolution: int) -> "Box":
+        """Box from fractions of the image side, rounded to pixels."""
+        for name, v in zip(("fx0", "fy0", "fx1", "fy1"), (fx0, fy0, fx1, fy1)):
+            if not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"{name}={v}; expected a fraction in [0, 1]")
+        return cls(round(fx0 * resolution), round(fy0 * resolution), round(fx1 * resolution),
+                   round(fy1 * resolution), resolution)
+
+    def fractions(self) -> tuple[float, float, float, float]:
+        r = self.resolution
+        return self.x0 / r, self.y0 / r, self.x1 / r, self.y1 / r
+
+    def at_resolution(self, resolution: int) -> "Box":
+        return Box.from_fractions(*self.fractions(), resolution)
+
+    def mask(self, device=None) -> torch.Tensor:
+        """Pixel mask [R, R], 1.0 inside the box."""
+        m = torch.zeros(self.resolution, self.resolution, device=device)
+        m[self.y0:self.y1, self.x0:self.x1] = 1.0
+        return m
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path, overwrite: bool = True) -> Path:
+        from cxr_workbench.io import write_json
+        return write_json(path, self.to_dict(), overwrite=overwrite)
+
+    @classmethod
+    def from_dict(cls, d, source: str = "box") -> "Box":
+        """A box from a dict of integer pixels ``x0, y0, x1, y1, resolution``; errors name ``source``
+        and the field."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: holds {type(d).__name__} {d!r:.60}; expected an object with "
+                             f"{', '.join(BOX_FIELDS)}")
+        missing = [k for k in BOX_FIELDS if k not in d]
+        if missing:
+            raise ValueError(f"{source}: lacks {missing}; expected {', '.join(BOX_FIELDS)} (integer pixels)")
+        values = []
+        for k in BOX_FIELDS:
+            v = d[k]
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"{source}: field {k!r} is {v!r}; expected an integer number of pixels")
+            values.append(v)
+        try:
+            return cls(*values)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
+
+    @classmethod
+    def load(cls, path) -> "Box":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"box file {path}: cannot be read ({e})") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"box file {path}: not valid JSON ({e}); expected an object with "
+                             f"{', '.join(BOX_FIELDS)}") from None
+        return cls.from_dict(data, source=f"box file {path}")
+
+
+def preset(name: str, resolution: int) -> Box:
+    """A named preset box (see ``PRESETS``) at the given resolution."""
+    if name not in PRESETS:
+        raise ValueError(f"box preset {name!r} unknown; expected one of {sorted(PRESETS)}")
+    return Box.from_fractions(*PRESETS[name]["fractions"], resolution)
+
+
+def load_box(spec, resolution: int) -> Box:
+    """A Box, a preset name (``heart``, ``lung_lower_left`` ...) or a box JSON file, at ``resolution``."""
+    if isinstance(spec, Box):
+        return spec if spec.resolution == resolution else spec.at_resolution(resolution)
+    if _check_spec(spec) in PRESETS:
+        return preset(spec, resolution)
+    return Box.load(spec).at_resolution(resolution)
+
+
+def _check_spec(spec):
+    if not isinstance(spec, Box) and spec not in PRESETS and not Path(spec).is_file():
+        raise ValueError(f"box={spec!r}; expected a preset ({', '.join(PRESETS)}) or a box .json file")
+    return spec
+
+
+def disease_for_box(spec, disease: str | None = None) -> str:
+    """The disease an edit of this box shows: ``disease`` when given, else the preset's; a custom
+    box (file or Box) must say which disease it is for."""
+    _check_spec(spec)
+    if disease is not None:
+        return check_disease(disease)
+    if isinstance(spec, str) and spec in PRESETS:
+        return PRESETS[spec]["disease"]
+    raise ValueError(f"box={spec if isinstance(spec, str) else 'custom'!s} is not a preset, so its disease is unknown; "
+                     f"give one of {sorted(DISEASES)} (--disease)")

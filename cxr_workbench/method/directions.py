@@ -1,0 +1,392 @@
+"""Principal directions of W (GANSpace-style PCA, scikit-learn), PC strips, and the ranking of
+PCs by how much of their image change falls inside a box.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA, IncrementalPCA
+from tqdm.auto import tqdm
+
+from cxr_workbench.imaging.diseases import DISEASES, check_disease
+from cxr_workbench.imaging.masks import Box, disease_for_box, load_box, preset
+from cxr_workbench.io import atomic_write
+from cxr_workbench.model.checkpoints import generator_key, torch_load
+from cxr_workbench.model.latents import apply_direction, check_direction, check_layers, reference_latents, synthesize
+
+
+@dataclass
+class WPCA:
+    """PCA of w = mapping(z): ``components`` [K, w_dim] unit rows, ``std`` [K] per-PC standard
+    deviations, ``mean`` [w_dim]."""
+
+    mean: torch.Tensor
+    components: torch.Tensor
+    std: torch.Tensor
+    explained_variance_ratio: torch.Tensor
+    n_samples: int
+    seed: int
+    generator_key: str
+
+    def direction(self, k: int, sign: int = +1) -> torch.Tensor:
+        """Unit direction u [w_dim] of PC ``k`` (0-based), with the chosen sign."""
+        if not 0 <= k < len(self.components):
+            raise ValueError(f"pc={k}; expected 0..{len(self.components) - 1}")
+        if sign not in (1, -1):
+            raise ValueError(f"sign={sign!r}; expected +1 or -1")
+        return sign * self.components[k].clone()
+
+    def save(self, path, overwrite: bool = True) -> Path:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return atomic_write(path, lambda f: torch.save(data, f), "wb", overwrite)
+
+    @classmethod
+    def load(cls, path) -> "WPCA":
+        return cls(**torch.load(path, map_location="cpu", weights_only=True))
+
+
+def compute_pca(G, *, n_samples: int = 20000, seed: int = 0, batch: int = 2000, incremental: bool | None = None,
+                cache_dir=None, progress: bool = False) -> WPCA:
+    """PCA of ``n_samples`` w vectors. IncrementalPCA for large N (> 100k) unless told otherwise.
+
+    With ``cache_dir`` the result is stored as ``pca_<generator key>_<n>_<seed>.pt`` and reused.
+    """
+    if n_samples < 2:
+        raise ValueError(f"n_samples={n_samples}; expected at least 2")
+    key = generator_key(G)
+    cache = Path(cache_dir) / f"pca_{key}_{n_samples}_{seed}.pt" if cache_dir else None
+    if cache is not None and cache.is_file():
+        return WPCA.load(cache)
+    gen = torch.Generator().manual_seed(seed)
+    device = G.w_avg.device
+    incremental = n_samples > 100_000 if incremental is None else incremental
+    model = IncrementalPCA(batch_size=batch) if incremental else PCA(random_state=seed)
+    if incremental and n_samples < G.w_dim:
+        raise ValueError(f"n_samples={n_samples}; IncrementalPCA needs at least w_dim = {G.w_dim}")
+    # Equal chunks of at least `batch` samples, so every partial_fit sees >= w_dim rows.
+    sizes = [len(c) for c in np.array_split(np.arange(n_samples), max(1, n_samples // max(batch, G.w_dim)))]
+    chunks = []
+    with torch.no_grad():
+        for size in tqdm(sizes, disable=not progress, desc="PCA of W"):
+            w = G.mapping(torch.randn(size, G.z_dim, generator=gen).to(device))[:, 0].cpu().double().numpy()
+            if incremental:
+                model.partial_fit(w)
+            else:
+                chunks.append(w)
+    if not incremental:
+        model.fit(np.concatenate(chunks))
+    result = WPCA(mean=torch.from_numpy(model.mean_).float(),
+                  components=torch.from_numpy(model.components_).float(),
+                  std=torch.from_numpy(np.sqrt(model.explained_variance_)).float(),
+                  explained_variance_ratio=torch.from_numpy(model.explained_variance_ratio_).float(),
+                  n_samples=n_samples, seed=seed, generator_key=key)
+    if cache is not None:
+        result.save(cache)
+    return result
+
+
+def pc_strip(G, w_ref: torch.Tensor, pca: WPCA, k: int, *, sigmas=(-3, -2, -1, 0, 1, 2, 3), layers=None,
+             sign: int = +1) -> torch.Tensor:
+    """Images of w_ref moved along PC k by ``sigmas`` of its standard deviation.
+
+    w_ref: [num_ws, w_dim] -> [len(sigmas), C, H, W].
+    """
+    return direction_strip(G, w_ref, pca, pca.direction(k, sign), sigmas=sigmas, layers=layers)
+
+
+def direction_strip(G, w_ref: torch.Tensor, pca: WPCA, u: torch.Tensor, *, sigmas=(-3, -2, -1, 0, 1, 2, 3),
+                    layers=None) -> torch.Tensor:
+    """Images of w_ref moved along the direction u ([w_dim], or [num_ws, w_dim] in W+) by ``sigmas``
+    of W's standard deviation along u (``direction_std``). w_ref: [num_ws, w_dim] -> [len(sigmas), C, H, W]."""
+    amounts = torch.as_tensor(sigmas, dtype=torch.float32) * float(direction_std(pca, u))
+    return synthesize(G, apply_direction(w_ref[None], u, amounts, layers)[0])
+
+
+def box_change(G, w_refs: torch.Tensor, u: torch.Tensor, amount, layers=None) -> torch.Tensor:
+    """``G(w + a u) - G(w - a u)`` averaged over channels: [R, H, W] for w_refs [R, num_ws, w_dim],
+    u [w_dim] (or [num_ws, w_dim]) on the chosen layers and a = ``amount`` (absolute); differentiable in u
+    and amount."""
+    sel = torch.zeros(G.num_ws, 1, dtype=w_refs.dtype, device=w_refs.device)
+    sel[check_layers(layers, G.num_ws)] = 1
+    step = amount * sel * u  # [num_ws, w_dim]
+    imgs = G.synthesis(torch.cat([w_refs - step, w_refs + step]))
+    return (imgs[len(w_refs):] - imgs[:len(w_refs)]).mean(1)
+
+
+def inside_share(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Share of the absolute change inside ``mask`` [H, W], per image of diff [R, H, W] -> [R]."""
+    a = diff.abs()
+    return (a * mask).sum((1, 2)) / a.sum((1, 2)).clamp_min(1e-12)
+
+
+def box_mean_change(diff: torch.Tensor, mask: torch.Tensor) -> float:
+    """Signed mean change inside ``mask`` [H, W], averaged over the images of diff [R, H, W]; its
+    sign is the one rule for which way a direction moves a box (>= 0: brightens)."""
+    return float((diff * mask).sum((1, 2)).mean() / mask.sum())
+
+
+def rank_pcs_for_box(G, w_refs: torch.Tensor, pca: WPCA, box: Box, *, n_pcs: int = 20, amount: float = 2.0,
+                     layers=None) -> list[dict]:
+    """For each of the first ``n_pcs`` PCs: how much of its image change falls inside ``box``.
+
+    The change is ``|G(w + a s u) - G(w - a s u)|`` (a = ``amount`` standard deviations), averaged
+    over the references w_refs [R, num_ws, w_dim]. Returns rows sorted by ``inside_share`` with
+    ``pc``, ``inside_share`` (fraction of the total change inside the box), ``lift`` (share /
+    box area fraction; 1 means no preference for the box) and ``box_change`` (signed mean change
+    inside the box for the + sign) and ``brightens`` (the sign of u that brightens the box:
+    +1 when ``box_change >= 0``, the one sign rule everything uses).
+    """
+    n_pcs = min(n_pcs, len(pca.components))
+    mask = box.mask().to(w_refs.device)
+    area = float(mask.mean())
+    rows = []
+    with torch.no_grad():
+        for k in range(n_pcs):
+            diff = box_change(G, w_refs, pca.direction(k).to(w_refs), float(amount * pca.std[k]), layers)
+            share = float(inside_share(diff, mask).mean())
+            signed = box_mean_change(diff, mask)
+            rows.append(dict(pc=k, inside_share=share, lift=share / area, box_change=signed,
+                             brightens=1 if signed >= 0 else -1, std=float(pca.std[k])))
+    return sorted(rows, key=lambda r: -r["inside_share"])
+
+
+def direction_std(pca: WPCA, u: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of w along the unit direction u [w_dim] (a PC's own std for a PC); for a
+    W+ direction [num_ws, w_dim], the root mean square over its non-zero rows of the std of w . row
+    (so a W direction repeated on every layer has its own std)."""
+    rows = u.reshape(-1, u.shape[-1])
+    rows = rows[rows.detach().norm(dim=1) > 0]
+    return torch.sqrt(((rows @ pca.components.to(u).T) ** 2 * pca.std.to(u) ** 2).sum(1).mean())
+
+
+def direction_share(G, w_refs: torch.Tensor, pca: WPCA, u: torch.Tensor, mask: torch.Tensor, amount: float,
+                    *, layers=None) -> torch.Tensor:
+    """Mean over references w_refs [R, num_ws, w_dim] of the inside share of the change along the
+    direction u ([w_dim] or [num_ws, w_dim]), at +-``amount`` standard deviations of w along u; differentiable in u."""
+    return inside_share(box_change(G, w_refs, u, amount * direction_std(pca, u), layers), mask).mean()
+
+
+SPACES = ("w", "w+")
+
+
+@dataclass(frozen=True)
+class LocalSearch:
+    """Settings of ``local_direction``: where to search and how long."""
+
+    n_pcs: int = 30  # u lives in the span of the first n_pcs PCs
+    seeds: tuple[int, ...] = tuple(range(16))  # references the share is averaged over
+    steps: int = 150
+    lr: float = 0.05
+    amount: float = 2.0  # standard deviations of w along u, as in rank_pcs_for_box
+    space: str = "w"  # "w": one u for every moving layer; "w+": a row of its own per moving layer
+
+
+# The --direction specs that search. local+: a row per layer in all of W (every PC); 32 references,
+# since 128 coefficients a layer overfit 16 (55 % inside on them, 50 % on unseen ones, lung box of
+# the 640-kimg default).
+LOCAL_SEARCHES = {"local": LocalSearch(),
+                  "local+": LocalSearch(n_pcs=1024, seeds=tuple(range(32)), steps=400, space="w+")}
+
+
+def local_direction(G, pca: WPCA, box: Box, *, layers=None, search: LocalSearch = LocalSearch(), cache_dir=None,
+                    progress: bool = False) -> tuple[torch.Tensor, float]:
+    """The direction, in the span of the first PCs, whose image change falls most inside ``box``.
+
+    The paper picks u among the PCs; at this generator's size no single PC is local (the best moves
+    about a quarter of its change inside a preset box). This maximises the same inside share as
+    ``rank_pcs_for_box`` over combinations of PCs, by gradient ascent from the most local PC: one
+    combination for all moving layers (``search.space`` "w"), or one per layer ("w+").
+    Returns (u, its inside share on the search references): unit [w_dim], or in W+ [num_ws, w_dim]
+    with zero rows off ``layers`` (scaled as ``latents.check_direction`` does); the sign is arbitrary
+    (``choose_direction`` signs it for a disease). With ``cache_dir`` the result is kept there,
+    keyed by the generator's weights, the box, the layers and the search settings.
+    """
+    if search.space not in SPACES:
+        raise ValueError(f"space={search.space!r}; expected one of {SPACES}")
+    layers = check_layers(layers, G.num_ws)
+    key = hashlib.sha256(repr((generator_key(G), pca.generator_key, box, layers, search)).encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / f"local_{key}.pt" if cache_dir else None
+    if cache is not None and cache.is_file():
+        data = torch_load(cache, "local direction cache")
+        return data["u"], float(data["inside_share"])
+    device = G.w_avg.device
+    w_refs = reference_latents(G, list(search.seeds))
+    mask = box.mask().to(device)
+    n = min(search.n_pcs, len(pca.components))
+    basis = pca.components[:n].to(device)
+    start = rank_pcs_for_box(G, w_refs, pca, box, n_pcs=n, amount=search.amount, layers=layers)[0]
+    rows = 1 if search.space == "w" else len(layers)
+
+    def direction(coef):  # [rows, n] -> u, scaled as check_direction scales it
+        u = coef @ basis
+        if search.space == "w":
+            return (u / u.norm())[0]
+        full = torch.zeros(G.num_ws, G.w_dim, device=device)
+        full[layers] = u * (rows ** 0.5 / u.norm())
+        return full
+
+    coef = torch.zeros(rows, n, device=device)
+    coef[:, start["pc"]] = 1.0
+    coef.requires_grad_(True)
+    opt = torch.optim.Adam([coef], lr=search.lr)
+    best = (start["inside_share"], direction(coef).detach().clone())
+    for _ in tqdm(range(search.steps), disable=not progress, desc="local direction"):
+        u = direction(coef)
+        share = direction_share(G, w_refs, pca, u, mask, search.amount, layers=layers)
+        if share.item() > best[0]:
+            best = (share.item(), u.detach().clone())
+        opt.zero_grad()
+        (-share).backward()
+        opt.step()
+    u, share = best[1].cpu(), best[0]
+    if cache is not None:
+        atomic_write(cache, lambda f: torch.save({"u": u, "inside_share": share}, f), "wb", True)
+    return u, share
+
+
+def pc_locality(G, pca, boxes=None) -> dict:
+    """For each preset box (default: each disease's): the most local PC among the first 10 and its
+    inside share (seeds 0-7), and the inside shares of ``local_direction`` in W and in W+ (``--direction
+    local``, ``local+``) on references they were not searched on (seeds 100-107)."""
+    out = {}
+    held_out = reference_latents(G, range(100, 108))
+    for name in boxes or [d.box for d in DISEASES.values()]:
+        box = preset(name, G.img_resolution)
+        best = rank_pcs_for_box(G, reference_latents(G, range(8)), pca, box, n_pcs=10)[0]
+        out[name] = dict(pc=best["pc"], inside_share=best["inside_share"])
+        for key, spec in (("local_inside_share", "local"), ("local_plus_inside_share", "local+")):
+            search = LOCAL_SEARCHES[spec]
+            u, _ = local_direction(G, pca, box, search=search)
+            with torch.no_grad():
+                out[name][key] = float(direction_share(G, held_out, pca, u, box.mask(), search.amount))
+    return out
+
+
+def brightens(G, u: torch.Tensor, box: Box, seeds=range(8), layers=None) -> int:
+    """+1 when moving along u brightens ``box`` on average over a few references, else -1."""
+    with torch.no_grad():
+        w_refs = reference_latents(G, list(seeds))
+        diff = box_change(G, w_refs, u.to(w_refs), 1.0, layers)
+    return 1 if box_mean_change(diff, box.mask().to(diff)) >= 0 else -1
+
+
+def save_direction(path, u: torch.Tensor, source: str = "", overwrite: bool = True) -> Path:
+    """Save a direction for ``--direction FILE`` (a weights-only torch file with ``u`` [w_dim], or
+    [num_ws, w_dim] for a W+ direction)."""
+    u = torch.as_tensor(u, dtype=torch.float32)
+    data = {"u": u if u.ndim == 2 else u.flatten(), "source": source}
+    return atomic_write(path, lambda f: torch.save(data, f), "wb", overwrite)
+
+
+MAX_DIRECTION_VALUES = 2 ** 20  # a direction is [w_dim] or [num_ws, w_dim]: far fewer values
+DIRECTION_FILE_HELP = "a .pt saved by save_direction (a dict with 'u' [w_dim] or [num_ws, w_dim]) or a .npy array"
+
+
+def resolve_direction(spec: str, pca: WPCA | None, w_dim: int, num_ws: int | None = None) -> tuple[torch.Tensor, str]:
+    """``pc:K`` or ``pc:K:-1`` (PC K of ``pca`` with a sign), or a direction file (see
+    ``DIRECTION_FILE_HELP``; a W+ [num_ws, w_dim] one only where ``num_ws`` is given). Returns
+    (u, description), u as ``latents.check_direction`` makes it. ``auto`` and ``local`` need the
+    box: see ``choose_direction``."""
+    if spec.startswith("pc:"):
+        parts = spec.split(":")
+        try:
+            k, sign = int(parts[1]), int(parts[2]) if len(parts) > 2 else 1
+            if len(parts) > 3:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise ValueError(f"direction={spec!r}; expected 'pc:K' or 'pc:K:-1'") from None
+        if pca is None:
+            raise ValueError("a pc:K direction needs the PCA of the generator")
+        return check_direction(pca.direction(k, sign), w_dim), f"PC {k} (sign {sign:+d})"
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"direction={spec!r}; expected 'auto', 'local', 'local+', 'pc:K[:-1]' or an existing "
+                         f"direction file ({DIRECTION_FILE_HELP})")
+    if path.suffix == ".npy":
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)  # the header's shape, nothing read yet
+        except Exception as e:  # not an array file, or an object array we refuse to unpickle
+            raise ValueError(f"direction file {path}: not a numpy array ({str(e)[:80]}); expected "
+                             f"{DIRECTION_FILE_HELP}") from None
+        if array.size > MAX_DIRECTION_VALUES:
+            raise ValueError(f"direction file {path}: an array of shape {array.shape}; expected {DIRECTION_FILE_HELP}")
+        data = {"u": np.array(array)}
+    else:
+        data = torch_load(path, "direction file", max_bytes=MAX_DIRECTION_VALUES * 8 + 2 ** 16)
+    if not isinstance(data, dict) or "u" not in data:
+        raise ValueError(f"direction file {path}: holds no 'u' entry; expected {DIRECTION_FILE_HELP}")
+    try:
+        u = check_direction(data["u"], w_dim, num_ws)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise ValueError(f"direction file {path}: {e}") from None
+    source = data.get("source")
+    return u, source if isinstance(source, str) and source else f"file {path}"
+
+
+def suggest_direction(G, pca: WPCA, box: Box, disease: str, *, seeds=range(8), n_pcs: int = 10, layers=None):
+    """The PC most local to ``box`` (largest inside share over a few seeds), signed so that the box
+    changes the way ``disease`` changes it (``masks.DISEASES``). The paper picks by eye; this helps
+    the eye.
+
+    Returns (u [w_dim], ranking row of the chosen PC, full ranking).
+    """
+    sign = DISEASES[check_disease(disease)].sign
+    rows = rank_pcs_for_box(G, reference_latents(G, list(seeds)), pca, box, n_pcs=n_pcs, layers=layers)
+    best = rows[0]
+    return pca.direction(best["pc"], sign * best["brightens"]), best, rows
+
+
+DIRECTION_SPECS = "auto (the most box-local PC), local (the most box-local combination of the first PCs), " \
+                  "local+ (the same with a combination per W+ layer), " \
+                  "pc:K, pc:K:-1, or a .pt/.npy direction file"
+
+
+def choose_direction(G, pca: WPCA, box: Box, spec: str, disease: str, *, layers=None,
+                     cache_dir=None) -> tuple[torch.Tensor, str]:
+    """u for an edit of ``disease`` in ``box``: ``auto`` (the most box-local PC) or ``local``
+    (``local_direction``), each signed to change the box the way the disease does, or a spec for
+    ``resolve_direction``. Returns (u [w_dim], description)."""
+    if spec == "auto":
+        u, best, _ = suggest_direction(G, pca, box, disease, layers=layers)
+        return u, f"auto: PC {best['pc']} ({best['inside_share']:.0%} of its change inside the box)"
+    if spec in LOCAL_SEARCHES:
+        search = LOCAL_SEARCHES[spec]
+        u, share = local_direction(G, pca, box, layers=layers, search=search, cache_dir=cache_dir)
+        sign = DISEASES[check_disease(disease)].sign * brightens(G, u, box, layers=layers)
+        n = min(search.n_pcs, len(pca.components))
+        what = f"a combination of the first {n} PCs" if spec == "local" else f"a combination of {n} PCs per layer (W+)"
+        return sign * u, f"{spec}: {what} ({share:.0%} of its change inside the box)"
+    return resolve_direction(spec, pca, G.w_dim, G.num_ws)
+
+
+@dataclass
+class EditPlan:
+    """Everything an edit needs besides its references."""
+
+    box: Box
+    box_name: str              # the preset or file the box came from ("custom" for a Box)
+    disease: str
+    u: torch.Tensor | None     # [w_dim] or [num_ws, w_dim]; None for Baseline LO
+    u_source: str              # how u was chosen, for manifests and metrics
+
+
+def plan_edit(G, pca: WPCA | None, *, box=None, disease: str | None = None, direction: str = "auto",
+              method: str = "lo+dir", layers=None, cache_dir=None) -> EditPlan:
+    """The box (a preset, box JSON or Box; default: the disease's box), the disease it shows
+    (default: the preset's) and u (``choose_direction``; none for Baseline LO, ``method="lo"``)."""
+    if box is None:
+        if disease is None:
+            raise ValueError("box=None and disease=None; expected a box, a disease, or both")
+        box = DISEASES[check_disease(disease)].box
+    disease = disease_for_box(box, disease)
+    box_obj = load_box(box, G.img_resolution)
+    if method == "lo":
+        u, source = None, "none"
+    else:
+        u, source = choose_direction(G, pca, box_obj, direction, disease, layers=layers, cache_dir=cache_dir)
+    return EditPlan(box_obj, "custom" if isinstance(box, Box) else str(box), disease, u, source)
+

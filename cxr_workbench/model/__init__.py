@@ -1,0 +1,1 @@
+"""The networks: StyleGAN2, checkpoints and importers, W+ latents, training, the severity oracle."""

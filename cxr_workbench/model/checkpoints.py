@@ -1,0 +1,459 @@
+"""Checkpoints: our own format, and importers for rosinality and NVlabs StyleGAN2 generators.
+
+Our format (``.pt``, written by ``save_checkpoint``) is a plain dict of tensors and builtins,
+so ``torch.load(weights_only=True)`` reads it without executing anything::
+
+    {"format": "cxr-workbench/1",
+     "kind": "generator" | "training" | "oracle",
+     "config": {...Generator kwargs...},
+     "G_ema": state_dict, ["G": ..., "D": ..., "opt_G": ..., "opt_D": ..., "state": {...}],
+     "model_card": {...training data, kimg, wall time, machine, quality figures...}}
+
+rosinality stylegan2-pytorch (``torch.save({"g_ema": state_dict, "latent_avg": [w_dim], ...})``)::
+
+    style.{1..L}.weight [w, z|w], style.{i}.bias [w]          -> mapping.fc{i-1}.*
+    input.input [1, C, 4, 4]                                  -> synthesis.b4.const
+    conv1.conv.weight [1, O, I, 3, 3]                         -> synthesis.b4.conv1.weight
+    conv1.conv.modulation.{weight,bias}                       -> synthesis.b4.conv1.affine.*
+    conv1.noise.weight [1]                                    -> synthesis.b4.conv1.noise_strength
+    conv1.activate.bias [O]                                   -> synthesis.b4.conv1.bias
+    to_rgb1.conv.weight [1, C, I, 1, 1], .conv.modulation.*,
+    to_rgb1.bias [1, C, 1, 1]                                 -> synthesis.b4.torgb.*
+    convs.{2j}.* / convs.{2j+1}.* (j = 0.. for 8, 16, ... px)  -> synthesis.b{res}.conv0 / conv1
+    to_rgbs.{j}.*                                             -> synthesis.b{res}.torgb
+    noises.noise_{l} [1, 1, res, res]                         -> the matching layer's noise_const
+    latent_avg [w_dim] (top level of the file)                -> mapping.w_avg
+    (convs.*.conv.blur.kernel and to_rgbs.*.upsample.kernel are the fixed [1,3,3,1] filters; ignored)
+
+NVlabs stylegan2-ada-pytorch network pickle (``{"G_ema": Generator, ...}``), "skip" architecture::
+
+    mapping.fc{i}.{weight,bias}, mapping.w_avg                -> same names
+    synthesis.b{res}.const / conv0 / conv1 / torgb .*         -> same names
+    (*.resample_filter buffers are the fixed filter; ignored)
+
+The pickle is read by a restricted unpickler: tensors are rebuilt with
+``torch.load(weights_only=True)`` and the persistent-class records of ``torch_utils.persistence``
+are read as plain data; their embedded source code is never executed and any other global
+becomes an inert placeholder.
+"""
+from __future__ import annotations
+
+import argparse
+import codecs
+import hashlib
+import io
+import math
+import pickle
+import platform
+import re
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from cxr_workbench.io import atomic_write
+from cxr_workbench.model.stylegan2 import Generator
+
+FORMAT = "cxr-workbench/1"
+
+
+# --------------------------------------------------------------------------------------------
+# Our format
+# --------------------------------------------------------------------------------------------
+
+def save_checkpoint(path, payload: dict, overwrite: bool = True) -> Path:
+    """Atomically ``torch.save`` a dict of tensors/builtins, tagged with our format."""
+    data = {"format": FORMAT, **payload}
+    return atomic_write(path, lambda f: torch.save(data, f), "wb", overwrite)
+
+
+def save_generator(path, G: Generator, model_card: dict | None = None, overwrite: bool = True) -> Path:
+    return save_checkpoint(path, {"kind": "generator", "config": G.config,
+                                  "G_ema": G.state_dict(), "model_card": model_card or {}}, overwrite)
+
+
+def _check_file(path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder; expected a checkpoint file")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return path
+
+
+# rosinality's train.py saves its argparse.Namespace under "args": plain data, safe to rebuild.
+SAFE_TORCH_GLOBALS = [argparse.Namespace]
+
+
+MAX_LOAD_BYTES = 8 * 2 ** 30  # a torch file holding more than this, unpacked, is refused before loading
+
+
+def unpacked_size(path) -> int | None:
+    """The bytes a torch zip file unpacks to, from its directory (None: not a zip file)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            return sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return None
+
+
+def torch_load(path, what: str = "checkpoint", max_bytes: int = MAX_LOAD_BYTES) -> object:
+    """``torch.load(weights_only=True)`` (plus SAFE_TORCH_GLOBALS), quietly; any failure is one
+    ValueError naming the ``what`` and file, never a suggestion to load unsafely. A file that
+    declares more than ``max_bytes`` unpacked is refused before anything is unpacked."""
+    size = unpacked_size(path)
+    if size is not None and size > max_bytes:
+        raise ValueError(f"{what} {path} unpacks to {size:,} bytes; expected at most {max_bytes:,}")
+    try:
+        with torch.serialization.safe_globals(SAFE_TORCH_GLOBALS), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are not the user's business
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, not a torch file, objects we do not rebuild ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = "it holds objects other than tensors and plain data" if "weights_only" in str(e) else first[:120]
+        raise ValueError(f"{what} {path} could not be read as a weights-only torch file ({reason})") from None
+
+
+def read_checkpoint(path) -> dict:
+    """Load one of our checkpoints safely; clear errors for missing, truncated or foreign files."""
+    path = _check_file(path)
+    data = torch_load(path)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {path} is not in format {FORMAT!r}")
+    return data
+
+
+def model_card(path) -> dict:
+    return read_checkpoint(path).get("model_card", {})
+
+
+def machine_description() -> str:
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{torch.get_num_threads()}-thread CPU"
+    return f"{platform.node() or 'host'} / {platform.processor() or platform.machine()} / {dev}"
+
+
+# --------------------------------------------------------------------------------------------
+# Loading any supported generator
+# --------------------------------------------------------------------------------------------
+
+def load_generator(path, format: str = "auto", channel_multiplier: int = 2,
+                   device: str | torch.device = "cpu") -> Generator:
+    """Load a generator from our format, a rosinality ``.pt`` or an NVlabs ``.pkl``.
+
+    ``format``: "auto" (by content), "workbench", "rosinality" or "nvlabs".
+    ``channel_multiplier``: rosinality's width argument (2 for their 'config-f').
+    Returns a Generator in eval mode with ``requires_grad`` off.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r}; expected one of {FORMATS}")
+    path = _check_file(path)
+    if format == "auto":
+        format = _sniff(path)
+    try:
+        G = _LOADERS[format](path, channel_multiplier)
+    except ValueError:
+        raise
+    except Exception as e:  # any other failure of a reader or of the key mapping: one clear error
+        text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        raise ValueError(f"{path}: not a usable {format} generator ({type(e).__name__}: {text[:200]})") from None
+    return G.eval().requires_grad_(False).to(device)
+
+
+def _load_workbench(path, channel_multiplier) -> Generator:
+    data = read_checkpoint(path)
+    if "G_ema" not in data or "config" not in data:
+        raise ValueError(f"{path} holds no generator (kind={data.get('kind')!r})")
+    G = Generator(**data["config"])
+    G.load_state_dict(data["G_ema"])
+    return G
+
+
+def _load_rosinality(path, channel_multiplier) -> Generator:
+    data = torch_load(path)
+    if not isinstance(data, dict) or not isinstance(data.get("g_ema"), dict):
+        raise ValueError(f"{path}: no 'g_ema' state dict; not a rosinality stylegan2-pytorch checkpoint")
+    return generator_from_rosinality(data["g_ema"], data.get("latent_avg"), channel_multiplier)
+
+
+_LOADERS = {"workbench": _load_workbench, "rosinality": _load_rosinality,
+            "nvlabs": lambda path, _: generator_from_nvlabs(*read_nvlabs_pickle(path))}
+FORMATS = ("auto", *_LOADERS)
+
+# torch.save's legacy (pre-zip) files open with a pickled magic number, not a network pickle.
+_LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0a" + (0x1950a86a20f9469cfc6c).to_bytes(10, "little")
+
+
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_TORCH_HEAD))
+    if head[:1] == b"\x80" and head != _LEGACY_TORCH_HEAD:
+        return "nvlabs"  # a bare pickle stream (protocol >= 2)
+    if head[:2] != b"PK" and head != _LEGACY_TORCH_HEAD:
+        raise ValueError(f"{path}: unknown checkpoint format (neither a torch file nor a pickle); "
+                         "expected a cxr-workbench .pt, a rosinality .pt or an NVlabs .pkl")
+    data = torch_load(path)
+    if isinstance(data, dict) and data.get("format") == FORMAT:
+        return "workbench"
+    if isinstance(data, dict) and "g_ema" in data:
+        return "rosinality"
+    keys = list(data)[:8] if isinstance(data, dict) else type(data).__name__
+    raise ValueError(f"{path}: unknown checkpoint format (top-level keys {keys}); expected ours "
+                     f"('format': {FORMAT!r}) or rosinality ('g_ema')")
+
+
+# --------------------------------------------------------------------------------------------
+# Key mapping shared by both importers
+# --------------------------------------------------------------------------------------------
+
+def _load_mapped(G: Generator, mapped: dict[str, torch.Tensor], source: str) -> Generator:
+    """Copy ``mapped`` (our names) into G, insisting on an exact, shape-correct match."""
+    ours = G.state_dict()
+    missing = sorted(set(ours) - set(mapped))
+    extra = sorted(set(mapped) - set(ours))
+    if missing or extra:
+        raise KeyError(f"{source}: parameters missing from the checkpoint: {missing[:10]}; "
+                       f"checkpoint parameters with no counterpart: {extra[:10]}")
+    for k, v in mapped.items():
+        if tuple(v.shape) != tuple(ours[k].shape):
+            raise ValueError(f"{source}: {k} has shape {tuple(v.shape)}; expected {tuple(ours[k].shape)}")
+    G.load_state_dict({k: v.to(torch.float32) for k, v in mapped.items()})
+    return G
+
+
+def _layer_at(res: int, j: int) -> str:
+    return f"synthesis.b{res}." + ("const" if j < 0 else ["conv0", "conv1"][j])
+
+
+def rosinality_key_map(img_resolution: int, n_mapping: int) -> dict[str, str | None]:
+    """rosinality name -> our name (None: a fixed buffer we recompute)."""
+    m: dict[str, str | None] = {}
+    for i in range(n_mapping):
+        m[f"style.{i + 1}.weight"] = f"mapping.fc{i}.weight"
+        m[f"style.{i + 1}.bias"] = f"mapping.fc{i}.bias"
+    m["input.input"] = "synthesis.b4.const"
+
+    def modulated(src: str, dst: str):
+        m[f"{src}.conv.weight"] = f"{dst}.weight"
+        m[f"{src}.conv.modulation.weight"] = f"{dst}.affine.weight"
+        m[f"{src}.conv.modulation.bias"] = f"{dst}.affine.bias"
+
+    def styled(src: str, dst: str, noise_idx: int, up: bool):
+        modulated(src, dst)
+        m[f"{src}.noise.weight"] = f"{dst}.noise_strength"
+        m[f"{src}.activate.bias"] = f"{dst}.bias"
+        m[f"noises.noise_{noise_idx}"] = f"{dst}.noise_const"
+        if up:
+            m[f"{src}.conv.blur.kernel"] = None
+
+    def torgb(src: str, dst: str, up: bool):
+        modulated(src, dst)
+        m[f"{src}.bias"] = f"{dst}.bias"
+        if up:
+            m[f"{src}.upsample.kernel"] = None
+
+    styled("conv1", "synthesis.b4.conv1", 0, False)
+    torgb("to_rgb1", "synthesis.b4.torgb", False)
+    for j, log2 in enumerate(range(3, int(math.log2(img_resolution)) + 1)):
+        res = 2 ** log2
+        styled(f"convs.{2 * j}", f"synthesis.b{res}.conv0", 2 * j + 1, True)
+        styled(f"convs.{2 * j + 1}", f"synthesis.b{res}.conv1", 2 * j + 2, False)
+        torgb(f"to_rgbs.{j}", f"synthesis.b{res}.torgb", True)
+    return m
+
+
+def generator_from_rosinality(sd: dict, latent_avg: torch.Tensor | None = None,
+                              channel_multiplier: int = 2) -> Generator:
+    """Build our Generator from a rosinality ``g_ema`` state dict (see module docstring)."""
+    if "input.input" not in sd or "style.1.weight" not in sd:
+        raise KeyError("rosinality state dict lacks 'input.input' or 'style.1.weight'")
+    n_mapping = len({k.split(".")[1] for k in sd if re.fullmatch(r"style\.\d+\.weight", k)})
+    noise_res = [v.shape[-1] for k, v in sd.items() if k.startswith("noises.noise_")]
+    n_up = len([k for k in sd if re.fullmatch(r"to_rgbs\.\d+\.bias", k)])
+    img_resolution = max(noise_res) if noise_res else 4 * 2 ** n_up
+    w_dim, z_dim = sd["style.1.weight"].shape[0], sd["style.1.weight"].shape[1]
+    img_channels = sd["to_rgb1.conv.weight"].shape[1]
+    # rosinality's width rule for 'channel_multiplier'
+    base = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
+    channels = {r: (c if r <= 32 else c * channel_multiplier) for r, c in base.items() if r <= img_resolution}
+    G = Generator(img_resolution=img_resolution, img_channels=img_channels, z_dim=z_dim, w_dim=w_dim,
+                  mapping_layers=n_mapping, channels=channels)
+    names = rosinality_key_map(img_resolution, n_mapping)
+    unknown = sorted(k for k in sd if k not in names)
+    if unknown:
+        raise KeyError(f"rosinality checkpoint has keys with no counterpart: {unknown[:10]}")
+    mapped = {}
+    for src, dst in names.items():
+        if dst is None:
+            continue
+        if src not in sd:
+            raise KeyError(f"rosinality checkpoint is missing {src!r} (needed for {dst})")
+        v = sd[src]
+        if dst.endswith(("conv0.weight", "conv1.weight", "torgb.weight")):
+            v = v[0]  # [1, O, I, k, k] -> [O, I, k, k]
+        elif dst.endswith("noise_strength"):
+            v = v.reshape([])
+        elif dst.endswith("noise_const"):
+            v = v[0, 0]
+        elif dst.endswith("torgb.bias"):
+            v = v.reshape(-1)
+        elif dst == "synthesis.b4.const":
+            v = v[0]
+        mapped[dst] = v
+    mapped["mapping.w_avg"] = latent_avg.reshape(-1) if latent_avg is not None else torch.zeros(w_dim)
+    G = _load_mapped(G, mapped, "rosinality checkpoint")
+    if latent_avg is None:
+        # As rosinality's mean_latent(4096): truncation needs the mean w, and zeros are not it.
+        warnings.warn("rosinality checkpoint has no 'latent_avg'; using the mean of the mapping over 4096 z",
+                      stacklevel=2)
+        with torch.no_grad():
+            z = torch.randn(4096, z_dim, generator=torch.Generator().manual_seed(0))
+            G.mapping.w_avg.copy_(G.mapping(z)[:, 0].mean(0))
+    return G
+
+
+# --------------------------------------------------------------------------------------------
+# NVlabs network pickles, read without their code
+# --------------------------------------------------------------------------------------------
+
+class PersistentRecord:
+    """What an NVlabs ``persistence`` object unpickles to here: its class name and state."""
+
+    def __init__(self, meta: dict):
+        self.class_name = meta.get("class_name") if isinstance(meta, dict) else None
+        self.state = meta.get("state", {}) if isinstance(meta, dict) else {}
+
+
+class _Inert:
+    """Stands in for any global the pickle names that we do not trust: holds data, runs nothing."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __call__(self, *args, **kwargs):
+        return _Inert(*args, **kwargs)
+
+
+def _inert_global(module: str, name: str):
+    return type(f"Inert[{module}.{name}]", (_Inert,), {})
+
+
+def _load_storage_bytes(b: bytes):
+    return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    SAFE = {
+        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_parameter"): lambda data, *args: data,
+        ("torch._utils", "_rebuild_parameter_with_state"): lambda data, *args: data,
+        ("_codecs", "encode"): codecs.encode,  # bytes in protocol-2 pickles
+        ("torch.storage", "_load_from_bytes"): _load_storage_bytes,
+        ("collections", "OrderedDict"): OrderedDict,
+        ("torch_utils.persistence", "_reconstruct_persistent_obj"): PersistentRecord,
+        ("dnnlib.util", "EasyDict"): dict,
+    }
+
+    def find_class(self, module, name):
+        return self.SAFE.get((module, name)) or _inert_global(module, name)
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError(f"unsupported persistent id {pid!r} in network pickle")
+
+
+def read_nvlabs_pickle(path) -> tuple[dict[str, torch.Tensor], float | None]:
+    """Parameters and buffers of ``G_ema`` from an NVlabs pickle, by their module path, and the
+    ``conv_clamp`` its synthesis layers were built with (None: no clamp)."""
+    try:
+        with open(path, "rb") as f:
+            data = _RestrictedUnpickler(f).load()
+    except Exception as e:  # whatever a corrupt stream raises inside the unpickler
+        raise ValueError(f"{path}: could not be read as an NVlabs network pickle (truncated or corrupt?): "
+                         f"{type(e).__name__}: {str(e)[:120]}") from None
+    if not isinstance(data, dict) or "G_ema" not in data:
+        raise ValueError(f"{path}: no 'G_ema' entry; not an NVlabs stylegan2-ada-pytorch network pickle")
+    clamps = {c for c in collect_module_attribute(data["G_ema"], "conv_clamp") if c is not None}
+    if len(clamps) > 1:
+        raise ValueError(f"{path}: layers use different conv_clamp values {sorted(clamps)}; expected one")
+    if clamps and not isinstance(next(iter(clamps)), (int, float)):
+        raise ValueError(f"{path}: conv_clamp={next(iter(clamps))!r}; expected a number")
+    try:
+        tensors = collect_module_tensors(data["G_ema"])
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return tensors, (float(clamps.pop()) if clamps else None)
+
+
+def collect_module_attribute(record, name: str) -> list:
+    """The values of attribute ``name`` over a record tree (each module's own ``__dict__``)."""
+    state = getattr(record, "state", None)
+    if not isinstance(state, dict):
+        return []
+    out = [state[name]] if name in state else []
+    for child in (state.get("_modules") or {}).values():
+        out += collect_module_attribute(child, name)
+    return out
+
+
+def collect_module_tensors(record, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Walk a PersistentRecord (or inert nn.Module) tree and return {dotted name: tensor}."""
+    state = getattr(record, "state", None)
+    if not isinstance(state, dict):
+        raise ValueError(f"network pickle: {prefix or 'G_ema'} is not a module record")
+    out = {}
+    for group in ("_parameters", "_buffers"):
+        for k, v in (state.get(group) or {}).items():
+            if isinstance(v, torch.Tensor):
+                out[prefix + k] = v
+    for k, child in (state.get("_modules") or {}).items():
+        if child is not None:
+            out.update(collect_module_tensors(child, f"{prefix}{k}."))
+    return out
+
+
+def generator_from_nvlabs(sd: dict[str, torch.Tensor], conv_clamp: float | None = None) -> Generator:
+    """Build our Generator from NVlabs ``G_ema`` tensors (see module docstring); ``conv_clamp``
+    as their layers apply it (their default 256)."""
+    if any(k.startswith("mapping.embed") for k in sd):
+        raise ValueError("conditional NVlabs generators (c_dim > 0) are not supported")
+    if any(".skip." in k or ".fromrgb." in k for k in sd if k.startswith("synthesis")):
+        raise ValueError("only the NVlabs 'skip' generator architecture is supported")
+    n_mapping = len([k for k in sd if re.fullmatch(r"mapping\.fc\d+\.weight", k)])
+    res_list = sorted({int(m.group(1)) for k in sd if (m := re.match(r"synthesis\.b(\d+)\.", k))})
+    if not res_list:
+        raise KeyError("NVlabs G_ema has no synthesis.b{res} blocks")
+    img_resolution = res_list[-1]
+    if any(f"synthesis.b{r}.torgb.weight" not in sd for r in res_list):
+        raise ValueError("NVlabs generator architecture 'orig' (no ToRGB in every block) is not supported; "
+                         "expected the default 'skip'")
+    channels = {r: sd[f"synthesis.b{r}.conv1.weight"].shape[0] for r in res_list}
+    G = Generator(img_resolution=img_resolution, img_channels=sd["synthesis.b4.torgb.weight"].shape[0],
+                  z_dim=sd["mapping.fc0.weight"].shape[1], w_dim=sd["mapping.fc0.weight"].shape[0],
+                  mapping_layers=n_mapping, channels=channels, conv_clamp=conv_clamp)
+    mapped = {k: v for k, v in sd.items() if not k.endswith("resample_filter")}
+    return _load_mapped(G, mapped, "NVlabs network pickle")
+
+
+def generator_key(G) -> str:
+    """Short content hash of a generator's weights: its identity for caches and set manifests.
+
+    Kept on G until a parameter or buffer changes in place (torch counts those changes in
+    ``_version``), so a run that asks several times hashes the weights once.
+    """
+    tensors = sorted(G.state_dict(keep_vars=True).items())
+    stamp = tuple((id(t), t._version) for _, t in tensors)
+    cached = getattr(G, "_cxr_generator_key", None)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    h = hashlib.sha256()
+    for name, t in tensors:
+        h.update(name.encode())
+        h.update(t.detach().cpu().float().numpy().tobytes())
+    key = h.hexdigest()[:16]
+    object.__setattr__(G, "_cxr_generator_key", (stamp, key))
+    return key
+

@@ -1,0 +1,287 @@
+"""StyleGAN2 training: non-saturating logistic loss, lazy R1, style mixing, generator EMA.
+
+Runs on CPU (the shipped default was trained that way) and uses a GPU with bf16 autocast when
+one is present. The run directory holds ``snapshot.pt`` (everything needed to resume, written
+atomically), ``generator.pt`` (the EMA generator in our format) and one sample grid per snapshot.
+Path-length regularisation is left out: it costs a third of the step on CPU and matters little
+at 64 px.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from cxr_workbench.devices import pick_device
+from cxr_workbench.imaging import phantom
+from cxr_workbench.io import save_png, writer_lock
+from cxr_workbench.model.checkpoints import machine_description, read_checkpoint, save_checkpoint
+from cxr_workbench.model.latents import sample_grid
+from cxr_workbench.model.stylegan2 import Discriminator, Generator
+from cxr_workbench.settings import setting, validate_settings
+
+MAX_SEED = 2 ** 32 - 1  # numpy RandomState seeds, as NVlabs' tools
+
+
+def _power_of_two(r) -> bool:
+    return r & (r - 1) == 0
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; NVlabs' StyleGAN2 values where they fit a 64 px network on a CPU."""
+
+    resolution: int = setting(64, "image size", low=16, high=1024, rule=_power_of_two,
+                              expected="a power of two in [16, 1024]")
+    z_dim: int = setting(128, "latent z size", low=1, high=4096)
+    w_dim: int = setting(128, "latent w size", low=1, high=4096)
+    mapping_layers: int = setting(4, "mapping network layers", low=1, high=16)
+    channel_base: int = setting(1024, "channels(res) = min(channel_base // res, channel_max)", low=1, high=2 ** 20)
+    channel_max: int = setting(128, "the most channels of any layer", low=1, high=4096)
+    batch: int = setting(32, "images per step", low=1, high=4096)
+    lr: float = setting(0.0025, "Adam step size, betas (0, 0.99), as StyleGAN2", low=0, high=1, open_low=True)
+    r1_gamma: float = setting(0.05, "R1 weight, ~ 0.0002 * res^2 / batch (NVlabs' auto rule) rounded up",
+                              low=0, high=1e6)
+    r1_interval: int = setting(16, "lazy R1: every this many steps", low=1, high=1000)
+    style_mixing: float = setting(0.9, "probability of style mixing", low=0, high=1)
+    ema_kimg: float = setting(10.0, "generator EMA half-life, thousands of images", low=0, high=1e6, open_low=True)
+    ema_rampup: float = setting(0.05, "EMA ramp-up (0: none)", low=0, high=1e6)
+    kimg: float = setting(200.0, "training length, thousands of images", low=0, high=1e6, open_low=True)
+    snapshot_kimg: float = setting(10.0, "a snapshot every this many thousand images", low=0, high=1e6,
+                                   open_low=True)
+    dataset_size: int = setting(20000, "phantoms rendered once and reused", low=1, high=10_000_000)
+    seed: int = setting(0, "seed of the phantoms, the weights and every draw", low=0, high=MAX_SEED)
+    phantom_version: int = setting(phantom.VERSION, "the phantoms the run learns; a new rendering is a new run",
+                                   low=1, cli=False)
+
+    validate = validate_settings
+
+    def generator_kwargs(self) -> dict:
+        return dict(img_resolution=self.resolution, img_channels=1, z_dim=self.z_dim, w_dim=self.w_dim,
+                    mapping_layers=self.mapping_layers, channel_base=self.channel_base,
+                    channel_max=self.channel_max)
+
+
+# Settings that do not change what the network learns: they may differ on resume.
+RESUME_FREE = ("kimg", "snapshot_kimg")
+
+
+def _config_difference(a: dict, b: dict) -> dict:
+    return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if k not in RESUME_FREE and a.get(k) != b.get(k)}
+
+
+def train(cfg: TrainConfig, run_dir, *, images: torch.Tensor | None = None, resume: bool = True,
+          device: str | None = None, progress: bool = True, stop_after_kimg: float | None = None,
+          threads: int | None = None, amp: bool | None = None, stop_after_s: float | None = None,
+          channels_last: bool | None = None) -> Path:
+    """Train (or resume) a StyleGAN2 on ``images`` [N, 1, R, R] in [-1, 1] (phantoms by default).
+
+    ``stop_after_kimg`` / ``stop_after_s`` end this call early after so many images or seconds, with a
+    snapshot (the run stays resumable), for budgeted sessions.
+    ``threads``: CPU threads (None: torch's default; on a shared machine one thread per free core
+    is faster than two fighting for one). ``amp``: bf16 autocast for G and D (None: on CUDA only;
+    the mapping and w_avg stay fp32). ``channels_last``: G and D in the channels-last memory layout
+    (None: on CPU only, where oneDNN's convolutions run it faster; the same arithmetic, so it may
+    change between stretches of one run). A resumed run continues exactly as an uninterrupted one
+    (every RNG state is in the snapshot). Returns the path of the EMA generator checkpoint.
+    """
+    cfg.validate()
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads={threads!r}; expected a positive integer")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        with writer_lock(run_dir):  # one trainer per run folder; a dead one's temporaries are removed
+            run = start_run(cfg, Path(run_dir), images=images, resume=resume, device=device, amp=amp,
+                            channels_last=channels_last)
+            return _loop(run, progress=progress, stop_after_kimg=stop_after_kimg, stop_after_s=stop_after_s)
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
+class Run:
+    """A training run in memory: the networks, their optimisers, the data and every RNG, as a
+    snapshot holds them (``state``: step, images seen, wall time, the snapshots' history)."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    amp: bool
+    G: Generator
+    D: Discriminator
+    G_ema: Generator
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    images: torch.Tensor   # [N, 1, R, R] on the device
+    gen: torch.Generator   # draws data indices, z and mixing; the noise inputs use torch's global RNG
+    state: dict
+
+
+def start_run(cfg: TrainConfig, run_dir: Path, *, images=None, resume: bool = True, device=None, amp=None,
+              channels_last=None) -> Run:
+    """New networks, or the run's snapshot when it has one (refused when its config differs)."""
+    from cxr_workbench.imaging.datasets import PhantomDataset
+
+    device = pick_device(device)
+    snap_path = run_dir / "snapshot.pt"
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    channels_last = device.type == "cpu" if channels_last is None else channels_last
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    G = Generator(**cfg.generator_kwargs()).to(device, memory_format=layout)
+    D = Discriminator(img_resolution=cfg.resolution, img_channels=1, channel_base=cfg.channel_base,
+                      channel_max=cfg.channel_max).to(device, memory_format=layout)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    r1_ratio = cfg.r1_interval / (cfg.r1_interval + 1)
+    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, 0.99))
+    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr * r1_ratio, betas=(0.0, 0.99 ** r1_ratio))
+    state = dict(step=0, images_seen=0, wall_time=0.0, snapshots=[])
+    snap = None
+    if snap_path.exists():
+        if not resume:
+            raise FileExistsError(f"{snap_path} exists; resume it or choose another run directory")
+        snap = read_checkpoint(snap_path)
+        diff = _config_difference(snap["train_config"], asdict(cfg))
+        if diff:
+            raise ValueError(f"cannot resume {snap_path}: config differs (snapshot, requested): {diff}")
+        for module, key in ((G, "G"), (D, "D"), (G_ema, "G_ema"), (opt_G, "opt_G"), (opt_D, "opt_D")):
+            module.load_state_dict(snap[key])
+        state = snap["state"]
+
+    if images is None:
+        images = PhantomDataset(cfg.dataset_size, cfg.resolution, seed=cfg.seed).images_tensor()
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000003)
+    if snap is not None:
+        torch.set_rng_state(snap["rng_cpu"])  # the noise inputs
+        gen.set_state(snap["rng_data"])
+        if device.type == "cuda" and "rng_cuda" in snap:
+            torch.cuda.set_rng_state(snap["rng_cuda"])
+    return Run(cfg, run_dir, device, device.type == "cuda" if amp is None else amp, G, D, G_ema, opt_G, opt_D,
+               images.to(device), gen, state)
+
+
+def _generated(run: Run, n: int) -> torch.Tensor:
+    """n images of G (not the EMA) with style mixing: [n, 1, R, R]."""
+    G, cfg, gen, device = run.G, run.cfg, run.gen, run.device
+    z = torch.randn(n, G.z_dim, generator=gen).to(device)
+    with torch.autocast(device.type, enabled=False):  # mapping and w_avg stay fp32
+        ws = G.mapping(z, update_w_avg=True)
+        if cfg.style_mixing > 0 and torch.rand([], generator=gen) < cfg.style_mixing:
+            cut = int(torch.randint(1, G.num_ws, [], generator=gen))
+            ws2 = G.mapping(torch.randn(n, G.z_dim, generator=gen).to(device))
+            ws = torch.cat([ws[:, :cut], ws2[:, cut:]], 1)
+    return G.synthesis(ws, noise_mode="random")
+
+
+def training_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of G, one of D, lazy R1 when due, the EMA update. Returns (loss_G, loss_D), unread
+    (reading them waits for the GPU)."""
+    cfg, G, D, device, amp = run.cfg, run.G, run.D, run.device, run.amp
+    idx = torch.randint(len(run.images), [cfg.batch], generator=run.gen)
+    real = run.images[idx.to(device)]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        # Generator step: non-saturating loss, softplus(-D(G(z))).
+        G.requires_grad_(True), D.requires_grad_(False)
+        loss_G = F.softplus(-D(_generated(run, cfg.batch))).mean()
+    run.opt_G.zero_grad(set_to_none=True)
+    loss_G.backward()
+    run.opt_G.step()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        # Discriminator step: softplus(D(fake)) + softplus(-D(real)).
+        G.requires_grad_(False), D.requires_grad_(True)
+        with torch.no_grad():
+            fake = _generated(run, cfg.batch)
+        loss_D = F.softplus(D(fake)).mean() + F.softplus(-D(real)).mean()
+    run.opt_D.zero_grad(set_to_none=True)
+    loss_D.backward()
+    run.opt_D.step()
+    if run.state["step"] % cfg.r1_interval == 0:
+        # Lazy R1 on reals, in full precision.
+        real_r1 = real.detach().requires_grad_(True)
+        grad, = torch.autograd.grad(D(real_r1).sum(), real_r1, create_graph=True)
+        loss_r1 = grad.square().sum([1, 2, 3]).mean() * (cfg.r1_gamma / 2) * cfg.r1_interval
+        run.opt_D.zero_grad(set_to_none=True)
+        loss_r1.backward()
+        run.opt_D.step()
+    # EMA of the generator weights (buffers such as w_avg are copied); one kernel per list on GPU.
+    ema_nimg = cfg.ema_kimg * 1000
+    if cfg.ema_rampup:
+        ema_nimg = min(ema_nimg, run.state["images_seen"] * cfg.ema_rampup)
+    beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
+    with torch.no_grad():
+        torch._foreach_lerp_(list(run.G_ema.parameters()), list(G.parameters()), 1.0 - beta)
+        torch._foreach_copy_(list(run.G_ema.buffers()), list(G.buffers()))
+    run.state["step"] += 1
+    run.state["images_seen"] += cfg.batch
+    return loss_G, loss_D
+
+
+def write_snapshot(run: Run, losses: tuple[float, float]) -> float:
+    """Record a snapshot in the run's history and write the sample grid, ``snapshot.pt`` and
+    ``generator.pt`` (in that order: a kill between them never leaves the generator ahead of the
+    snapshot). Returns the kimg reached."""
+    cfg, state = run.cfg, run.state
+    kimg = state["images_seen"] / 1000
+    state["snapshots"].append(dict(kimg=kimg, wall_time=state["wall_time"], loss_G=losses[0], loss_D=losses[1],
+                                   machine=machine_description()))
+    G_cpu = copy.deepcopy(run.G_ema).float().cpu()
+    save_png(run.run_dir / f"samples_{kimg:09.3f}kimg.png", sample_grid(G_cpu, range(32)))
+    card = dict(training_data=f"{cfg.dataset_size} procedural phantoms (cxr_workbench.imaging.phantom, "
+                              f"version {cfg.phantom_version})",
+                kimg=kimg, wall_time_s=round(state["wall_time"], 1), machine=machine_description(),
+                threads=torch.get_num_threads(), bf16=bool(run.amp), train_config=asdict(cfg))
+    cuda_rng = {"rng_cuda": torch.cuda.get_rng_state()} if run.device.type == "cuda" else {}
+    save_checkpoint(run.run_dir / "snapshot.pt",
+                    dict(kind="training", config=run.G.config, train_config=asdict(cfg), G=run.G.state_dict(),
+                         D=run.D.state_dict(), G_ema=run.G_ema.state_dict(), opt_G=run.opt_G.state_dict(),
+                         opt_D=run.opt_D.state_dict(), state=state, rng_cpu=torch.get_rng_state(),
+                         rng_data=run.gen.get_state(), model_card=card, **cuda_rng))
+    save_checkpoint(run.run_dir / "generator.pt", {"kind": "generator", "config": G_cpu.config,
+                                                  "G_ema": G_cpu.state_dict(), "model_card": card})
+    return kimg
+
+
+def _loop(run: Run, *, progress: bool, stop_after_kimg, stop_after_s) -> Path:
+    cfg, state = run.cfg, run.state
+    total = int(cfg.kimg * 1000)
+    stop_at = total if stop_after_kimg is None else min(total, state["images_seen"] + int(stop_after_kimg * 1000))
+    every = int(cfg.snapshot_kimg * 1000)
+    next_snap = (state["images_seen"] // every + 1) * every
+    bar = tqdm(total=total, initial=state["images_seen"], unit="img", disable=not progress, desc="train")
+    t0 = t_call = time.time()
+    kimg_call = state["images_seen"] / 1000
+    while state["images_seen"] < stop_at:
+        loss_G, loss_D = training_step(run)
+        bar.update(cfg.batch)
+        out_of_time = stop_after_s is not None and time.time() - t_call >= stop_after_s
+        snapshot_due = state["images_seen"] >= next_snap or state["images_seen"] >= stop_at or out_of_time
+        if state["step"] % 16 == 0 or snapshot_due:  # reading the losses waits for the GPU: not every step
+            losses = loss_G.item(), loss_D.item()
+            bar.set_postfix(G=f"{losses[0]:.3f}", D=f"{losses[1]:.3f}")
+            if not all(map(math.isfinite, losses)):
+                raise FloatingPointError(f"training diverged by step {state['step']}: "
+                                         f"loss_G={losses[0]}, loss_D={losses[1]}")
+        if snapshot_due:
+            next_snap += every
+            state["wall_time"] += time.time() - t0
+            t0 = time.time()
+            kimg = write_snapshot(run, losses)
+            rate = (kimg - kimg_call) / max(time.time() - t_call, 1e-9) * 3600
+            tqdm.write(f"snapshot {kimg:.1f} kimg: loss_G {losses[0]:.3f}, loss_D {losses[1]:.3f}, "
+                       f"{rate:.0f} kimg/h in this call, {state['wall_time'] / 3600:.2f} h in all")
+            if out_of_time:
+                break
+    bar.close()
+    out = run.run_dir / "generator.pt"
+    if not out.is_file():
+        raise FileNotFoundError(f"training in {run.run_dir} ended before writing {out}")
+    return out

@@ -1,0 +1,318 @@
+"""Augmentation sets: edited images labelled with the disease of their box (paper Sec. 3.2).
+
+Each reference image gets a trajectory (LO + direction by default; Baseline LO and linear
+translation for comparison), and the last ``keep_last`` points are kept as samples of the
+disease, "as the monotonicity is maintained" (paper). A set is a folder::
+
+    set.json      what the set is: generator fingerprint, disease, box, method, u and its source,
+                  settings and their hash, the requested size and the references (a hash of the
+                  seeds or latents); written first, a resume must match it
+    manifest.csv  one row per sample: file, label, disease, reference (its seed, or its row in the
+                  latents given), point_index, box,
+                  u_source, sigma, method, config_hash, generator, ctr, opacity_burden, plausible,
+                  the PV and oracle severity trend of the sample's whole trajectory, and the
+                  sha256 of the sample's PNG
+    images/       16-bit PNGs (the model's [-1, 1] range mapped to 0..65535)
+
+Batches of references are written as they finish (images first, then the manifest that names
+them), so a killed run resumes where it stopped without duplicates, and a sample is never named
+in the manifest before its image is complete. A resume checks what is there: a reference whose
+samples are missing, altered, duplicated or miscounted is made again (said in one line), and an
+image the manifest does not name is removed. A set that has no sample yet takes new settings, so
+a run that failed does not block its corrected retry.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import re
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxr_workbench.assets import cache_dir
+from cxr_workbench.distributed import fan_out
+from cxr_workbench.imaging.diseases import check_disease, reads_as, reads_normal
+from cxr_workbench.imaging.masks import Box
+from cxr_workbench.io import atomic_write, check_writable, write_json, writer_lock
+from cxr_workbench.method.directions import plan_edit
+from cxr_workbench.method.evaluate import measure
+from cxr_workbench.method.optimize import METHODS, LOConfig, named_config, run_method
+from cxr_workbench.model.checkpoints import generator_key
+from cxr_workbench.model.latents import check_latents, reference_latents
+
+MANIFEST_COLUMNS = ("file", "label", "disease", "reference", "point_index", "box", "u_source", "sigma",
+                    "method", "config_hash", "generator", "ctr", "opacity_burden", "plausible", "trajectory_pv",
+                    "trajectory_trend", "sha256")
+SAMPLE_NAME = re.compile(r"(\d{7})_(\d{3})\.png")  # images/<reference>_<point>.png
+
+
+def to_uint16(images: torch.Tensor) -> np.ndarray:
+    """[..., H, W] in [-1, 1] -> uint16 (65535 levels: a 64 px film edit needs more than 8 bits)."""
+    x = (images.detach().float().cpu().clamp(-1, 1) + 1) * 32767.5
+    return x.round().to(torch.int32).numpy().astype(np.uint16)
+
+
+def read_set_images(set_dir, manifest: pd.DataFrame | None = None) -> torch.Tensor:
+    """The images of a set, in manifest order: [N, 1, H, W] in [-1, 1]."""
+    from PIL import Image
+    set_dir = Path(set_dir)
+    manifest = read_manifest(set_dir) if manifest is None else manifest
+    if manifest.empty:
+        raise ValueError(f"{set_dir}: the set's manifest lists no sample; expected at least one")
+    for f in manifest["file"]:
+        name = str(f)
+        if not (name.startswith("images/") and SAMPLE_NAME.fullmatch(name[len("images/"):])):
+            raise ValueError(f"{set_dir / 'manifest.csv'} names the file {name!r}; expected images/<reference>_"
+                             "<point>.png inside the set")
+    arrays = []
+    for f in manifest["file"]:
+        with Image.open(set_dir / f) as im:
+            if im.mode not in ("I;16", "I;16B", "I;16L"):  # 8 bits read as 16 would be near-black films
+                raise ValueError(f"{set_dir / f} is a {im.mode} image; expected the 16-bit greyscale PNG "
+                                 "make_augmentation writes")
+            arrays.append(np.asarray(im, dtype=np.float32))
+    return torch.from_numpy(np.stack(arrays))[:, None] / 32767.5 - 1
+
+
+def read_manifest(set_dir) -> pd.DataFrame:
+    path = Path(set_dir) / "manifest.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; expected an augmentation set made by make_augmentation")
+    try:
+        frame = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a manifest ({e})") from None
+    missing = [c for c in MANIFEST_COLUMNS if c != "sha256" and c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {missing}; expected a manifest written by make_augmentation")
+    return frame
+
+
+def set_quality(manifest: pd.DataFrame) -> dict:
+    """How the oracle reads a set: the share read as the intended disease (CTR above 0.5 for
+    cardiomegaly, burden above the phantom threshold for opacity), plausible, and both."""
+    if manifest.empty:
+        raise ValueError("an empty manifest; expected at least one sample")
+    disease = check_disease(str(manifest["disease"].iloc[0]))
+    intended = pd.Series(reads_as(manifest, disease), index=manifest.index)
+    plausible = manifest["plausible"].astype(bool)
+    return dict(disease=disease, n=len(manifest), intended=float(intended.mean()), plausible=float(plausible.mean()),
+                intended_and_plausible=float((intended & plausible).mean()))
+
+
+def edit_references(G, *, seeds: list[int], box: Box, u, config: LOConfig, method: str, keep: list[int],
+                    disease: str, oracle=None, ws: torch.Tensor | None = None) -> dict:
+    """One batch: trajectories for ``seeds`` (or for the W+ latents ``ws`` [B, num_ws, w_dim],
+    ``seeds`` then naming them), the last ``keep[r]`` points of reference r.
+
+    Returns per kept sample (reference-major): seed, point index (1..n), uint16 image [H, W], the
+    oracle readings (NaN / False without an oracle), and its trajectory's PV and severity trend.
+    """
+    w_ref = reference_latents(G, seeds) if ws is None else ws
+    traj = run_method(G, method, w_ref, box, u=u, config=config, progress=False)
+    if not torch.isfinite(traj.images).all():
+        raise FloatingPointError(f"the {method} run for seeds {seeds} went non-finite ({traj.message}); "
+                                 "try a smaller lr, sigma or c")
+    n = traj.images.shape[1]
+    picks = [(r, i) for r, k in enumerate(keep) for i in range(n - k, n)]
+    measured = measure(traj, box, disease, oracle)
+    images = torch.stack([traj.images[r, i] for r, i in picks])  # [S, C, H, W]
+    out = dict(seed=[int(seeds[r]) for r, _ in picks], point=[i + 1 for _, i in picks], images=to_uint16(images[:, 0]),
+               ctr=[math.nan] * len(picks), opacity_burden=[math.nan] * len(picks), plausible=[False] * len(picks),
+               trajectory_pv=[measured[r]["PV"] for r, _ in picks],
+               trajectory_trend=[measured[r].get("severity_trend", math.nan) for r, _ in picks])
+    if oracle is not None:
+        pred = oracle.predict(images)
+        out.update(ctr=pred["ctr"].tolist(), opacity_burden=pred["opacity_burden"].tolist(),
+                   plausible=pred["plausible"].tolist())
+    return out
+
+
+def _header(G, *, disease, box_name, box, method, keep_last, config, u, u_source) -> dict:
+    settings = dict(disease=disease, box=box.to_dict(), method=method, keep_last=keep_last, config=asdict(config),
+                    u=None if u is None else [round(float(v), 7) for v in u.flatten()], u_source=u_source)
+    settings = json.loads(json.dumps(settings))  # as it will read back (tuples become lists)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return dict(generator=generator_key(G), box_name=box_name, config_hash=digest, **settings)
+
+
+def _check_resume(path: Path, header: dict) -> None:
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a set description ({e}); choose another folder") from None
+    if not isinstance(old, dict):
+        raise ValueError(f"{path} holds {type(old).__name__}, not a set description; choose another folder")
+    if old.get("generator") != header["generator"]:
+        raise ValueError(f"{path} was made by generator {old.get('generator')}, not by this one "
+                         f"({header['generator']}); resume with the same generator or choose another folder")
+    def flat(h):
+        return {**{k: v for k, v in h.items() if k not in ("config", "config_hash")}, **h.get("config", {})}
+    a, b = flat(old), flat(header)
+    diff = {k: (a.get(k), b[k]) for k in b if a.get(k) != b[k] and k not in ("u", "batch")}
+    if diff or a.get("u") != b["u"]:
+        raise ValueError(f"{path} holds a set made with other settings (set, requested): "
+                         f"{diff or {'u': 'another direction'}}; resume with the same settings or choose another "
+                         "folder")
+
+
+def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig | None = None, out_dir=None, *,
+                      keep_last: int = 4, method: str = "lo+dir", box: str | None = None, direction: str = "auto",
+                      pca=None, oracle=None, batch: int = 8, client=None, progress: bool = True,
+                      latents: torch.Tensor | None = None) -> pd.DataFrame:
+    """Write (or finish) an augmentation set of ``n_samples`` images of ``disease`` into ``out_dir``.
+
+    ``seeds``: reference seeds, used in order, ``keep_last`` samples each (the last reference may
+    give fewer); at least ceil(n_samples / keep_last) are needed. ``latents`` [R, num_ws, w_dim]
+    (inverted films, say) are references instead of seeds, named by their row. ``box``: a preset name or JSON
+    file (default: the disease's Table 2 box). ``direction``: "auto" (the most box-local PC), "pc:K"
+    or a file; needs ``pca`` for auto/pc. ``batch`` references are optimised together, one task
+    each; with a Dask ``client`` the tasks run on its workers. Returns the manifest.
+    """
+    config = (config or named_config("augment")).validate()
+    disease = check_disease(disease)
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}; expected one of {METHODS}")
+    if not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples={n_samples!r}; expected a positive integer")
+    if not isinstance(keep_last, int) or not 1 <= keep_last <= config.n:
+        raise ValueError(f"keep_last={keep_last!r} is larger than the trajectory's n={config.n} points (or below 1); "
+                         f"expected 1..{config.n}")
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch={batch!r}; expected a positive integer")
+    if latents is not None:
+        latents = check_latents(latents, G)
+        seeds = range(len(latents))
+    seeds = [int(s) for s in seeds]
+    needed = math.ceil(n_samples / keep_last)
+    if len(seeds) < needed:
+        raise ValueError(f"{len(seeds)} reference seeds for {n_samples} samples at keep_last={keep_last}; "
+                         f"expected at least {needed}")
+    if out_dir is None:
+        raise ValueError("out_dir=None; expected a folder for the set")
+    out_dir = check_writable(out_dir)
+    plan = plan_edit(G, pca, box=box, disease=disease, direction=direction, method=method, layers=config.layers,
+                     cache_dir=cache_dir())
+    box_obj, u, u_source = plan.box, plan.u, plan.u_source
+    header = _header(G, disease=disease, box_name=plan.box_name, box=box_obj, method=method, keep_last=keep_last,
+                     config=config, u=u, u_source=u_source)
+    header["n_samples"] = n_samples
+    header["batch"] = batch  # recorded, not compared: another batch size still resumes (see _verified)
+    header["references"] = _references_key(seeds[:needed], latents)
+
+    with writer_lock(out_dir):
+        manifest_path = out_dir / "manifest.csv"
+        rows = read_manifest(out_dir).to_dict("records") if manifest_path.is_file() else []
+        if (out_dir / "set.json").is_file() and rows:
+            _check_resume(out_dir / "set.json", header)
+        else:  # a new set, or one whose earlier run wrote no sample: these settings are the set's
+            write_json(out_dir / "set.json", header)
+        (out_dir / "images").mkdir(exist_ok=True)
+        planned = [(s, min(keep_last, n_samples - i * keep_last)) for i, s in enumerate(seeds[:needed])]
+        batches = [planned[i:i + batch] for i in range(0, len(planned), batch)]
+        rows = _verified(out_dir, rows, batches, config.n)
+        done = {int(r["reference"]) for r in rows}
+        tasks = [dict(seeds=[s for s, _ in b], keep=[k for _, k in b]) for b in batches
+                 if not all(s in done for s, _ in b)]
+        if latents is not None:
+            for t in tasks:
+                t["ws"] = latents[t["seeds"]].detach().float()
+        shared = dict(G=G, box=box_obj, u=u, config=config, method=method, disease=disease, oracle=oracle)
+        for _, res in fan_out(edit_references, tasks, shared, client, progress, desc=f"{disease} set"):
+            for j, (seed, point) in enumerate(zip(res["seed"], res["point"])):
+                name = f"images/{seed:07d}_{point:03d}.png"
+                png = _png_bytes(res["images"][j])
+                atomic_write(out_dir / name, lambda f, b=png: f.write(b))
+                rows.append(dict(file=name, label=disease, disease=disease, reference=seed, point_index=point,
+                                 box=json.dumps(box_obj.to_dict()), u_source=u_source, sigma=config.sigma,
+                                 method=method, config_hash=header["config_hash"], generator=header["generator"],
+                                 ctr=res["ctr"][j], opacity_burden=res["opacity_burden"][j],
+                                 plausible=bool(res["plausible"][j]), trajectory_pv=res["trajectory_pv"][j],
+                                 trajectory_trend=res["trajectory_trend"][j], sha256=hashlib.sha256(png).hexdigest()))
+            _write_manifest(manifest_path, rows)
+        manifest = _write_manifest(manifest_path, rows)
+    if len(manifest) != n_samples:  # every step above should make this impossible; never report a short set
+        raise RuntimeError(f"{out_dir} holds {len(manifest)} samples after the run; expected {n_samples}")
+    return manifest
+
+
+def _references_key(seeds: list[int], latents: torch.Tensor | None) -> str:
+    """What a set's references are: a hash of the seeds used, or of the latents given."""
+    if latents is None:
+        return "seeds " + hashlib.sha256(json.dumps(seeds).encode()).hexdigest()[:16]
+    return "latents " + hashlib.sha256(latents.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _verified(out_dir: Path, rows: list[dict], batches: list[list[tuple[int, int]]], n: int) -> list[dict]:
+    """The manifest rows of batches whose references are all complete and intact: each has exactly
+    its planned points, once each, every image present with its recorded hash. The other rows and
+    their images are dropped and their batches made again whole: the references of a batch share one
+    optimisation loop, so with the same batch size the set equals an uninterrupted run's. Images the
+    manifest does not name are removed; one line on stderr says what was repaired."""
+    if rows and "sha256" not in rows[0]:
+        raise ValueError(f"{out_dir / 'manifest.csv'} has no sha256 column (a set made before samples were "
+                         "hashed); its samples cannot be verified: choose another folder")
+    planned = {s: k for b in batches for s, k in b}
+    by_ref: dict[int, list[dict]] = {}
+    for r in rows:
+        by_ref.setdefault(int(r["reference"]), []).append(r)
+
+    def intact(ref: int) -> bool:
+        group, k = by_ref.get(ref, []), planned[ref]
+        expected = [f"images/{ref:07d}_{p:03d}.png" for p in range(n - k + 1, n + 1)]
+        return sorted(str(r["file"]) for r in group) == expected and all(
+            (out_dir / r["file"]).is_file()
+            and hashlib.sha256((out_dir / r["file"]).read_bytes()).hexdigest() == r["sha256"] for r in group)
+
+    good = [r for b in batches if all(intact(s) for s, _ in b) for s, _ in b for r in by_ref[s]]
+    keep = {str(r["file"]) for r in good}
+    redo = sorted(set(by_ref) - {int(r["reference"]) for r in good})
+    removed = 0
+    for f in (out_dir / "images").glob("*.png"):
+        if SAMPLE_NAME.fullmatch(f.name) and f"images/{f.name}" not in keep:
+            f.unlink()
+            removed += 1
+    if redo or removed:
+        print(f"{out_dir}: repaired: references {redo} had missing, altered, duplicated or miscounted samples, or "
+              f"share a batch with one that had; {removed} images removed; they are made again", file=sys.stderr)
+    return good
+
+
+def _write_manifest(path: Path, rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).sort_values(["reference", "point_index"])
+    frame = frame.reset_index(drop=True)
+    atomic_write(path, lambda f: frame.to_csv(f, index=False), "w")
+    return frame
+
+
+# Augmentation references start here: far from the seeds the notebooks, Table 2 and the reader study use.
+REFERENCE_SEED_START = 1_000_000
+
+
+def normal_seeds(G, oracle, count: int, *, start: int = REFERENCE_SEED_START, chunk: int = 256) -> list[int]:
+    """The first ``count`` seeds from ``start`` whose images the oracle reads as normal (no disease
+    in ``diseases.DISEASES``): the paper edits normal films."""
+    out, s = [], start
+    while len(out) < count:
+        seeds = list(range(s, s + chunk))
+        with torch.no_grad():
+            pred = oracle.predict(G.synthesis(reference_latents(G, seeds)))
+        ok = reads_normal(pred)
+        out += [seed for seed, good in zip(seeds, ok) if good]
+        s += chunk
+    return out[:count]
+

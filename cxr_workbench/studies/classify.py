@@ -1,0 +1,339 @@
+"""The downstream classifier and the protocol of paper Tables 3 and 4, on phantoms.
+
+"Real" images are fresh phantoms (seeds never used to train the generator or the oracle) with
+exact labels: normal (N), cardiomegaly (C), opacity (O). Three columns, each its own classifier:
+N vs C vs O (macro one-vs-rest AUROC), N vs C, N vs O. Rows, for each size of the disease
+classes: real only; + random augmentation (MONAI transforms of real disease images: rotation,
+shear, Gaussian blur, horizontal and vertical flip); + ours (augmentation sets of
+``augment.make_augmentation``); + half of each. Within a column every row and seed sees the
+same validation and test images. Each run's test predictions are saved, so every AUROC can be
+recomputed from them (``auroc_from_file``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from cxr_workbench.distributed import fan_out
+from cxr_workbench.imaging.phantom import KINDS
+from cxr_workbench.io import atomic_write, check_writable, writer_lock
+from cxr_workbench.settings import setting, validate_settings
+
+COLUMNS = {"N vs C vs O": ("normal", "cardiomegaly", "opacity"), "N vs C": ("normal", "cardiomegaly"),
+           "N vs O": ("normal", "opacity")}
+ROWS = ("real", "rand", "ours", "ours+rand")
+NETWORKS = ("small", "densenet121")
+
+
+def _seed_count(text: str) -> tuple[int, ...]:
+    """The command line's ``--seeds N``: runs per cell, seeds 0..N-1."""
+    n = int(text)
+    if not 1 <= n <= 100:
+        raise ValueError(f"seeds={text!r}; expected a number of runs in [1, 100]")
+    return tuple(range(n))
+
+
+@dataclass
+class ProtocolConfig:
+    """Sizes of paper Table 3 (val and test, which the paper does not give, per class)."""
+
+    n_normal: int = setting(10_000, "normal training images", low=1, high=10_000_000)
+    n_disease: tuple[int, ...] = setting((1_000, 5_000), "disease training sizes, one table block each",
+                                         low=1, high=10_000_000)
+    n_aug: int = setting(5_000, "augmented images per run", low=1, high=10_000_000)
+    n_val: int = setting(1_000, "validation images per class", low=1, high=10_000_000)
+    n_test: int = setting(2_000, "test images per class", low=1, high=10_000_000)
+    sigmas: tuple[float, ...] = setting((0.3,), "sigmas of the 'ours' rows (Table 4: 0.3 1.0 2.0)", low=0,
+                                        high=100, open_low=True)
+    seeds: tuple[int, ...] = setting((0, 1, 2, 3), "runs per cell (seeds 0..N-1; the paper's four runs)", low=0,
+                                     high=2 ** 31 - 1, parse=_seed_count)
+    network: str = setting("small", "classifier network", choices=NETWORKS)
+    epochs: int = setting(12, "training epochs (the best validation epoch is kept)", low=1, high=1000)
+    batch: int = setting(64, "images per step", low=1, high=65536)
+    lr: float = setting(1e-3, "Adam step size", low=0, high=10, open_low=True)
+    data_seed: int = setting(20_000_000, "seed of the fresh phantoms (never drawn for the generator or the oracle)",
+                             low=0, high=2 ** 32 - 1)
+
+    validate = validate_settings
+
+
+# The CPU scale: the paper's ratios (10 : 1 or 5 : 5 aug) at a fiftieth of the training sizes.
+PHANTOM_RESOLUTION = 64  # the real images of the protocol (real_data); sets must match them
+CPU_SCALE = ProtocolConfig(n_normal=200, n_disease=(20, 100), n_aug=100, n_val=200, n_test=400)
+
+
+def make_network(name: str, n_classes: int) -> torch.nn.Module:
+    """MONAI networks: ``densenet121`` (2D, one channel in, as in common chest X-ray practice) or
+    ``small``, a DenseNet of three short blocks sized for CPU (37 K parameters)."""
+    from monai.networks.nets import DenseNet, DenseNet121
+    if name == "densenet121":
+        return DenseNet121(spatial_dims=2, in_channels=1, out_channels=n_classes)
+    if name == "small":
+        return DenseNet(spatial_dims=2, in_channels=1, out_channels=n_classes, init_features=16, growth_rate=12,
+                        block_config=(3, 3, 3), bn_size=2)
+    raise ValueError(f"network={name!r}; expected one of {NETWORKS}")
+
+
+def random_augmentation(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` random augmentations of ``images`` [M, 1, H, W] (sources drawn with replacement):
+    the paper's list as MONAI transforms, each applied with probability 1/2."""
+    from monai.transforms import Compose, RandAffine, RandFlip, RandGaussianSmooth, RandRotate
+    t = Compose([RandRotate(range_x=math.radians(15), prob=0.5, padding_mode="border"),
+                 RandAffine(shear_range=(0.15, 0.15), prob=0.5, padding_mode="border"),
+                 RandGaussianSmooth(sigma_x=(0.5, 1.2), sigma_y=(0.5, 1.2), prob=0.5),
+                 RandFlip(spatial_axis=0, prob=0.5), RandFlip(spatial_axis=1, prob=0.5)])
+    t.set_random_state(seed)
+    picks = np.random.default_rng(seed).integers(len(images), size=n)
+    return torch.stack([torch.as_tensor(t(images[i])) for i in picks]).float()
+
+
+def real_data(cfg: ProtocolConfig, progress: bool = False) -> dict:
+    """Fresh phantoms by class: ``train[kind]`` (enough for the largest size), ``val[kind]`` and
+    ``test[kind]``, each [N, 1, 64, 64] in [-1, 1], kinds from the rendered truth."""
+    from cxr_workbench.imaging.datasets import PhantomDataset
+    need = {"normal": cfg.n_normal, "cardiomegaly": max(cfg.n_disease), "opacity": max(cfg.n_disease)}
+    total = {k: v + cfg.n_val + cfg.n_test for k, v in need.items()}
+    pools = {k: [] for k in KINDS}
+    seed = cfg.data_seed
+    while any(sum(map(len, pools[k])) < total[k] for k in KINDS):
+        short = [max(total[k] - sum(map(len, pools[k])), 0) for k in KINDS]
+        ds = PhantomDataset(int(sum(short) * 1.3) + 64, PHANTOM_RESOLUTION, seed=seed,
+                            weights=tuple(s + 1 for s in short), progress=progress)
+        x = ds.images_tensor()
+        for k in KINDS:
+            pools[k].append(x[torch.from_numpy(ds.kind == k)])
+        seed += 1
+    out = dict(train={}, val={}, test={})
+    for k in KINDS:
+        x = torch.cat(pools[k])
+        out["val"][k], out["test"][k] = x[:cfg.n_val], x[cfg.n_val:cfg.n_val + cfg.n_test]
+        out["train"][k] = x[cfg.n_val + cfg.n_test:total[k]]
+    return out
+
+
+def auroc(y_true, probs) -> float:
+    """Binary AUROC (probs [N, 2]: of class 1) or macro one-vs-rest AUROC (probs [N, K > 2])."""
+    from sklearn.metrics import roc_auc_score
+    y, p = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2 or len(p) != len(y):
+        raise ValueError(f"probs of shape {p.shape} for {len(y)} labels; expected [N, K >= 2]")
+    if p.shape[1] == 2:
+        return float(roc_auc_score(y, p[:, 1]))
+    return float(roc_auc_score(y, p / p.sum(1, keepdims=True), multi_class="ovr", average="macro",
+                               labels=list(range(p.shape[1]))))
+
+
+def auroc_from_file(path) -> float:
+    """The AUROC of a saved predictions CSV (columns y_true and p_<class> in class order)."""
+    df = pd.read_csv(path)
+    cols = [c for c in df.columns if c.startswith("p_")]
+    if "y_true" not in df.columns or len(cols) < 2:
+        raise ValueError(f"{path}: expected columns y_true and p_<class>; found {list(df.columns)}")
+    return auroc(df["y_true"], df[cols].to_numpy())
+
+
+def _training_set(data, column, n_disease, row, sigma, seed, *, cfg, aug):
+    """Images and labels of one run: real N + real diseases, plus the row's augmentation."""
+    classes = COLUMNS[column]
+    diseases = classes[1:]
+    xs = [data["train"]["normal"][:cfg.n_normal]] + [data["train"][d][:n_disease] for d in diseases]
+    ys = [torch.full([len(x)], i) for i, x in enumerate(xs)]
+    n_ours = {"real": 0, "rand": 0, "ours": cfg.n_aug, "ours+rand": cfg.n_aug // 2}[row]
+    n_rand = {"real": 0, "rand": cfg.n_aug, "ours": 0, "ours+rand": cfg.n_aug - cfg.n_aug // 2}[row]
+    for j, d in enumerate(diseases):
+        label = classes.index(d)
+        def share(n, j=j):
+            return n // len(diseases) + (1 if j < n % len(diseases) else 0)  # split n over the diseases
+        if n_ours:
+            x = aug[(d, sigma)]
+            if len(x) < share(n_ours):
+                raise ValueError(f"the {d} set for sigma={sigma} has {len(x)} samples; this protocol needs "
+                                 f"{share(n_ours)}")
+            xs.append(x[:share(n_ours)])
+            ys.append(torch.full([share(n_ours)], label))
+        if n_rand:
+            xs.append(random_augmentation(data["train"][d][:n_disease], share(n_rand), seed * 1000 + j))
+            ys.append(torch.full([share(n_rand)], label))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _split(data, part, classes):
+    x = torch.cat([data[part][k] for k in classes])
+    y = torch.cat([torch.full([len(data[part][k])], i) for i, k in enumerate(classes)])
+    return x, y
+
+
+def _predict(net, x, batch=256) -> np.ndarray:
+    net.eval()
+    with torch.no_grad():
+        return torch.cat([net(x[i:i + batch]).softmax(-1) for i in range(0, len(x), batch)]).numpy()
+
+
+def train_run(data: dict, aug: dict, cfg: ProtocolConfig, *, column: str, n_disease: int, row: str,
+              sigma: float | None, seed: int) -> dict:
+    """Train one classifier; the epoch with the best validation AUROC is kept. Returns the result
+    row and the test predictions (a DataFrame: y_true, p_<class>)."""
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    classes = COLUMNS[column]
+    x, y = _training_set(data, column, n_disease, row, sigma, seed, cfg=cfg, aug=aug)
+    xv, yv = _split(data, "val", classes)
+    xt, yt = _split(data, "test", classes)
+    net = make_network(cfg.network, len(classes))
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(seed)
+    best, best_state, best_epoch = -1.0, None, 0
+    for epoch in range(cfg.epochs):
+        net.train()
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), cfg.batch):
+            idx = order[i:i + cfg.batch]
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        score = auroc(yv.numpy(), _predict(net, xv))
+        if score > best:
+            best, best_epoch = score, epoch + 1
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(best_state)
+    probs = _predict(net, xt)
+    pred = pd.DataFrame({"y_true": yt.numpy(), **{f"p_{k}": probs[:, i] for i, k in enumerate(classes)}})
+    result = dict(column=column, n_disease=n_disease, row=row, sigma=sigma, seed=seed, network=cfg.network,
+                  n_train=len(x), val_auroc=best, test_auroc=auroc(yt.numpy(), probs), best_epoch=best_epoch,
+                  wall_s=time.perf_counter() - t0)
+    return dict(result=result, predictions=pred)
+
+
+def run_name(r: dict) -> str:
+    col = {"N vs C vs O": "NCO", "N vs C": "NC", "N vs O": "NO"}[r["column"]]
+    sig = "" if r["sigma"] is None or (isinstance(r["sigma"], float) and math.isnan(r["sigma"])) else f"_s{r['sigma']}"
+    return f"{col}_d{r['n_disease']}_{r['row'].replace('+', '-')}{sig}_seed{r['seed']}"
+
+
+def plan_runs(cfg: ProtocolConfig) -> list[dict]:
+    """Every run of Tables 3 and 4: columns x disease sizes x rows (ours rows once per sigma) x seeds."""
+    runs = []
+    for column in COLUMNS:
+        for n_disease in cfg.n_disease:
+            for row in ROWS:
+                for sigma in (cfg.sigmas if "ours" in row else (None,)):
+                    if row == "ours+rand" and sigma != cfg.sigmas[0]:
+                        continue  # the combination at the main sigma only, as in the paper
+                    runs += [dict(column=column, n_disease=n_disease, row=row, sigma=sigma, seed=s) for s in cfg.seeds]
+    return runs
+
+
+def load_sets(set_dirs, sigmas, diseases=("cardiomegaly", "opacity")) -> dict:
+    """Augmentation sets by (disease, sigma) from set folders (their set.json says which is which)."""
+    from cxr_workbench.studies.augment import read_set_images
+    found = {}
+    for d in map(Path, set_dirs):
+        if not (d / "set.json").is_file():
+            raise ValueError(f"{d} holds no set.json; expected an augmentation set folder (cxr-workbench augment)")
+        try:
+            head = json.loads((d / "set.json").read_text())
+            key = (str(head["disease"]), float(head["config"]["sigma"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{d / 'set.json'}: not a set description ({type(e).__name__}: {e}); expected one "
+                             "written by cxr-workbench augment") from None
+        if key in found:
+            raise ValueError(f"{found[key]} and {d} are both sets of {key[0]} at sigma {key[1]}; give one of them")
+        found[key] = d
+    missing = [(d, s) for d in diseases for s in sigmas if (d, float(s)) not in found]
+    if missing:
+        raise ValueError(f"no augmentation set for {missing}; found {sorted(found)}")
+    sets = {(d, float(s)): read_set_images(found[(d, float(s))]) for d in diseases for s in sigmas}
+    for key, images in sets.items():
+        if images.shape[-1] != PHANTOM_RESOLUTION:
+            raise ValueError(f"{found[key]}: {images.shape[-1]} px images; the protocol's phantoms are "
+                             f"{PHANTOM_RESOLUTION} px (make the set with a {PHANTOM_RESOLUTION} px generator)")
+    return sets
+
+
+def run_protocol(cfg: ProtocolConfig, aug: dict, out_dir, *, client=None, progress: bool = True,
+                 data: dict | None = None) -> pd.DataFrame:
+    """All runs of ``plan_runs`` (those already in ``out_dir`` are kept when their predictions file
+    still gives their test AUROC), with ``aug`` the sets by (disease, sigma) as image tensors.
+    Writes ``predictions/<run>.csv`` per run and ``results.csv`` after each; returns the results."""
+    cfg.validate()
+    out_dir = check_writable(out_dir)
+    with writer_lock(out_dir):
+        path, pred_dir = out_dir / "results.csv", out_dir / "predictions"
+        pred_dir.mkdir(exist_ok=True)
+        # sigmas and seeds only add runs: a folder may grow by them; anything else is another protocol
+        settings = json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("sigmas", "seeds")}, sort_keys=True)
+        if (out_dir / "protocol.json").is_file() and (out_dir / "protocol.json").read_text() != settings:
+            raise ValueError(f"{out_dir} holds runs of another protocol ({out_dir / 'protocol.json'}); "
+                             "choose another folder")
+        atomic_write(out_dir / "protocol.json", lambda f: f.write(settings), "w")
+        rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
+        rows = _checked_runs(rows, pred_dir)
+        done = {run_name(r) for r in rows}
+        todo = [r for r in plan_runs(cfg) if run_name(r) not in done]
+        if todo and data is None:
+            data = real_data(cfg, progress=progress)
+        for _, res in fan_out(train_run, todo, dict(data=data, aug=aug, cfg=cfg), client, progress, desc="classifiers"):
+            name = run_name(res["result"])
+            atomic_write(pred_dir / f"{name}.csv", lambda f, p=res["predictions"]: p.to_csv(f, index=False), "w")
+            rows.append(res["result"])
+            atomic_write(path, lambda f: pd.DataFrame(rows).to_csv(f, index=False), "w")
+        return pd.DataFrame(rows)
+
+
+def _checked_runs(rows: list[dict], pred_dir: Path) -> list[dict]:
+    """The finished runs whose predictions file exists and gives the test AUROC recorded for the run;
+    the others are run again (one line on stderr names them)."""
+    good, redo = [], []
+    for r in rows:
+        file = pred_dir / f"{run_name(r)}.csv"
+        try:
+            same = file.is_file() and abs(auroc_from_file(file) - float(r["test_auroc"])) < 1e-4  # CSV rounding
+        except (ValueError, KeyError, pd.errors.ParserError):
+            same = False
+        (good if same else redo).append(r)
+    if redo:
+        print(f"{pred_dir}: {len(redo)} runs whose predictions are missing, unreadable or disagree with "
+              f"results.csv are run again: {[run_name(r) for r in redo][:5]}", file=sys.stderr)
+    return good
+
+
+def protocol_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Tables 3 and 4: test AUROC (x100) mean ± std over seeds per (disease size, row, sigma) and
+    column, with the p-value of a paired t-test (same seeds) against random augmentation;
+    '*' marks p < 0.05. ``sigma`` is text, empty for the rows without edits (real, rand)."""
+    from scipy.stats import ttest_rel
+    df = results.copy()
+    df["sigma"] = df["sigma"].fillna(-1.0)
+    out = []
+    for (n_d, row, sigma), g in df.groupby(["n_disease", "row", "sigma"], sort=False):
+        entry = dict(n_disease=int(n_d), row=row, sigma="" if sigma < 0 else f"{sigma:g}")  # real, rand: no sigma
+        for column in COLUMNS:
+            s = g[g["column"] == column].set_index("seed")["test_auroc"] * 100
+            if s.empty:
+                continue
+            rand = df[(df["column"] == column) & (df["n_disease"] == n_d) & (df["row"] == "rand")]
+            ref = rand.set_index("seed")["test_auroc"] * 100
+            common = s.index.intersection(ref.index)
+            with warnings.catch_warnings():  # identical scores: p is NaN, no warning needed
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p = float(ttest_rel(s[common], ref[common]).pvalue) if row != "rand" and len(common) >= 2 else math.nan
+            mark = "*" if p < 0.05 else ""
+            entry[column] = f"{s.mean():.2f} ± {s.std():.2f}{mark}"
+            entry[f"p {column}"] = p
+        out.append(entry)
+    order = {r: i for i, r in enumerate(ROWS)}
+    table = pd.DataFrame(out)
+    table["_o"] = table["row"].map(order)
+    return table.sort_values(["n_disease", "_o", "sigma"]).drop(columns="_o").reset_index(drop=True)
+

@@ -1,0 +1,238 @@
+"""Quality figures of a generator, read through the severity oracle, and shipping of the default.
+
+Figures (each also computed for a generator at initialisation and for phantoms vs phantoms, so
+the numbers can be read): Fréchet distance between oracle features of generated and phantom
+images; k-NN precision and recall of those features (k = 3); oracle CTR and opacity burden
+distributions and their two-sample KS statistics against phantoms; the fraction the oracle finds
+plausible; and, for each preset box, the share of image change inside the box of its most local PC.
+
+The targets a default must meet to ship (``SHIP_TARGETS``) are checked by ``shipping_verdict``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxr_workbench.imaging.datasets import PhantomDataset
+from cxr_workbench.io import atomic_write, save_png
+from cxr_workbench.method.directions import compute_pca, pc_locality
+from cxr_workbench.method.metrics import frechet_distance, knn_precision_recall, ks_statistic
+from cxr_workbench.model.checkpoints import read_checkpoint, save_checkpoint
+from cxr_workbench.model.stylegan2 import Generator
+
+
+def generated_images(G, n: int, seed: int = 0, batch: int = 250, psi: float = 1.0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.no_grad():
+        for i in range(0, n, batch):
+            z = torch.randn(min(batch, n - i), G.z_dim, generator=gen)
+            out.append(G(z, psi=psi).clamp(-1, 1))
+    return torch.cat(out)
+
+
+def _describe(pred: dict) -> dict:
+    return dict(ctr_mean=float(pred["ctr"].mean()), ctr_std=float(pred["ctr"].std()),
+                burden_mean=float(pred["opacity_burden"].mean()), burden_std=float(pred["opacity_burden"].std()),
+                plausible=float(pred["plausible"].mean()),
+                kind_fractions=[float((pred["kind"] == k).mean()) for k in range(3)])
+
+
+def quality_predictions(G, oracle, n: int = 2000, seed: int = 0) -> dict:
+    """The oracle's readings of the sets the figures compare: ``phantoms`` (first draw),
+    ``phantoms_second``, ``generated`` (G) and ``init`` (G's architecture untrained)."""
+    torch.manual_seed(seed)
+    untrained = Generator(**G.config).eval()
+    return dict(phantoms=oracle.predict(PhantomDataset(n, G.img_resolution, seed=10_000 + seed).images_tensor()),
+                phantoms_second=oracle.predict(PhantomDataset(n, G.img_resolution, seed=20_000 + seed).images_tensor()),
+                generated=oracle.predict(generated_images(G, n, seed)),
+                init=oracle.predict(generated_images(untrained, n, seed)))
+
+
+def quality_figures(G, oracle, *, n: int = 2000, seed: int = 0, pca=None, predictions: dict | None = None) -> dict:
+    """The model-card figures for G (see module docstring). With ``pca`` (of G's W) the PC
+    locality of each preset box is included; ``predictions`` from ``quality_predictions`` are
+    reused instead of computed again."""
+    pred = predictions or quality_predictions(G, oracle, n, seed)
+    phantoms_a, phantoms_b, gen, init = pred["phantoms"], pred["phantoms_second"], pred["generated"], pred["init"]
+    def fd(a):
+        return frechet_distance(a["features"], phantoms_a["features"])
+    def pr(a):
+        return knn_precision_recall(phantoms_a["features"], a["features"], k=3)
+    def ks(a):
+        return {key: ks_statistic(a[key], phantoms_a[key]) for key in ("ctr", "opacity_burden")}
+    q = dict(n=n, fd_generated_vs_phantoms=fd(gen), fd_init_vs_phantoms=fd(init),
+             fd_phantoms_vs_phantoms=fd(phantoms_b), generated=_describe(gen), init=_describe(init),
+             phantoms=_describe(phantoms_a))
+    for key, pred in (("generated", gen), ("init", init), ("phantoms", phantoms_b)):
+        q[key].update(zip(("precision", "recall"), pr(pred)))
+        q[key]["ks"] = ks(pred)
+    if pca is not None:
+        q["pc_locality"] = pc_locality(G, pca)
+    return q
+
+
+# What a shipped default must reach (issue 9); each is checked and reported, met or not.
+SHIP_TARGETS = dict(fd=5.0, precision=0.7, recall=0.7, ks=0.1, pc_inside_share=0.5)
+
+
+LOCALITY_KEYS = (("pc", "inside_share"), ("local", "local_inside_share"), ("local+", "local_plus_inside_share"))
+
+
+def shipping_verdict(q: dict) -> dict:
+    """Each target of SHIP_TARGETS: (value, target, met)."""
+    g = q["generated"]
+    fd = q["fd_generated_vs_phantoms"]
+    rows = dict(fd=(fd, SHIP_TARGETS["fd"], fd <= SHIP_TARGETS["fd"]),
+                precision=(g["precision"], SHIP_TARGETS["precision"], g["precision"] >= SHIP_TARGETS["precision"]),
+                recall=(g["recall"], SHIP_TARGETS["recall"], g["recall"] >= SHIP_TARGETS["recall"]))
+    for key, v in g["ks"].items():
+        rows[f"ks_{key}"] = (v, SHIP_TARGETS["ks"], v <= SHIP_TARGETS["ks"])
+    for box, row in q.get("pc_locality", {}).items():
+        for name, key in LOCALITY_KEYS:
+            if key in row:  # cards made before local directions have the PC only
+                rows[f"{name}_inside_{box}"] = (row[key], SHIP_TARGETS["pc_inside_share"],
+                                                row[key] >= SHIP_TARGETS["pc_inside_share"])
+    return rows
+
+
+QUALITY_SETS = (("phantoms (second draw)", "phantoms", "fd_phantoms_vs_phantoms"),
+                 ("shipped generator", "generated", "fd_generated_vs_phantoms"),
+                 ("generator at initialisation", "init", "fd_init_vs_phantoms"))
+
+
+def quality_rows(q: dict) -> list[dict]:
+    """The figures of ``quality_figures`` as table rows, one per set (model card and notebook 01)."""
+    return [dict(set=name, fd_to_phantoms=q[fd], ctr_mean=q[key]["ctr_mean"], ctr_std=q[key]["ctr_std"],
+                 burden_mean=q[key]["burden_mean"], burden_std=q[key]["burden_std"], plausible=q[key]["plausible"])
+            for name, key, fd in QUALITY_SETS]
+
+
+def training_history(snapshots: list[dict]) -> list[dict]:
+    """Stretches of a run on one machine, from its snapshot log: machine, kimg_from, kimg_to, hours."""
+    out, kimg, wall = [], 0.0, 0.0
+    for s in snapshots:
+        machine = s.get("machine", "not recorded")
+        if not out or out[-1]["machine"] != machine:
+            out.append(dict(machine=machine, kimg_from=kimg, kimg_to=kimg, hours=0.0))
+        out[-1]["kimg_to"], out[-1]["hours"] = s["kimg"], out[-1]["hours"] + (s["wall_time"] - wall) / 3600
+        kimg, wall = s["kimg"], s["wall_time"]
+    return out
+
+
+def model_card_markdown(card: dict) -> str:
+    q = card.get("quality", {})
+    stretches = "; ".join(f"{h['kimg_from']:.0f}-{h['kimg_to']:.0f} kimg on {h['machine']} in {h['hours']:.2f} h"
+                          for h in card.get("history", []))
+    lines = ["# Shipped default generator", "",
+             f"- Training data: {card.get('training_data')}",
+             f"- Trained: {card.get('kimg')} kimg in {card.get('wall_time_s', 0) / 3600:.2f} h"
+             + (f" ({stretches})" if stretches else f" on {card.get('machine')}")
+             + (f"; last stretch {card['threads']} threads, {'bf16 autocast' if card.get('bf16') else 'fp32'}"
+                if 'threads' in card else ""),
+             f"- Architecture: {json.dumps(card.get('architecture', {}))}",
+             f"- Training settings: {json.dumps(card.get('train_config', {}))}", "",
+             "Phantoms it learned (rows: normal, cardiomegaly, opacity; 128 px above, 64 px below): "
+             "`data/phantoms.png`. Samples (seeds 0-31): `data/samples.png`.", ""]
+    if q:
+        lines += ["## Quality (through the severity oracle, `data/oracle.pt`)", "",
+                  f"{q['n']} images per set. Fréchet distance (FD), k-NN precision and recall (k = 3) of oracle "
+                  "features against phantoms, and KS statistics of the oracle's readings:", "",
+                  "| set | FD | precision | recall | KS CTR | KS burden | CTR mean ± std | burden mean ± std "
+                  "| plausible |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r, key in zip(quality_rows(q), ("phantoms", "generated", "init")):
+            d = q[key]
+            extra = (f"{d['precision']:.2f} | {d['recall']:.2f} | {d['ks']['ctr']:.3f} | "
+                     f"{d['ks']['opacity_burden']:.3f}" if "precision" in d else "- | - | - | -")
+            lines.append(f"| {r['set']} | {r['fd_to_phantoms']:.2f} | {extra} | {r['ctr_mean']:.3f} ± "
+                         f"{r['ctr_std']:.3f} | {r['burden_mean']:.3f} ± {r['burden_std']:.3f} | "
+                         f"{r['plausible']:.1%} |")
+        lines += ["", "(the phantoms row is a second draw of phantoms against the first; its figures are the floor)"]
+        if "pc_locality" in q:
+            lines += ["", "Targets for a shipped default (issue 9), met or not:", "",
+                      "| figure | value | target | met |", "|---|---|---|---|"]
+            lines += [f"| {k} | {v:.3f} | {t} | {'yes' if ok else 'no'} |"
+                      for k, (v, t, ok) in shipping_verdict(q).items()]
+            lines += ["", "PC most local to each preset box: " + ", ".join(
+                f"{box}: PC {row['pc']} ({row['inside_share']:.0%} inside)" for box, row in q["pc_locality"].items()),
+                "`local_inside_*`: the most box-local combination of the first 30 PCs (`--direction local`); "
+                "`local+_inside_*`: the same with a combination of all PCs per W+ layer (`--direction local+`). "
+                "Both measured on references they were not searched on.",
+                "", "Oracle CTR and burden histograms, samples vs phantoms: `data/severity_histograms.png`."]
+    if card.get("oracle"):
+        lines += ["", "## Severity oracle (held-out phantoms)", "", f"```\n{json.dumps(card['oracle'], indent=2)}\n```"]
+    state = card.get("training_state")
+    lines += ["", "## Resuming training", "",
+              "Training resumes from a run folder's `snapshot.pt`, the full training state (G, D, EMA generator,",
+              "optimisers, every RNG); a resumed run continues exactly as an uninterrupted one. The state is ~24 MB",
+              "and is not shipped in `data/` (the repository would grow by that much with every release): keep the",
+              "run folder (`runs/` is not tracked)."
+              + (f" This generator's state: {state['kimg']} kimg, sha256 `{state['sha256']}`." if state else ""),
+              "Snapshots of the defaults up to 840 kimg stay in the repository's history as",
+              "`data/training/snapshot.pt` (`git log --oneline -- data/training/snapshot.pt` lists them). To train",
+              "further and ship:", "",
+              "    mkdir -p runs/default64",
+              "    cp RUN/snapshot.pt runs/default64/   # this generator's run folder" if state else
+              "    git show d7a49ca:data/training/snapshot.pt > runs/default64/snapshot.pt   # the 840-kimg state",
+              "    .venv/bin/cxr-workbench train --run-dir runs/default64 --kimg 1000",
+              "    .venv/bin/cxr-workbench ship --run-dir runs/default64 --overwrite"]
+    return "\n".join(lines) + "\n"
+
+
+SHIPPED_FILES = ("generator.pt", "pca.pt", "samples.png", "phantoms.png", "severity_histograms.png", "MODEL_CARD.md")
+
+
+def ship_generator(run_dir, data_dir, oracle, *, n: int = 2000, overwrite: bool = False, force: bool = False,
+                   progress: bool = False) -> list[Path]:
+    """Copy a run's EMA generator into ``data_dir`` with its quality figures, the PCA of W, sample
+    and phantom grids, severity histograms and a markdown model card that identifies the run's training
+    snapshot (kept in the run folder, not shipped).
+
+    When ``data_dir`` already has a generator, both are measured with ``oracle`` on the same images
+    and a run with a larger FD is refused unless ``force``.
+    """
+    from cxr_workbench.imaging.phantom import kinds_grid
+    from cxr_workbench.model.checkpoints import load_generator
+    from cxr_workbench.model.latents import sample_grid
+    from cxr_workbench.studies.figures import save_figure, severity_histograms
+    run_dir, data_dir = Path(run_dir), Path(data_dir)
+    clash = [name for name in SHIPPED_FILES if (data_dir / name).exists()]
+    if clash and not overwrite:  # before minutes of measuring
+        raise FileExistsError(f"{', '.join(str(data_dir / c) for c in clash)} exist; pass --overwrite to replace them")
+    data = read_checkpoint(run_dir / "generator.pt")
+    G = load_generator(run_dir / "generator.pt")
+    pred = quality_predictions(G, oracle, n)
+    if (data_dir / "generator.pt").is_file() and not force:
+        new_fd = frechet_distance(pred["generated"]["features"], pred["phantoms"]["features"])
+        shipped = load_generator(data_dir / "generator.pt")
+        old_fd = frechet_distance(oracle.predict(generated_images(shipped, n))["features"],
+                                  pred["phantoms"]["features"])
+        if old_fd < new_fd:
+            raise ValueError(f"{run_dir} is worse than the shipped generator: FD {new_fd:.2f} "
+                             f"vs {old_fd:.2f} (same oracle, same images); pass --force to ship it anyway")
+    pca = compute_pca(G, n_samples=20000, progress=progress)
+    q = quality_figures(G, oracle, n=n, pca=pca, predictions=pred)
+    snapshot = read_checkpoint(run_dir / "snapshot.pt")
+    card = dict(data.get("model_card", {}), architecture=G.config, quality=q,
+                history=training_history(snapshot["state"]["snapshots"]),
+                training_state=dict(kimg=snapshot["state"]["images_seen"] / 1000,
+                                    sha256=hashlib.sha256((run_dir / "snapshot.pt").read_bytes()).hexdigest()))
+    oracle_path = data_dir / "oracle.pt"
+    card["oracle"] = read_checkpoint(oracle_path).get("model_card") if oracle_path.is_file() else None
+    out = [save_checkpoint(data_dir / "generator.pt", {**data, "model_card": card}, overwrite=overwrite)]
+    out.append(pca.save(data_dir / "pca.pt", overwrite=overwrite))
+    out.append(save_png(data_dir / "samples.png", sample_grid(G, range(32)), overwrite=overwrite))
+    big, small = kinds_grid(6, 128)[0], kinds_grid(6, 64)[0]
+    grid = np.concatenate([big, np.kron(small, np.ones((2, 2)))])  # 64 px shown at the 128 px tile size
+    out.append(save_png(data_dir / "phantoms.png", (grid * 255).round().astype(np.uint8), overwrite=overwrite))
+    fig = severity_histograms({"phantoms": pred["phantoms"], "samples": pred["generated"]})
+    out.append(save_figure(fig, data_dir / "severity_histograms.png", overwrite=overwrite))
+    out.append(atomic_write(data_dir / "MODEL_CARD.md", lambda f: f.write(model_card_markdown(card)), "w", overwrite))
+    # The refusal above checks SHIPPED_FILES: what is written must be exactly that list.
+    assert sorted(Path(p).relative_to(data_dir).as_posix() for p in out) == sorted(SHIPPED_FILES), out
+    return out

@@ -1,0 +1,299 @@
+"""A blinded reader study (the paper's Table 1): readers label a shuffled mix of real and edited
+films (cardiomegaly / opacity / neither, more than one allowed) and rate their quality 1-5.
+
+Everything lives in one SQLite database in WAL mode: studies, items (with their hidden truth and
+source), readers and answers with timestamps. Each answer is committed as it is given
+(synchronous=FULL), so it survives a killed kernel; a reader resumes at their first unanswered
+item; answering an item twice is refused unless it is recorded as a revision. The schema version
+is kept in ``PRAGMA user_version``; a database from a newer version is refused.
+
+``oracle_reader`` answers a whole study with the severity oracle, so the pipeline is tested end
+to end without a person.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from cxr_workbench.imaging.diseases import DISEASES
+
+SCHEMA_VERSION = 1
+SOURCES = ("real", "synthetic")
+QUALITY = (1, 2, 3, 4, 5)
+SCHEMA = """
+CREATE TABLE studies (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, seed INTEGER NOT NULL,
+                      created TEXT NOT NULL);
+CREATE TABLE items (id INTEGER PRIMARY KEY, study_id INTEGER NOT NULL REFERENCES studies(id),
+                    position INTEGER NOT NULL, path TEXT NOT NULL, source TEXT NOT NULL,
+                    cardiomegaly INTEGER NOT NULL, opacity INTEGER NOT NULL, UNIQUE (study_id, position));
+CREATE TABLE readers (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, created TEXT NOT NULL);
+CREATE TABLE answers (id INTEGER PRIMARY KEY, item_id INTEGER NOT NULL REFERENCES items(id),
+                      reader_id INTEGER NOT NULL REFERENCES readers(id), revision INTEGER NOT NULL,
+                      cardiomegaly INTEGER NOT NULL, opacity INTEGER NOT NULL, quality INTEGER NOT NULL,
+                      answered_at TEXT NOT NULL, UNIQUE (item_id, reader_id, revision));
+"""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def open_study_db(path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open (or create) a reader-study database; refuses one written by a newer schema.
+
+    Several processes may create the same new database at once: one makes the schema, the others
+    find it made. ``readonly`` (or a file this process may not write) opens it to read only.
+    """
+    path = Path(path)
+    if readonly or (path.is_file() and not os.access(path, os.W_OK)):
+        return _open_to_read(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(100):
+        try:
+            return _open_to_write(path)
+        except sqlite3.OperationalError as e:
+            # Switching to WAL or making the schema can meet another opener's lock without waiting
+            # for it (SQLite returns "locked" where waiting could deadlock): try again shortly.
+            if "locked" not in str(e) or attempt == 99:
+                raise ValueError(f"{path}: cannot be opened ({e})") from None
+            time.sleep(0.01 + 0.04 * random.random())
+    raise AssertionError("unreachable")
+
+
+def _open_to_write(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, timeout=30)  # autocommit; writes use explicit transactions
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        version = _schema_version(db, path)
+        db.execute("PRAGMA synchronous=FULL")  # an answer, once committed, survives a crash
+        db.execute("PRAGMA foreign_keys=ON")
+        if version == 0:
+            db.execute("BEGIN IMMEDIATE")  # one creator at a time
+            if _schema_version(db, path) == 0:  # no one made it while we waited
+                if db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]:
+                    raise ValueError(f"{path}: an SQLite database of something else; expected a reader-study "
+                                     "database")
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+    except sqlite3.OperationalError:
+        db.close()  # closing rolls back what was begun
+        raise
+    except sqlite3.DatabaseError as e:
+        db.close()
+        raise ValueError(f"{path}: not a reader-study database ({e})") from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _schema_version(db, path: Path) -> int:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise ValueError(f"{path}: reader-study schema {version} is newer than this workbench's {SCHEMA_VERSION}; "
+                         "update cxr-workbench to open it")
+    return version
+
+
+def _open_to_read(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such reader-study database")
+    uri = path.resolve().as_uri()
+    try:
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30)
+            version = _schema_version(db, path)
+        except sqlite3.OperationalError:  # a WAL database in a folder we may not write: read it as it is
+            db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
+            version = _schema_version(db, path)
+    except sqlite3.DatabaseError as e:
+        raise ValueError(f"{path}: not a reader-study database ({e})") from None
+    if version == 0:
+        db.close()
+        raise ValueError(f"{path}: not a reader-study database (no schema)")
+    return db
+
+
+def create_study(db, name: str, items: list[dict], seed: int = 0) -> int:
+    """A study of ``items`` (dicts with ``path``, ``source`` in SOURCES and the truth flags
+    ``cardiomegaly``, ``opacity``), shown in an order shuffled by ``seed``. Returns its id."""
+    if not items:
+        raise ValueError("a study needs at least one item")
+    for it in items:
+        if it.get("source") not in SOURCES:
+            raise ValueError(f"item {it.get('path')!r}: source={it.get('source')!r}; expected one of {SOURCES}")
+        if not Path(it["path"]).is_file():
+            raise ValueError(f"item {it['path']!r}: no such image file")
+    if db.execute("SELECT 1 FROM studies WHERE name=?", (name,)).fetchone():
+        raise ValueError(f"study {name!r} exists; choose another name")
+    order = np.random.default_rng(seed).permutation(len(items))
+    with db:
+        db.execute("BEGIN")
+        sid = db.execute("INSERT INTO studies (name, seed, created) VALUES (?, ?, ?)", (name, seed, _now())).lastrowid
+        db.executemany("INSERT INTO items (study_id, position, path, source, cardiomegaly, opacity) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       [(sid, pos, str(Path(items[i]["path"]).resolve()), items[i]["source"],
+                         int(bool(items[i]["cardiomegaly"])), int(bool(items[i]["opacity"])))
+                        for pos, i in enumerate(order)])
+    return sid
+
+
+def _id_of(db, table: str, what: str, name: str, hint: str = "") -> int:
+    """The id of the row of ``table`` called ``name``; a missing one is named with the known names."""
+    row = db.execute(f"SELECT id FROM {table} WHERE name=?", (name,)).fetchone()
+    if row is None:
+        known = [r[0] for r in db.execute(f"SELECT name FROM {table} ORDER BY id")]
+        raise ValueError(f"{what} {name!r} does not exist; known: {known}{hint}")
+    return row[0]
+
+
+def study_id(db, name: str) -> int:
+    return _id_of(db, "studies", "study", name)
+
+
+def add_reader(db, name: str) -> int:
+    if not name or not name.strip():
+        raise ValueError("reader name is empty")
+    if db.execute("SELECT 1 FROM readers WHERE name=?", (name,)).fetchone():
+        raise ValueError(f"reader {name!r} exists")
+    return db.execute("INSERT INTO readers (name, created) VALUES (?, ?)", (name, _now())).lastrowid
+
+
+def reader_id(db, name: str) -> int:
+    return _id_of(db, "readers", "reader", name, " (add_reader creates one)")
+
+
+def next_item(db, study: str, reader: str) -> dict | None:
+    """The reader's first unanswered item of the study (position, id, path), or None when done.
+    What a reader sees: never the source or the truth."""
+    row = db.execute("SELECT i.id, i.position, i.path FROM items i WHERE i.study_id=? AND NOT EXISTS "
+                     "(SELECT 1 FROM answers a WHERE a.item_id=i.id AND a.reader_id=?) ORDER BY i.position LIMIT 1",
+                     (study_id(db, study), reader_id(db, reader))).fetchone()
+    return None if row is None else dict(id=row[0], position=row[1], path=row[2])
+
+
+def progress(db, study: str, reader: str) -> tuple[int, int]:
+    """(answered, total) items of the study for this reader."""
+    sid, rid = study_id(db, study), reader_id(db, reader)
+    total = db.execute("SELECT count(*) FROM items WHERE study_id=?", (sid,)).fetchone()[0]
+    done = db.execute("SELECT count(DISTINCT a.item_id) FROM answers a JOIN items i ON i.id=a.item_id "
+                      "WHERE i.study_id=? AND a.reader_id=?", (sid, rid)).fetchone()[0]
+    return done, total
+
+
+def submit(db, study: str, reader: str, item: int, cardiomegaly: bool, opacity: bool, quality: int,
+           *, revise: bool = False) -> int:
+    """Record an answer (committed at once). A second answer to the same item is refused unless
+    ``revise``: then it is stored as the next revision and the latest revision counts."""
+    sid, rid = study_id(db, study), reader_id(db, reader)
+    if quality not in QUALITY:
+        raise ValueError(f"quality={quality!r}; expected one of {QUALITY}")
+    if not db.execute("SELECT 1 FROM items WHERE id=? AND study_id=?", (item, sid)).fetchone():
+        raise ValueError(f"item {item} is not in study {study!r}")
+    with db:
+        db.execute("BEGIN IMMEDIATE")  # one writer at a time; the revision number cannot race
+        last = db.execute("SELECT max(revision) FROM answers WHERE item_id=? AND reader_id=?",
+                          (item, rid)).fetchone()[0]
+        if last is not None and not revise:
+            raise ValueError(f"reader {reader!r} has answered item {item}; pass revise=True to record a revision")
+        revision = 0 if last is None else last + 1
+        db.execute("INSERT INTO answers (item_id, reader_id, revision, cardiomegaly, opacity, quality, answered_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)", (item, rid, revision, int(bool(cardiomegaly)), int(bool(opacity)),
+                                                   int(quality), _now()))
+    return revision
+
+
+def answers(db, study: str):
+    """Latest answer of each reader per item, with the item's hidden truth: a pandas DataFrame."""
+    import pandas as pd
+    rows = db.execute(
+        "SELECT r.name, i.position, i.source, i.cardiomegaly, i.opacity, a.cardiomegaly, a.opacity, a.quality, "
+        "a.revision, a.answered_at FROM answers a JOIN items i ON i.id=a.item_id JOIN readers r ON r.id=a.reader_id "
+        "WHERE i.study_id=? AND a.revision=(SELECT max(b.revision) FROM answers b WHERE b.item_id=a.item_id "
+        "AND b.reader_id=a.reader_id) ORDER BY r.name, i.position", (study_id(db, study),)).fetchall()
+    return pd.DataFrame(rows, columns=["reader", "position", "source", "true_cardiomegaly", "true_opacity",
+                                       "said_cardiomegaly", "said_opacity", "quality", "revision", "answered_at"])
+
+
+def summary(db, study: str):
+    """Table 1 layout, per reader and source: % of the items with each disease that the reader
+    called that disease (to 0.1 %, with the counts beside it), quality mean ± std; and how well the
+    quality ratings tell real from synthetic (AUROC; 0.5 = they cannot)."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+    df = answers(db, study)
+    rows = []
+    for (reader, source), g in df.groupby(["reader", "source"]):
+        row = dict(reader=reader, source=source, items=len(g))
+        for disease in DISEASES:
+            has = g[f"true_{disease}"] == 1
+            hits = int((g.loc[has, f"said_{disease}"] == 1).sum())
+            row[f"{disease} correct %"] = round(100 * hits / int(has.sum()), 1) if has.any() else float("nan")
+            row[f"{disease} called / shown"] = f"{hits} / {int(has.sum())}"
+        row["quality"] = f"{g['quality'].mean():.2f} ± {g['quality'].std(ddof=0):.2f}"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    auc = {}
+    for reader, g in df.groupby("reader"):
+        real = (g["source"] == "real").astype(int)
+        auc[reader] = float(roc_auc_score(real, g["quality"])) if real.nunique() == 2 else float("nan")
+    table["real vs synthetic AUROC (quality)"] = table["reader"].map(auc)
+    return table
+
+
+def oracle_reader(db, study: str, reader: str, oracle, resolution: int | None = None) -> int:
+    """Answer every unanswered item of the study as the severity oracle reads it: the disease flags
+    from its CTR and burden, quality 5 when it finds the film plausible, else 2. Returns the count."""
+    from cxr_workbench.imaging.datasets import load_films
+    from cxr_workbench.imaging.diseases import reads_as
+    n = 0
+    while (item := next_item(db, study, reader)) is not None:
+        pred = oracle.predict(load_films([item["path"]], resolution or oracle.resolution, upsample=True))
+        submit(db, study, reader, item["id"], bool(reads_as(pred, "cardiomegaly")[0]),
+               bool(reads_as(pred, "opacity")[0]), 5 if pred["plausible"][0] else 2)
+        n += 1
+    return n
+
+
+def prepare_items(G, out_dir, *, n_real: int = 12, n_edited: int = 12, seed: int = 0, config=None,
+                  progress: bool = False) -> list[dict]:
+    """Images for a study: ``n_real`` fresh phantoms (truth from their ground truth) and
+    ``n_edited`` LO + direction edits of G's seeds, half in the heart box and half in the lower
+    right lung (the last point of each sequence, labelled with its box's disease, as the paper
+    labels its augmented samples). Written as PNG into ``out_dir``; returns the item dicts."""
+    from cxr_workbench.assets import pca_for
+    from cxr_workbench.imaging.datasets import PhantomDataset
+    from cxr_workbench.imaging.strips import to_uint8
+    from cxr_workbench.io import save_png
+    from cxr_workbench.method.directions import plan_edit
+    from cxr_workbench.method.optimize import LOConfig, run_method
+    from cxr_workbench.model.latents import reference_latents
+    out_dir = Path(out_dir)
+    items = []
+    real = PhantomDataset(n_real, G.img_resolution, seed=50_000 + seed)
+    for i in range(n_real):
+        path = save_png(out_dir / f"real_{i:03d}.png", to_uint8(real.images_tensor()[i:i + 1])[0])
+        items.append(dict(path=path, source="real", cardiomegaly=real.kind[i] == "cardiomegaly",
+                          opacity=real.kind[i] == "opacity"))
+    pca, cfg = pca_for(G), config or LOConfig()
+    halves = np.array_split(np.arange(n_edited), 2)
+    for disease, idx in zip(DISEASES, halves):
+        if not len(idx):
+            continue
+        plan = plan_edit(G, pca, disease=disease, layers=cfg.layers)
+        traj = run_method(G, "lo+dir", reference_latents(G, [60_000 + seed + int(i) for i in idx]), plan.box, u=plan.u,
+                          config=cfg, progress=progress)
+        for r, i in enumerate(idx):
+            path = save_png(out_dir / f"edited_{int(i):03d}.png", to_uint8(traj.images[r, -1:])[0])
+            items.append(dict(path=path, source="synthetic", cardiomegaly=disease == "cardiomegaly",
+                              opacity=disease == "opacity"))
+    return items

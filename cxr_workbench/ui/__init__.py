@@ -1,0 +1,1 @@
+"""What a person drives: the command line, the notebook widgets, the notebooks' setup."""
