@@ -1,4 +1,7 @@
 """The Dask path gives what the serial path gives, on a LocalCluster of 2 worker processes."""
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 import torch
@@ -78,3 +81,31 @@ def test_table2_on_dask_matches_the_serial_sweep(client, one_thread):
 def test_an_unreachable_scheduler_is_named():
     with pytest.raises(ValueError, match="scheduler 'tcp://127.0.0.1:9' is unreachable"):
         connect("tcp://127.0.0.1:9", timeout=1)
+
+
+TASK_FAILS = """
+from cxr_workbench.distributed import close, connect, fan_out
+
+
+def boom(x):
+    raise ValueError(f"bad value {x}")
+
+
+if __name__ == "__main__":
+    client = connect(workers=1)
+    try:
+        list(fan_out(boom, [dict(x=1)], {}, client, False, desc="t"))
+    except ValueError as e:
+        print("caught:", e)
+    finally:
+        close(client)
+"""
+
+
+def test_a_task_error_on_a_cluster_reaches_the_caller_without_worker_tracebacks(tmp_path):
+    """The CLI says an error in one line; the workers must not print their own traceback beside it."""
+    script = tmp_path / "task_fails.py"
+    script.write_text(TASK_FAILS)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip() == "caught: bad value 1", r.stdout + r.stderr
+    assert r.stderr.strip() == "", r.stderr
