@@ -117,10 +117,11 @@ def _take_lock(path: Path, folder: Path) -> int:
                                   f"{holder.get('pid', '?')} on {holder.get('host', '?')}); wait for it to "
                                   "finish") from None
         try:
-            mine = os.stat(path)
+            linked = os.stat(path)
         except FileNotFoundError:
-            mine = None
-        if mine is not None and (mine.st_ino, mine.st_dev) == (os.fstat(fd).st_ino, os.fstat(fd).st_dev):
+            linked = None
+        held = os.fstat(fd)
+        if linked is not None and (linked.st_ino, linked.st_dev) == (held.st_ino, held.st_dev):
             return fd
         os.close(fd)
     raise FileExistsError(f"output folder {folder}: could not take {path}")

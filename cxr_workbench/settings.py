@@ -1,5 +1,5 @@
 """Settings dataclasses with each field defined once: its default, what it means, and its allowed
-values. ``check`` validates a config from that definition and the command line derives one option
+values. ``validate_settings`` checks a config against that definition and the command line derives one option
 per field from it (``ui.cli.add_settings_options``), so no default or range is written twice.
 
 A field is ``setting(default, help, ...)``; a config class is a dataclass whose fields all are, with

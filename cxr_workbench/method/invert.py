@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cxr_workbench.method.losses import ssim_map
+from cxr_workbench.model.stylegan2 import MAX_SEED
 from cxr_workbench.settings import setting, validate_settings
 
 SPACES = ("w+", "w")
@@ -44,7 +45,7 @@ class InvertConfig:
     ssim_weight: float = setting(0.5, "weight of 1 - SSIM", low=0, high=1e6)
     feature_weight: float = setting(0.5, "weight of the oracle-backbone features (ignored without an oracle)",
                                     low=0, high=1e6)
-    seed: int = setting(0, "seed of the restarts' draws", low=0, high=2 ** 32 - 1)
+    seed: int = setting(0, "seed of the restarts' draws", low=0, high=MAX_SEED)
 
     validate = validate_settings
 

@@ -217,6 +217,9 @@ class Conv2d(nn.Module):
         return x * gain if gain != 1 else x
 
 
+MAX_SEED = 2 ** 32 - 1  # numpy RandomState seeds, as NVlabs' tools
+
+
 def z_from_seeds(seeds, z_dim: int) -> torch.Tensor:
     """The z of each integer seed, [len(seeds), z_dim] (numpy RandomState, as NVlabs' tools)."""
     return torch.stack([torch.from_numpy(np.random.RandomState(int(s)).randn(z_dim)).float() for s in seeds])

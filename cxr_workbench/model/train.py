@@ -24,10 +24,8 @@ from cxr_workbench.imaging import phantom
 from cxr_workbench.io import save_png, writer_lock
 from cxr_workbench.model.checkpoints import machine_description, read_checkpoint, save_checkpoint
 from cxr_workbench.model.latents import sample_grid
-from cxr_workbench.model.stylegan2 import Discriminator, Generator
+from cxr_workbench.model.stylegan2 import MAX_SEED, Discriminator, Generator
 from cxr_workbench.settings import setting, validate_settings
-
-MAX_SEED = 2 ** 32 - 1  # numpy RandomState seeds, as NVlabs' tools
 
 
 def _power_of_two(r) -> bool:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from cxr_workbench.distributed import fan_out
 from cxr_workbench.imaging.phantom import KINDS
 from cxr_workbench.io import atomic_write, check_writable, writer_lock
+from cxr_workbench.model.stylegan2 import MAX_SEED
 from cxr_workbench.settings import setting, validate_settings
 
 COLUMNS = {"N vs C vs O": ("normal", "cardiomegaly", "opacity"), "N vs C": ("normal", "cardiomegaly"),
@@ -62,7 +63,7 @@ class ProtocolConfig:
     batch: int = setting(64, "images per step", low=1, high=65536)
     lr: float = setting(1e-3, "Adam step size", low=0, high=10, open_low=True)
     data_seed: int = setting(20_000_000, "seed of the fresh phantoms (never drawn for the generator or the oracle)",
-                             low=0, high=2 ** 32 - 1)
+                             low=0, high=MAX_SEED)
 
     validate = validate_settings
 

@@ -23,7 +23,7 @@ from dataclasses import fields
 from functools import partial
 from pathlib import Path
 
-MAX_SEED = 2 ** 32 - 1  # numpy RandomState seeds, as NVlabs' tools
+from cxr_workbench.model.stylegan2 import MAX_SEED
 
 
 def seed_list(text: str) -> list[int]:
