@@ -85,21 +85,51 @@ CASES = [  # (arguments, text the one error line must contain)
 ]
 
 
-@pytest.mark.parametrize("args,culprit", CASES, ids=[" ".join(a[-2:]) for a, _ in CASES])
-def test_bad_input_is_one_line_and_exit_2(files, tmp_path, args, culprit):
+# One case per command also runs as its own process, to see the process boundary (exit status,
+# nothing else on stderr); the rest call main() in this process, a second each instead of seven.
+IN_A_PROCESS = {0, 12, 20, 25, 36, 38}
+
+
+def full_args(args, files, tmp_path):
     args = [a.format(d=files) for a in args]
     if args[0] == "edit" and "--out" not in args:
         args += ["--out", str(tmp_path / "out")]
     if args[0] == "sample":
         args += ["--out", str(tmp_path / "grid.png")]
+    return args
+
+
+def in_this_process(args, capsys) -> tuple[int, str]:
+    """main(args): (exit status, stderr); argparse's own errors exit through SystemExit."""
+    capsys.readouterr()
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def in_a_process(args) -> tuple[int, str]:
     r = subprocess.run([sys.executable, "-m", "cxr_workbench.ui.cli", *args], capture_output=True, text=True,
                        timeout=300)
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2, r.stderr
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return r.returncode, r.stderr
+
+
+@pytest.mark.parametrize("k", range(len(CASES)), ids=[" ".join(a[-2:]) for a, _ in CASES])
+def test_bad_input_is_one_line_and_exit_2(files, tmp_path, capsys, k):
+    args, culprit = CASES[k]
+    args = full_args(args, files, tmp_path)
+    code, err = in_a_process(args) if k in IN_A_PROCESS else in_this_process(args, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
     assert culprit.format(d=files) in lines[0], lines[0]
     assert not (tmp_path / "grid.png").exists() and not (files / "run" / "generator.pt").exists()
     assert not any((tmp_path / "out" / n).exists() for n in EDIT_OUTPUTS)
+
+
+def test_every_command_is_checked_in_a_process_of_its_own():
+    assert {CASES[k][0][0] for k in IN_A_PROCESS} == {a[0] for a, _ in CASES}
 
 
 def edit_args(ckpt, out, *extra):

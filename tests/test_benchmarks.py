@@ -48,10 +48,11 @@ def test_bench_classify_runs():
     assert "densenet121" in out and "speed-up" in out
 
 
-def test_readme_results_runs(tmp_path):
+def test_readme_results_runs(tmp_path, shared_cache):
     """The driver of every README table, at one reference, 4 samples a set and 3 steps."""
     import pandas as pd
-    env = dict(os.environ, SEEDS="1", SAMPLES="4", MAX_STEPS="3", DIRECTIONS="auto local", PY=sys.executable,
+    env = dict(os.environ, CXR_WORKBENCH_CACHE=str(shared_cache),
+               SEEDS="1", SAMPLES="4", MAX_STEPS="3", DIRECTIONS="auto local", PY=sys.executable,
                CXR=str(Path(sys.executable).parent / "cxr-workbench"), OMP_NUM_THREADS="1",
                CLS_ARGS="--n-normal 8 --n-disease 2 --n-aug 4 --n-val 4 --n-test 4 --epochs 1 --seeds 1")
     out = subprocess.run(["bash", "benchmarks/readme_results.sh", str(tmp_path), "cpu", "1"], cwd=ROOT, env=env,

@@ -1,6 +1,8 @@
-"""Notebooks 02 and 03 in a real browser: JupyterLab on a loopback port, Debian's Chromium driven by
-Playwright. A PC slider moved with the mouse redraws the image; a box drawn with the mouse reaches
-Python; the run button's progress and strip reach their end. Screenshots go to out/browser/.
+"""The notebooks in a real browser: JupyterLab on a loopback port, Debian's Chromium driven by
+Playwright. The quickstart's figures show as images; a plotly point hovered with the mouse says what
+it is; a PC slider moved with the mouse redraws the image; a box drawn with the mouse reaches Python
+and the run button's progress and strip reach their end; five keyed reader answers reach the
+database and a reloaded page resumes at the next item. Screenshots go to out/browser/.
 
 Run alone with ``pytest -m browser``. Chromium comes from Debian (``.ci/run`` and ``make test``
 install it); Playwright's own browser download does not work offline.
@@ -27,23 +29,31 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
          "--disable-component-update", "--disable-sync"]
 
 
+# Small settings; the reader study has more items than the five answers typed, to see it resume.
+NOTEBOOKS = {"00_quickstart": dict(MAX_STEPS=15),
+             "02_pc_browser": dict(DIRECTION_FILE="u.pt", LOCAL=["local"]),
+             "03_mask_and_edit": dict(MAX_STEPS=15),
+             "04_umap_trajectories": dict(SEEDS=[0, 1], MAX_STEPS=10),
+             "08_reader_study": dict(N_REAL=4, N_EDITED=3, MAX_STEPS=5)}
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tmp_path_factory, shared_cache):
     """A JupyterLab server on a free loopback port, isolated from the user's settings and workspaces,
-    serving small-setting copies of notebooks 02 and 03. Yields (url, token, folder)."""
+    serving small-setting copies of the notebooks in NOTEBOOKS. Yields (url, token, folder)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's chromium (apt-get install chromium)")
     root = tmp_path_factory.mktemp("lab")
-    for name, params in (("02_pc_browser", dict(OUT_DIR=str(root / "out02"), DIRECTION_FILE=str(root / "u.pt"),
-                                                LOCAL=["local"])),
-                         ("03_mask_and_edit", dict(OUT_DIR=str(root / "out03"), MAX_STEPS=15))):
+    for name, params in NOTEBOOKS.items():
         nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
-        nbformat.write(inject_parameters(nb, params), root / f"{name}.ipynb")
+        nbformat.write(inject_parameters(nb, dict(params, OUT_DIR=str(root / f"out{name[:2]}"))),
+                       root / f"{name}.ipynb")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     token = secrets.token_hex(16)
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / ".config"), JUPYTER_RUNTIME_DIR=str(root / ".runtime"),
+    env = dict(os.environ, CXR_WORKBENCH_CACHE=str(shared_cache),
+               JUPYTER_CONFIG_DIR=str(root / ".config"), JUPYTER_RUNTIME_DIR=str(root / ".runtime"),
                JUPYTERLAB_WORKSPACES_DIR=str(root / ".workspaces"), JUPYTERLAB_SETTINGS_DIR=str(root / ".settings"))
     news = root / ".settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     news.parent.mkdir(parents=True)
@@ -79,23 +89,30 @@ def browser():
         b.close()
 
 
-def open_and_run_all(browser, lab, name, done_text, idle: bool = True):
-    """Open a notebook, run all cells from the command palette, wait for ``done_text`` to appear
-    and (``idle``) for the kernel to finish every cell."""
+def open_and_run_all(browser, lab, name, done_text, idle: bool = True, page=None):
+    """Open a notebook (in ``page``, or a new one), run all cells from the command palette, wait for
+    ``done_text`` to appear and (``idle``) for the kernel to finish every cell."""
     url, token, _ = lab
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
-    page.set_default_timeout(120_000)
+    if page is None:
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.set_default_timeout(120_000)
     page.goto(f"{url}/lab/tree/{name}.ipynb?reset&token={token}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", state="visible")
     page.wait_for_function("() => document.body.innerText.includes('Idle')")
     page.locator(".jp-Notebook").first.click()
-    page.keyboard.press("Control+Shift+C")
-    page.keyboard.type("Run All Cells")
-    page.keyboard.press("Enter")
+    palette(page, "Clear Outputs of All Cells")  # a reopened notebook may hold an autosaved run's outputs
+    palette(page, "Run All Cells")
     page.wait_for_function(f"() => document.body.innerText.includes({done_text!r})", timeout=600_000)
     if idle:
         wait_idle(page)
     return page
+
+
+def palette(page, command: str):
+    page.keyboard.press("Control+Shift+C")
+    page.keyboard.type(command)
+    page.locator(".lm-CommandPalette-item.lm-mod-active", has_text=command).first.wait_for()
+    page.keyboard.press("Enter")
 
 
 def wait_idle(page, timeout_ms: int = 600_000):
@@ -161,3 +178,66 @@ def test_editor_box_drawn_with_the_mouse_and_run(browser, lab):
     page.wait_for_function("(el) => el.style.width === '100%'", arg=progress.element_handle(), timeout=600_000)
     page.wait_for_function("(el) => el.innerText.includes(' steps, ')", arg=runner.element_handle(), timeout=600_000)
     shot(runner, "editor.png")
+
+
+def test_quickstart_figures_are_images_on_the_page(browser, lab):
+    page = open_and_run_all(browser, lab, "00_quickstart", "LO + direction: PV")
+    assert "<Figure size" not in page.locator(".jp-Notebook").inner_text()
+    figures = page.locator(".jp-OutputArea-output img")
+    sizes = [img.evaluate("el => [el.naturalWidth, el.naturalHeight, el.complete]") for img in figures.all()]
+    assert len(sizes) >= 2 and all(complete for _, _, complete in sizes), sizes  # samples and the comparison
+    comparison = page.locator(".jp-Cell").filter(has_text="comparison_figure(").locator(".jp-OutputArea-output img")
+    assert comparison.count() == 1
+    comparison.scroll_into_view_if_needed()
+    width, height = comparison.evaluate("el => [el.naturalWidth, el.naturalHeight]")
+    assert width > 600 and height > 300 and comparison.is_visible()
+    shot(page.locator(".jp-Cell").filter(has_text="comparison_figure(").first, "quickstart_comparison.png")
+
+
+def test_umap_plotly_hover_names_the_point(browser, lab):
+    page = open_and_run_all(browser, lab, "04_umap_trajectories", "UMAP of latent trajectories")
+    plot = page.locator(".js-plotly-plot").first
+    plot.scroll_into_view_if_needed()
+    page.wait_for_function("(el) => el._fullLayout && el._fullData.length > 0", arg=plot.element_handle())
+    # Where the first point of the first trace is drawn, from plotly's own axes
+    x, y = plot.evaluate("""el => {
+        const L = el._fullLayout, d = el._fullData[0], r = el.getBoundingClientRect();
+        return [r.left + L.margin.l + L.xaxis.d2p(d.x[0]), r.top + L.margin.t + L.yaxis.d2p(d.y[0])];
+    }""")
+    page.mouse.move(x - 30, y - 30)
+    page.mouse.move(x, y, steps=5)
+    label = page.locator(".js-plotly-plot .hoverlayer .hovertext").first
+    label.wait_for(state="visible", timeout=30_000)
+    text = label.text_content()
+    assert "step" in text and "reference" in text, text
+    shot(plot, "umap_hover.png")
+
+
+def test_reader_study_keyed_answers_reach_the_database_and_resume_after_reload(browser, lab):
+    import sqlite3
+    page = open_and_run_all(browser, lab, "08_reader_study", "real vs synthetic")
+    widget = page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-checkbox")).first
+    keys = widget.locator("input[type=text]").first
+    typed = ["co4", "n2", "c5", "o1", "n3"]
+    for k, answer in enumerate(typed):
+        keys.click()
+        keys.fill(answer)
+        keys.press("Enter")
+        page.wait_for_function("([el, n]) => el.innerText.includes(`item ${n} of 7`)",
+                               arg=[widget.element_handle(), k + 2], timeout=60_000)
+    assert "not stored" not in widget.inner_text()
+    _, _, root = lab
+    db = sqlite3.connect(root / "out08" / "study.db")
+    rows = db.execute("SELECT a.cardiomegaly, a.opacity, a.quality FROM answers a JOIN readers r ON r.id=a.reader_id "
+                      "JOIN items i ON i.id=a.item_id WHERE r.name='reader 1' ORDER BY i.position").fetchall()
+    db.close()
+    assert rows == [(1, 1, 4), (0, 0, 2), (1, 0, 5), (0, 1, 1), (0, 0, 3)]
+    shot(widget, "reader_study.png")
+    # A reloaded page, run again, resumes at the sixth item with five answered
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.reload()
+    open_and_run_all(browser, lab, "08_reader_study", "real vs synthetic", page=page)
+    widget = page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-checkbox")).first
+    assert "item 6 of 7" in widget.inner_text()
+    width = widget.locator(".progress-bar").first.evaluate("el => parseFloat(el.style.width)")
+    assert abs(width - 100 * 5 / 7) < 0.1, width

@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from cxr_workbench.method.evaluate import ablation_notes, paired_differences, summary_table
+from cxr_workbench.method.evaluate import ablation_notes, direction_alignment, paired_differences, summary_table
 
 
 def table():
@@ -58,3 +58,23 @@ def test_sigma_ablation_figure_has_a_panel_per_metric_and_a_line_per_method():
                                               "cardiomegaly: leakage"]
     pv = axes[0].get_lines()
     assert len(pv) == 2 and list(pv[1].get_ydata()) == [4.0, 2.0] and list(pv[1].get_xdata()) == [0.3, 2.0]
+
+
+def test_direction_alignment_known_answers():
+    import torch
+
+    from cxr_workbench.method.optimize import LOConfig, Trajectory
+    w_ref = torch.zeros(2, 3, 4)
+    u = torch.tensor([1.0, 0, 0, 0])
+    along = w_ref[:, None] + torch.arange(1, 5.)[None, :, None, None] * u           # straight along u
+    zigzag = along.clone()
+    zigzag[1, :, :, 1] = torch.tensor([1.0, -1, 1, -1])[:, None]  # reference 1 steps across u as much as along
+    traj = Trajectory("lo", w_ref, zigzag, torch.zeros(2, 1, 8, 8), torch.zeros(2, 4, 1, 8, 8), LOConfig())
+    got = direction_alignment(traj, u)
+    expected_zigzag = (1 / math.sqrt(2) + 3 / math.sqrt(5)) / 4  # first step (1, 1), then (1, +-2)
+    assert got[0].item() == pytest.approx(1.0) and got[1].item() == pytest.approx(expected_zigzag)
+    assert direction_alignment(traj, -u)[0].item() == pytest.approx(-1.0)
+    # on the layers named only; a per-layer u is read per layer
+    per_layer = torch.zeros(3, 4)
+    per_layer[0, 0] = 1.0
+    assert direction_alignment(traj, per_layer, layers=[0])[0].item() == pytest.approx(1.0)

@@ -48,7 +48,8 @@ def test_unknown_parameter_is_refused():
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_notebook_runs(name, tmp_path):
+def test_notebook_runs(name, tmp_path, shared_cache, monkeypatch):
+    monkeypatch.setenv("CXR_WORKBENCH_CACHE", str(shared_cache))
     out = tmp_path / "out"
     params = dict(SMALL[name], OUT_DIR=str(out))
     if name == "02_pc_browser":
@@ -72,5 +73,7 @@ def test_notebook_runs(name, tmp_path):
             assert Image.open(out / f).size[0] > 100
     html = (tmp_path / f"{name}.html").read_text()
     assert "<html" in html[:2000].lower() and "&lt;Figure size" not in html
+    if name == "04_umap_trajectories":  # the interactive UMAP is in the HTML too, plotly.js inlined
+        assert "Plotly.newPlot" in html and 'src="https://cdn.plot.ly' not in html
     if name == "00_quickstart":  # the HTML `make demo` writes holds Fig. 1, the comparison, as an image
         assert html.count("data:image/png;base64,") >= 2

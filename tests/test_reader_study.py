@@ -193,3 +193,28 @@ def test_keyed_answers_from_other_threads_all_reach_the_database(study, monkeypa
     assert "not stored: OperationalError: disk I/O error" in w.message.value
     assert not (w.cardiomegaly.value or w.opacity.value or w.neither.value) and w.quality.value is None
     assert rs.progress(db, "s1", "ann") == (5, 6)
+
+
+def test_back_revises_an_answer_and_returns_to_the_first_unanswered(study):
+    from cxr_workbench.ui.widgets import ReaderStudyWidget
+    path, db = study
+    w = ReaderStudyWidget(path, "s1", "ann")
+    w.back()  # nothing answered yet
+    assert "no earlier answer" in w.message.value
+    for keys in ("co4", "n2", "c5"):
+        w.type_keys(keys)
+    assert w.item["position"] == 3 and "item 4 of 6" in w.message.value
+    w.back()
+    assert w.item["position"] == 2 and "revising item 3" in w.message.value
+    assert (w.cardiomegaly.value, w.opacity.value, w.neither.value, w.quality.value) == (True, False, False, 5)
+    w.back()  # one further back: the ticks show that item's answer
+    assert w.item["position"] == 1 and (w.neither.value, w.quality.value) == (True, 2)
+    w.type_keys("o3")  # the revision is stored, and the reader is back at the first unanswered item
+    assert w.item["position"] == 3 and not w.revising and rs.progress(db, "s1", "ann") == (3, 6)
+    latest = rs.answers(db, "s1").set_index("position")
+    assert latest.loc[1, "revision"] == 1 and latest.loc[1, "said_opacity"] == 1 and latest.loc[1, "quality"] == 3
+    assert list(latest["revision"]) == [0, 1, 0]
+    while w.item is not None:
+        w.type_keys("n1")
+    w.back()  # from the end: the last item, for revision
+    assert w.item["position"] == 5 and w.revising

@@ -346,7 +346,7 @@ DIRECTION_SPECS = "auto (the most box-local PC), local (the most box-local combi
 
 
 def choose_direction(G, pca: WPCA, box: Box, spec: str, disease: str, *, layers=None,
-                     cache_dir=None) -> tuple[torch.Tensor, str]:
+                     cache_dir=None, progress: bool = False) -> tuple[torch.Tensor, str]:
     """u for an edit of ``disease`` in ``box``: ``auto`` (the most box-local PC) or ``local``
     (``local_direction``), each signed to change the box the way the disease does, or a spec for
     ``resolve_direction``. Returns (u [w_dim], description)."""
@@ -355,7 +355,8 @@ def choose_direction(G, pca: WPCA, box: Box, spec: str, disease: str, *, layers=
         return u, f"auto: PC {best['pc']} ({best['inside_share']:.0%} of its change inside the box)"
     if spec in LOCAL_SEARCHES:
         search = LOCAL_SEARCHES[spec]
-        u, share = local_direction(G, pca, box, layers=layers, search=search, cache_dir=cache_dir)
+        u, share = local_direction(G, pca, box, layers=layers, search=search, cache_dir=cache_dir,
+                                   progress=progress)
         sign = DISEASES[check_disease(disease)].sign * brightens(G, u, box, layers=layers)
         n = min(search.n_pcs, len(pca.components))
         what = f"a combination of the first {n} PCs" if spec == "local" else f"a combination of {n} PCs per layer (W+)"

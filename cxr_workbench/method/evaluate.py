@@ -45,6 +45,20 @@ def measure(traj: Trajectory, box: Box, disease: str, oracle=None) -> list[dict]
     return rows
 
 
+def direction_alignment(traj: Trajectory, u: torch.Tensor, layers=None) -> torch.Tensor:
+    """How straight along u a trajectory moves (paper Fig. 4's observation, as a number): the mean
+    cosine between each step (reference to first point, then point to point) and u, on ``layers``
+    (default: all), per reference. 1: every step along u; near 0: steps wander across it.
+
+    u: [w_dim] (the same on every layer) or [num_ws, w_dim]. Returns [R]."""
+    sel = slice(None) if layers is None else list(layers)
+    path = torch.cat([traj.w_ref[:, None], traj.points], dim=1)[:, :, sel]   # [R, n + 1, L, w_dim]
+    steps = (path[:, 1:] - path[:, :-1]).flatten(2)                          # [R, n, L * w_dim]
+    u = u.to(steps)
+    along = (u.expand(traj.w_ref.shape[1:]) if u.ndim == 1 else u)[sel].flatten()
+    return torch.nn.functional.cosine_similarity(steps, along.expand_as(steps), dim=-1).mean(dim=1)
+
+
 def table_run(G, *, seeds, box: Box, u: torch.Tensor, disease: str, sigma: float, method: str,
               config: LOConfig, oracle=None, progress: bool = False) -> pd.DataFrame:
     """One cell of Table 2: ``method`` at spring length ``sigma`` on all ``seeds`` as one batch;

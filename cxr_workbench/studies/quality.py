@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from cxr_workbench.imaging.datasets import PhantomDataset
 from cxr_workbench.io import atomic_write, save_png
@@ -42,22 +43,25 @@ def _describe(pred: dict) -> dict:
                 kind_fractions=[float((pred["kind"] == k).mean()) for k in range(3)])
 
 
-def quality_predictions(G, oracle, n: int = 2000, seed: int = 0) -> dict:
+def quality_predictions(G, oracle, n: int = 2000, seed: int = 0, progress: bool = False) -> dict:
     """The oracle's readings of the sets the figures compare: ``phantoms`` (first draw),
     ``phantoms_second``, ``generated`` (G) and ``init`` (G's architecture untrained)."""
     torch.manual_seed(seed)
     untrained = Generator(**G.config).eval()
-    return dict(phantoms=oracle.predict(PhantomDataset(n, G.img_resolution, seed=10_000 + seed).images_tensor()),
-                phantoms_second=oracle.predict(PhantomDataset(n, G.img_resolution, seed=20_000 + seed).images_tensor()),
-                generated=oracle.predict(generated_images(G, n, seed)),
-                init=oracle.predict(generated_images(untrained, n, seed)))
+    sets = dict(phantoms=lambda: PhantomDataset(n, G.img_resolution, seed=10_000 + seed).images_tensor(),
+                phantoms_second=lambda: PhantomDataset(n, G.img_resolution, seed=20_000 + seed).images_tensor(),
+                generated=lambda: generated_images(G, n, seed),
+                init=lambda: generated_images(untrained, n, seed))
+    return {name: oracle.predict(images()) for name, images in tqdm(sets.items(), disable=not progress,
+                                                                    desc="oracle readings")}
 
 
-def quality_figures(G, oracle, *, n: int = 2000, seed: int = 0, pca=None, predictions: dict | None = None) -> dict:
+def quality_figures(G, oracle, *, n: int = 2000, seed: int = 0, pca=None, predictions: dict | None = None,
+                    progress: bool = False) -> dict:
     """The model-card figures for G (see module docstring). With ``pca`` (of G's W) the PC
     locality of each preset box is included; ``predictions`` from ``quality_predictions`` are
     reused instead of computed again."""
-    pred = predictions or quality_predictions(G, oracle, n, seed)
+    pred = predictions or quality_predictions(G, oracle, n, seed, progress)
     phantoms_a, phantoms_b, gen, init = pred["phantoms"], pred["phantoms_second"], pred["generated"], pred["init"]
     def fd(a):
         return frechet_distance(a["features"], phantoms_a["features"])

@@ -181,6 +181,21 @@ def next_item(db, study: str, reader: str) -> dict | None:
     return None if row is None else dict(id=row[0], position=row[1], path=row[2])
 
 
+def previous_item(db, study: str, reader: str, before: int | None = None) -> dict | None:
+    """The item the reader answered last before position ``before`` (None: before the end), with
+    the reader's latest answer to it (``cardiomegaly``, ``opacity``, ``quality``), or None when
+    there is none: what a **back** button shows for revision."""
+    sid, rid = study_id(db, study), reader_id(db, reader)
+    row = db.execute("SELECT i.id, i.position, i.path, a.cardiomegaly, a.opacity, a.quality FROM items i "
+                     "JOIN answers a ON a.item_id=i.id AND a.reader_id=? WHERE i.study_id=? AND i.position<? "
+                     "ORDER BY i.position DESC, a.revision DESC LIMIT 1",
+                     (rid, sid, 2**62 if before is None else before)).fetchone()
+    if row is None:
+        return None
+    return dict(id=row[0], position=row[1], path=row[2], cardiomegaly=bool(row[3]), opacity=bool(row[4]),
+                quality=row[5])
+
+
 def progress(db, study: str, reader: str) -> tuple[int, int]:
     """(answered, total) items of the study for this reader."""
     sid, rid = study_id(db, study), reader_id(db, reader)

@@ -23,7 +23,8 @@ class Session(NamedTuple):
 
 
 def show_figures_inline() -> bool:
-    """Show matplotlib figures as PNG in this kernel's outputs, whatever the backend. The package's
+    """Show matplotlib figures as PNG in this kernel's outputs, whatever the backend, and plotly
+    figures also as self-contained HTML (for exported notebooks). The package's
     figures are made outside pyplot, and such a figure gets a PNG formatter only while the inline
     backend is active (not under Agg, or when a front end picked another): without this a cell
     shows ``<Figure size ...>``. Returns False outside IPython."""
@@ -39,6 +40,10 @@ def show_figures_inline() -> bool:
     select_figure_formats(shell, {"png"}, bbox_inches="tight")
     # The PNG is the figure; its repr would only repeat "<Figure size ...>" beside it.
     shell.display_formatter.formatters["text/plain"].for_type(Figure, lambda fig, p, cycle: p.text(""))
+    # Plotly figures: JupyterLab draws the plotly mimetype; the HTML beside it (plotly.js inlined
+    # once, nothing fetched) is what an exported notebook shows.
+    import plotly.io as pio
+    pio.renderers.default = "plotly_mimetype+notebook"
     return True
 
 

@@ -364,7 +364,9 @@ class ReaderStudyWidget:
     the reader's progress; cardiomegaly / opacity / neither and a quality 1-5; **submit**. For
     speed, type keys in the box and press Enter: ``c`` cardiomegaly, ``o`` opacity, ``n`` neither,
     a digit for the quality (``co4``: both diseases, quality 4). The source and truth of an item
-    are never shown. Every answer is in the database as soon as it is submitted.
+    are never shown. Every answer is in the database as soon as it is submitted. **back** shows
+    the previous answered item with the answer given; submitting then stores a revision (the
+    latest counts) and returns to the first unanswered item.
 
     Widget events may reach the callbacks on another thread than the one that built the widget
     (ipykernel 7 does this), and an SQLite connection serves only the thread that opened it: each
@@ -387,15 +389,18 @@ class ReaderStudyWidget:
         self.quality = ipw.ToggleButtons(options=list(rs.QUALITY), value=None, description="quality",
                                          style={"button_width": "36px"})
         self.submit_button = ipw.Button(description="submit", button_style="primary")
+        self.back_button = ipw.Button(description="back", tooltip="revise the previous answer")
         self.keys = ipw.Text(placeholder="e.g. co4 then Enter", description="keys", continuous_update=False)
         self.progress = ipw.IntProgress(min=0, description="read")
         self.message = ipw.HTML()
         self.submit_button.on_click(lambda _: self.submit())
+        self.back_button.on_click(lambda _: self.back())
         self.keys.observe(lambda ch: self.type_keys(ch["new"]) if ch["new"] else None, "value")
         self.widget = ipw.HBox([self.image, ipw.VBox([self.progress, self.cardiomegaly, self.opacity, self.neither,
-                                                      self.quality, self.submit_button, self.keys,
+                                                      self.quality, ipw.HBox([self.back_button,
+                                                                              self.submit_button]), self.keys,
                                                       ipw.HTML(f"<small>{self.KEYS_HELP}</small>"), self.message])])
-        self.item = None
+        self.item, self.revising = None, False
         self.show_next()
 
     @property
@@ -416,18 +421,39 @@ class ReaderStudyWidget:
         self.clear()
         self.message.value = f"<span style='color:#b00'>not stored: {type(error).__name__}: {error}</span>"
 
+    def _show(self, item: dict):
+        self.item = item
+        with Image.open(item["path"]) as im:
+            self.image.value = png_bytes(im.convert("L").resize((320, 320), Image.BILINEAR))
+
     def show_next(self):
         """Show the reader's first unanswered item (where a resumed session starts)."""
-        self.item = self._rs.next_item(self.db, self.study, self.reader)
+        item = self._rs.next_item(self.db, self.study, self.reader)
         done, total = self._rs.progress(self.db, self.study, self.reader)
         self.progress.max, self.progress.value = total, done
         self.clear()
-        if self.item is None:
+        self.revising = False
+        if item is None:
+            self.item = None
             self.message.value = f"<b>done</b>: all {total} items answered. Thank you."
             return
-        with Image.open(self.item["path"]) as im:
-            self.image.value = png_bytes(im.convert("L").resize((320, 320), Image.BILINEAR))
-        self.message.value = f"item {done + 1} of {total}"
+        self._show(item)
+        self.message.value = f"item {item['position'] + 1} of {total}"
+
+    def back(self):
+        """Show the answered item before the one shown, ticked as answered, for revision."""
+        before = None if self.item is None else self.item["position"]
+        item = self._rs.previous_item(self.db, self.study, self.reader, before)
+        if item is None:
+            self.message.value = "<span style='color:#b00'>no earlier answer to revise</span>"
+            return
+        self._show(item)
+        self.revising = True
+        self.cardiomegaly.value, self.opacity.value = item["cardiomegaly"], item["opacity"]
+        self.neither.value = not (item["cardiomegaly"] or item["opacity"])
+        self.quality.value = item["quality"]
+        self.message.value = (f"revising item {item['position'] + 1} of {self.progress.max}: change the answer "
+                              "and submit, or press back again")
 
     def submit(self):
         if self.item is None:
@@ -440,7 +466,8 @@ class ReaderStudyWidget:
             self.message.value = "<span style='color:#b00'>rate the quality 1-5</span>"
             return
         try:
-            self._rs.submit(self.db, self.study, self.reader, self.item["id"], c, o, self.quality.value)
+            self._rs.submit(self.db, self.study, self.reader, self.item["id"], c, o, self.quality.value,
+                            revise=self.revising)
             self.show_next()
         except Exception as e:  # noqa: BLE001 - a widget callback's error would otherwise reach only a log
             self.failed(e)
