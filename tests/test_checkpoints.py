@@ -96,7 +96,7 @@ def test_rosinality_import_complete_and_shape_correct(tmp_path):
     sd = rosinality_state_dict(size=64, style_dim=16, n_mlp=3, channel_multiplier=1)
     latent_avg = torch.randn(16)
     torch.save({"g_ema": sd, "latent_avg": latent_avg, "args": {}}, tmp_path / "rosi.pt")
-    G = load_generator(tmp_path / "rosi.pt", channel_multiplier=1)
+    G = load_generator(tmp_path / "rosi.pt")  # the widths come from the weights
     assert (G.img_resolution, G.img_channels, G.w_dim, G.z_dim, G.num_ws) == (64, 3, 16, 16, 10)
     ours = G.state_dict()
     names = rosinality_key_map(64, 3)
@@ -126,10 +126,44 @@ def test_rosinality_errors_name_the_key(tmp_path):
     torch.save({"g_ema": shaped}, tmp_path / "shape.pt")
     with pytest.raises(ValueError, match=r"synthesis.b4.torgb.affine.bias has shape \(7,\)"):
         load_generator(tmp_path / "shape.pt")
-    big = rosinality_state_dict(size=64, style_dim=8, n_mlp=1, channel_multiplier=1)
-    torch.save({"g_ema": big}, tmp_path / "cm.pt")
-    with pytest.raises(ValueError, match="synthesis.b64"):  # wrong channel multiplier
-        load_generator(tmp_path / "cm.pt", channel_multiplier=2)
+    swagan = {**sd, "iwt.ll": torch.ones(2, 2), "to_rgbs.0.iwt.ll": torch.ones(2, 2)}
+    torch.save({"g_ema": swagan}, tmp_path / "swagan.pt")
+    with pytest.raises(ValueError, match="swagan.pt: a SWAGAN"):
+        load_generator(tmp_path / "swagan.pt")
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_rosinality_widths_come_from_the_weights(tmp_path, multiplier, capsys):
+    sd = rosinality_state_dict(size=64, style_dim=8, n_mlp=1, channel_multiplier=multiplier)
+    torch.save({"g_ema": sd, "latent_avg": torch.zeros(8)}, tmp_path / "cm.pt")
+    G = load_generator(tmp_path / "cm.pt")
+    assert G.synthesis.b64.conv1.weight.shape[:2] == (256 * multiplier, 256 * multiplier)
+    assert G.synthesis.b32.conv1.weight.shape[0] == 512
+    from cxr_workbench.ui.cli import main  # and through the command line
+    assert main(["sample", "--checkpoint", str(tmp_path / "cm.pt"), "--seeds", "0-1",
+                 "--out", str(tmp_path / "grid.png")]) == 0
+    assert "3 channels averaged to grey" in capsys.readouterr().out
+
+
+def test_bare_state_dicts_load_and_whole_modules_are_refused_with_the_way_out(tmp_path):
+    sd = rosinality_state_dict(size=16, style_dim=8, n_mlp=2, channel_multiplier=2)
+    torch.save({"g_ema": sd, "latent_avg": torch.ones(8)}, tmp_path / "wrapped.pt")
+    torch.save(sd, tmp_path / "bare.pt")  # torch.save(g_ema.state_dict())
+    with pytest.warns(UserWarning, match="bare.pt has no 'latent_avg'"):
+        bare = load_generator(tmp_path / "bare.pt")
+    wrapped = load_generator(tmp_path / "wrapped.pt")
+    w = wrapped.mapping(torch.randn(2, 8))
+    torch.testing.assert_close(bare.synthesis(w), wrapped.synthesis(w))
+    # NVlabs: G_ema.state_dict() (their names are ours, plus the fixed resampling filters)
+    G = small_G(seed=4)
+    state = {**G.state_dict(), "synthesis.b8.conv0.resample_filter": torch.ones(4, 4)}
+    torch.save(state, tmp_path / "nv_state.pt")
+    H = load_generator(tmp_path / "nv_state.pt")
+    z = torch.randn(2, 8)
+    torch.testing.assert_close(H(z, psi=0.5), G(z, psi=0.5))
+    torch.save(G, tmp_path / "whole.pt")  # a pickled module: never unpickled, and the message says what to do
+    with pytest.raises(ValueError, match=r"whole.pt .*torch.save\(G_ema.state_dict\(\), path\)"):
+        load_generator(tmp_path / "whole.pt")
 
 
 # ------------------------------------------------------------------ NVlabs pickles
@@ -187,6 +221,17 @@ def test_nvlabs_pickle_import_runs_nothing(tmp_path, fake_nvlabs):
     torch.testing.assert_close(H(z, psi=0.5), G(z, psi=0.5))
 
 
+def test_stylegan3_pickles_are_named(tmp_path, fake_nvlabs):
+    Record, _ = fake_nvlabs
+    rec = Record(small_G())
+    synthesis = rec.state["_modules"]["synthesis"].state
+    synthesis["_modules"] = {"input": Record(torch.nn.Linear(2, 2)), "L0_36_512": Record(torch.nn.Linear(2, 2))}
+    with open(tmp_path / "sg3.pkl", "wb") as f:
+        pickle.dump({"G_ema": rec}, f)
+    with pytest.raises(ValueError, match="sg3.pkl: a StyleGAN3"):
+        load_generator(tmp_path / "sg3.pkl")
+
+
 def test_nvlabs_pickle_errors(tmp_path, fake_nvlabs):
     Record, _ = fake_nvlabs
     G = small_G()
@@ -207,7 +252,7 @@ def test_nvlabs_pickle_errors(tmp_path, fake_nvlabs):
         load_generator(tmp_path / "cut.pkl")
 
 
-def test_rosinality_files_as_their_train_py_writes_them(tmp_path):
+def test_rosinality_files_as_their_train_py_writes_them(tmp_path, capsys):
     import argparse
     sd = rosinality_state_dict(size=8, style_dim=8, n_mlp=2, channel_multiplier=2)
     args = argparse.Namespace(size=8, latent=8, n_mlp=2, channel_multiplier=2)
@@ -219,6 +264,12 @@ def test_rosinality_files_as_their_train_py_writes_them(tmp_path):
     with torch.no_grad():
         mean = G.mapping(torch.randn(20000, 8))[:, 0].mean(0)
     assert G.w_avg.abs().sum() > 0 and (G.w_avg - mean).abs().max() < 0.05  # the mean w, not zeros
+    from cxr_workbench.ui.cli import main  # the command line says it in one line, not Python's two
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(tmp_path / "noavg.pt"), "--out", str(tmp_path / "g.png")]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"cxr-workbench sample: note: {tmp_path / 'noavg.pt'} has no 'latent_avg'; using the mean of the mapping "
+        "over 4096 z"]
     torch.save({"g_ema": sd, "latent_avg": torch.ones(8)}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
     assert load_generator(tmp_path / "old.pt").img_resolution == 8  # pre-zip torch file, not a pickle
 

@@ -31,6 +31,13 @@ NVlabs stylegan2-ada-pytorch network pickle (``{"G_ema": Generator, ...}``), "sk
     synthesis.b{res}.const / conv0 / conv1 / torgb .*         -> same names
     (*.resample_filter buffers are the fixed filter; ignored)
 
+Bare state dicts load too: ``torch.save(g_ema.state_dict())`` of rosinality (keys ``style.*``,
+``input.input``) and ``torch.save(G_ema.state_dict())`` of NVlabs (keys ``mapping.fc*``,
+``synthesis.b*``), recognised by their keys. A state dict does not record NVlabs' ``conv_clamp``
+(an argument, not a weight): it loads without clamping, which changes nothing unless an activation
+passes the clamp (256 by default). A whole pickled module (``torch.save(G_ema)``) is refused: reading
+it would run code.
+
 The pickle is read by a restricted unpickler: tensors are rebuilt with
 ``torch.load(weights_only=True)`` and the persistent-class records of ``torch_utils.persistence``
 are read as plain data; their embedded source code is never executed and any other global
@@ -138,12 +145,10 @@ def machine_description() -> str:
 # Loading any supported generator
 # --------------------------------------------------------------------------------------------
 
-def load_generator(path, format: str = "auto", channel_multiplier: int = 2,
-                   device: str | torch.device = "cpu") -> Generator:
+def load_generator(path, format: str = "auto", device: str | torch.device = "cpu") -> Generator:
     """Load a generator from our format, a rosinality ``.pt`` or an NVlabs ``.pkl``.
 
     ``format``: "auto" (by content), "workbench", "rosinality" or "nvlabs".
-    ``channel_multiplier``: rosinality's width argument (2 for their 'config-f').
     Returns a Generator in eval mode with ``requires_grad`` off.
     """
     if format not in FORMATS:
@@ -152,7 +157,7 @@ def load_generator(path, format: str = "auto", channel_multiplier: int = 2,
     if format == "auto":
         format = _sniff(path)
     try:
-        G = _LOADERS[format](path, channel_multiplier)
+        G = _LOADERS[format](path)
     except ValueError:
         raise
     except Exception as e:  # any other failure of a reader or of the key mapping: one clear error
@@ -161,7 +166,7 @@ def load_generator(path, format: str = "auto", channel_multiplier: int = 2,
     return G.eval().requires_grad_(False).to(device)
 
 
-def _load_workbench(path, channel_multiplier) -> Generator:
+def _load_workbench(path) -> Generator:
     data = read_checkpoint(path)
     if "G_ema" not in data or "config" not in data:
         raise ValueError(f"{path} holds no generator (kind={data.get('kind')!r})")
@@ -170,37 +175,76 @@ def _load_workbench(path, channel_multiplier) -> Generator:
     return G
 
 
-def _load_rosinality(path, channel_multiplier) -> Generator:
-    data = torch_load(path)
+def _is_rosinality_state(data) -> bool:
+    return isinstance(data, dict) and "style.1.weight" in data and "input.input" in data
+
+
+def _is_nvlabs_state(data) -> bool:
+    return isinstance(data, dict) and "mapping.fc0.weight" in data and "synthesis.b4.const" in data
+
+
+def _load_rosinality(path) -> Generator:
+    data = _torch_checkpoint(path)
+    if _is_rosinality_state(data):  # a bare g_ema state dict
+        return generator_from_rosinality(data, source=str(path))
     if not isinstance(data, dict) or not isinstance(data.get("g_ema"), dict):
         raise ValueError(f"{path}: no 'g_ema' state dict; not a rosinality stylegan2-pytorch checkpoint")
-    return generator_from_rosinality(data["g_ema"], data.get("latent_avg"), channel_multiplier)
+    return generator_from_rosinality(data["g_ema"], data.get("latent_avg"), source=str(path))
 
 
-_LOADERS = {"workbench": _load_workbench, "rosinality": _load_rosinality,
-            "nvlabs": lambda path, _: generator_from_nvlabs(*read_nvlabs_pickle(path))}
+def _load_nvlabs(path) -> Generator:
+    if _is_torch_file(path):  # torch.save(G_ema.state_dict())
+        data = _torch_checkpoint(path)
+        if not _is_nvlabs_state(data):
+            raise ValueError(f"{path}: a torch file without NVlabs G_ema parameters (mapping.fc0.weight, "
+                             "synthesis.b4.const); expected an NVlabs network pickle or G_ema state dict")
+        return generator_from_nvlabs(data, source=str(path))
+    sd, conv_clamp = read_nvlabs_pickle(path)
+    return generator_from_nvlabs(sd, conv_clamp, source=str(path))
+
+
+_LOADERS = {"workbench": _load_workbench, "rosinality": _load_rosinality, "nvlabs": _load_nvlabs}
 FORMATS = ("auto", *_LOADERS)
 
 # torch.save's legacy (pre-zip) files open with a pickled magic number, not a network pickle.
 _LEGACY_TORCH_HEAD = b"\x80\x02\x8a\x0a" + (0x1950a86a20f9469cfc6c).to_bytes(10, "little")
 
 
-def _sniff(path: Path) -> str:
+def _is_torch_file(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(len(_LEGACY_TORCH_HEAD))
-    if head[:1] == b"\x80" and head != _LEGACY_TORCH_HEAD:
-        return "nvlabs"  # a bare pickle stream (protocol >= 2)
-    if head[:2] != b"PK" and head != _LEGACY_TORCH_HEAD:
+    return head[:2] == b"PK" or head == _LEGACY_TORCH_HEAD
+
+
+def _torch_checkpoint(path: Path) -> object:
+    """torch_load, with what to do instead when the file is a whole pickled module."""
+    try:
+        return torch_load(path)
+    except ValueError as e:
+        if "objects other than tensors" not in str(e):
+            raise
+        raise ValueError(f"{e}; a whole pickled network (torch.save(G_ema)) is not read, as reading it would run "
+                         "code: save its weights instead, torch.save(G_ema.state_dict(), path)") from None
+
+
+def _sniff(path: Path) -> str:
+    if not _is_torch_file(path):
+        with open(path, "rb") as f:
+            if f.read(1) == b"\x80":
+                return "nvlabs"  # a bare pickle stream (protocol >= 2)
         raise ValueError(f"{path}: unknown checkpoint format (neither a torch file nor a pickle); "
                          "expected a cxr-workbench .pt, a rosinality .pt or an NVlabs .pkl")
-    data = torch_load(path)
+    data = _torch_checkpoint(path)
     if isinstance(data, dict) and data.get("format") == FORMAT:
         return "workbench"
-    if isinstance(data, dict) and "g_ema" in data:
+    if isinstance(data, dict) and "g_ema" in data or _is_rosinality_state(data):
         return "rosinality"
+    if _is_nvlabs_state(data):
+        return "nvlabs"
     keys = list(data)[:8] if isinstance(data, dict) else type(data).__name__
     raise ValueError(f"{path}: unknown checkpoint format (top-level keys {keys}); expected ours "
-                     f"('format': {FORMAT!r}) or rosinality ('g_ema')")
+                     f"('format': {FORMAT!r}), rosinality ('g_ema', or a bare g_ema state dict) or an NVlabs "
+                     "G_ema state dict")
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,31 +308,40 @@ def rosinality_key_map(img_resolution: int, n_mapping: int) -> dict[str, str | N
 
 
 def generator_from_rosinality(sd: dict, latent_avg: torch.Tensor | None = None,
-                              channel_multiplier: int = 2) -> Generator:
-    """Build our Generator from a rosinality ``g_ema`` state dict (see module docstring)."""
+                              source: str = "rosinality checkpoint") -> Generator:
+    """Build our Generator from a rosinality ``g_ema`` state dict (see module docstring);
+    ``source`` names it in messages."""
     if "input.input" not in sd or "style.1.weight" not in sd:
-        raise KeyError("rosinality state dict lacks 'input.input' or 'style.1.weight'")
+        raise KeyError(f"{source}: rosinality state dict lacks 'input.input' or 'style.1.weight'")
+    if "iwt.ll" in sd or any(k.endswith((".iwt.ll", ".dwt.ll")) for k in sd):  # Haar wavelet filters
+        raise ValueError(f"{source}: a SWAGAN (wavelet) generator from rosinality's swagan.py; only StyleGAN2 "
+                         "generators (their model.py) are supported")
     n_mapping = len({k.split(".")[1] for k in sd if re.fullmatch(r"style\.\d+\.weight", k)})
     noise_res = [v.shape[-1] for k, v in sd.items() if k.startswith("noises.noise_")]
     n_up = len([k for k in sd if re.fullmatch(r"to_rgbs\.\d+\.bias", k)])
     img_resolution = max(noise_res) if noise_res else 4 * 2 ** n_up
     w_dim, z_dim = sd["style.1.weight"].shape[0], sd["style.1.weight"].shape[1]
     img_channels = sd["to_rgb1.conv.weight"].shape[1]
-    # rosinality's width rule for 'channel_multiplier'
-    base = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
-    channels = {r: (c if r <= 32 else c * channel_multiplier) for r, c in base.items() if r <= img_resolution}
+    # The width of each resolution is read off its convolution's weight [1, out, in, k, k], so any
+    # channel_multiplier (and any hand-edited width) loads without being told.
+    channels = {4: sd["conv1.conv.weight"].shape[1]}
+    for j in range(int(math.log2(img_resolution)) - 2):
+        key = f"convs.{2 * j}.conv.weight"
+        if key not in sd:
+            raise KeyError(f"{source}: {key!r} is missing (the width of the {8 << j} px block)")
+        channels[8 << j] = sd[key].shape[1]
     G = Generator(img_resolution=img_resolution, img_channels=img_channels, z_dim=z_dim, w_dim=w_dim,
                   mapping_layers=n_mapping, channels=channels)
     names = rosinality_key_map(img_resolution, n_mapping)
     unknown = sorted(k for k in sd if k not in names)
     if unknown:
-        raise KeyError(f"rosinality checkpoint has keys with no counterpart: {unknown[:10]}")
+        raise KeyError(f"{source}: keys with no counterpart in a StyleGAN2: {unknown[:10]}")
     mapped = {}
     for src, dst in names.items():
         if dst is None:
             continue
         if src not in sd:
-            raise KeyError(f"rosinality checkpoint is missing {src!r} (needed for {dst})")
+            raise KeyError(f"{source}: {src!r} is missing (needed for {dst})")
         v = sd[src]
         if dst.endswith(("conv0.weight", "conv1.weight", "torgb.weight")):
             v = v[0]  # [1, O, I, k, k] -> [O, I, k, k]
@@ -302,11 +355,10 @@ def generator_from_rosinality(sd: dict, latent_avg: torch.Tensor | None = None,
             v = v[0]
         mapped[dst] = v
     mapped["mapping.w_avg"] = latent_avg.reshape(-1) if latent_avg is not None else torch.zeros(w_dim)
-    G = _load_mapped(G, mapped, "rosinality checkpoint")
+    G = _load_mapped(G, mapped, source)
     if latent_avg is None:
         # As rosinality's mean_latent(4096): truncation needs the mean w, and zeros are not it.
-        warnings.warn("rosinality checkpoint has no 'latent_avg'; using the mean of the mapping over 4096 z",
-                      stacklevel=2)
+        warnings.warn(f"{source} has no 'latent_avg'; using the mean of the mapping over 4096 z", stacklevel=2)
         with torch.no_grad():
             z = torch.randn(4096, z_dim, generator=torch.Generator().manual_seed(0))
             G.mapping.w_avg.copy_(G.mapping(z)[:, 0].mean(0))
@@ -415,27 +467,31 @@ def collect_module_tensors(record, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
-def generator_from_nvlabs(sd: dict[str, torch.Tensor], conv_clamp: float | None = None) -> Generator:
+def generator_from_nvlabs(sd: dict[str, torch.Tensor], conv_clamp: float | None = None,
+                          source: str = "NVlabs network pickle") -> Generator:
     """Build our Generator from NVlabs ``G_ema`` tensors (see module docstring); ``conv_clamp``
-    as their layers apply it (their default 256)."""
+    as their layers apply it (their default 256); ``source`` names them in messages."""
+    if any(k.startswith("synthesis.input.") or re.match(r"synthesis\.L\d+_", k) for k in sd):
+        raise ValueError(f"{source}: a StyleGAN3 (alias-free, -T or -R) generator; only StyleGAN2 generators are "
+                         "supported (stylegan3's code also trains StyleGAN2 networks: --cfg=stylegan2)")
     if any(k.startswith("mapping.embed") for k in sd):
-        raise ValueError("conditional NVlabs generators (c_dim > 0) are not supported")
+        raise ValueError(f"{source}: conditional NVlabs generators (c_dim > 0) are not supported")
     if any(".skip." in k or ".fromrgb." in k for k in sd if k.startswith("synthesis")):
-        raise ValueError("only the NVlabs 'skip' generator architecture is supported")
+        raise ValueError(f"{source}: only the NVlabs 'skip' generator architecture is supported")
     n_mapping = len([k for k in sd if re.fullmatch(r"mapping\.fc\d+\.weight", k)])
     res_list = sorted({int(m.group(1)) for k in sd if (m := re.match(r"synthesis\.b(\d+)\.", k))})
     if not res_list:
-        raise KeyError("NVlabs G_ema has no synthesis.b{res} blocks")
+        raise KeyError(f"{source}: G_ema has no synthesis.b{{res}} blocks")
     img_resolution = res_list[-1]
     if any(f"synthesis.b{r}.torgb.weight" not in sd for r in res_list):
-        raise ValueError("NVlabs generator architecture 'orig' (no ToRGB in every block) is not supported; "
-                         "expected the default 'skip'")
+        raise ValueError(f"{source}: NVlabs generator architecture 'orig' (no ToRGB in every block) is not "
+                         "supported; expected the default 'skip'")
     channels = {r: sd[f"synthesis.b{r}.conv1.weight"].shape[0] for r in res_list}
     G = Generator(img_resolution=img_resolution, img_channels=sd["synthesis.b4.torgb.weight"].shape[0],
                   z_dim=sd["mapping.fc0.weight"].shape[1], w_dim=sd["mapping.fc0.weight"].shape[0],
                   mapping_layers=n_mapping, channels=channels, conv_clamp=conv_clamp)
     mapped = {k: v for k, v in sd.items() if not k.endswith("resample_filter")}
-    return _load_mapped(G, mapped, "NVlabs network pickle")
+    return _load_mapped(G, mapped, source)
 
 
 def generator_key(G) -> str:

@@ -250,7 +250,8 @@ def cmd_sample(args) -> int:
         G = load_generator(path, format=args.format)
         label = f"generator {path}"
     save_png(args.out, sample_grid(G, args.seeds, cols=args.cols, psi=args.psi), overwrite=args.overwrite)
-    print(f"{label}: {len(args.seeds)} samples -> {args.out}")
+    grey = f" ({G.img_channels} channels averaged to grey)" if G.img_channels > 1 else ""
+    print(f"{label}: {len(args.seeds)} samples{grey} -> {args.out}")
     return 0
 
 
@@ -513,9 +514,16 @@ EXPECTED_ERRORS = (ValueError, KeyError, OSError, FloatingPointError)
 
 
 def main(argv=None) -> int:
+    import warnings
     args = build_parser().parse_args(argv)
+
+    def one_line(message, category, *_, **__):  # a note for the user, not Python's two lines of source
+        print(f"cxr-workbench {args.command}: note: {' '.join(str(message).split())}", file=sys.stderr)
+
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line
+            return args.func(args)
     except KeyboardInterrupt:
         print(f"cxr-workbench {args.command}: interrupted", file=sys.stderr)
         return 130
