@@ -37,6 +37,7 @@ def test_every_notebook_is_tested_and_clean():
     for name in names:
         nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
         assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), name
+        assert "Runtime on 2 CPUs:" in nb.cells[0].source, f"{name}: its header says how long it runs"
         assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code"), \
             f"{name} has outputs; strip them before committing"
 
