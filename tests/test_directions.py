@@ -8,17 +8,21 @@ from conftest import tiny_generator
 from cxr_workbench.imaging.masks import Box
 from cxr_workbench.method.directions import (
     WPCA,
+    JacobianSearch,
     LocalSearch,
     box_change,
+    box_grams,
     choose_direction,
     compute_pca,
     direction_std,
     inside_share,
+    jacobian_direction,
     local_direction,
     pc_strip,
     rank_pcs_for_box,
     resolve_direction,
     save_direction,
+    sefa_directions,
 )
 from cxr_workbench.model.latents import apply_direction, parse_range, reference_latents
 
@@ -120,11 +124,11 @@ def test_local_direction_is_more_local_than_any_pc_and_cached(G, tmp_path, monke
     assert share2 == share and len(list(tmp_path.glob("local_*.pt"))) == 1
 
 
-@pytest.mark.parametrize("spec", ["local", "local+"])
+@pytest.mark.parametrize("spec", ["local", "local+", "jacobian", "jacobian+", "sefa"])
 def test_local_spec_is_signed_for_the_disease(G, tmp_path, spec):
     pca = compute_pca(G, n_samples=2000)
     u, desc = choose_direction(G, pca, BOX, spec, "cardiomegaly", cache_dir=tmp_path)
-    assert desc.startswith(f"{spec}:") and u.ndim == (1 if spec == "local" else 2)
+    assert desc.startswith(f"{spec}:") and u.ndim == (2 if spec.endswith("+") else 1)
     with torch.no_grad():
         diff = box_change(G, reference_latents(G, range(8)), u, 1.0)
     assert float((diff * BOX.mask()).sum()) > 0  # cardiomegaly brightens its box
@@ -183,3 +187,66 @@ def test_local_plus_has_a_row_per_moving_layer_and_beats_local(G, tmp_path):
     assert plus_share > share, (plus_share, share)  # W is the special case of equal rows
     with pytest.raises(ValueError, match="space='z'"):
         local_direction(G, pca, BOX, search=LocalSearch(space="z"))
+
+
+def test_box_grams_are_the_jacobians_grams(G):
+    """Central differences against autograd's Jacobian, W and W+ alike, on two references."""
+    w_refs = reference_latents(G, range(2))
+    mask = BOX.mask()
+    layers = [1, 2]
+    for space in ("w", "w+"):
+        gram_in, gram_out = box_grams(G, w_refs, mask, layers=layers, space=space, step=1e-3, chunk=5)
+        expected_in, expected_out = 0, 0
+        for w in w_refs:
+            def image(v, w=w, space=space):
+                d = torch.zeros_like(w)
+                d[layers] = v.reshape(len(layers), -1) if space == "w+" else v
+                return G.synthesis((w + d)[None])[0].mean(0).flatten()
+            P = G.w_dim * (len(layers) if space == "w+" else 1)
+            J = torch.autograd.functional.jacobian(image, torch.zeros(P)).double()
+            inside = mask.flatten().bool()
+            expected_in = expected_in + J[inside].T @ J[inside]
+            expected_out = expected_out + J[~inside].T @ J[~inside]
+        torch.testing.assert_close(gram_in, expected_in, rtol=2e-3, atol=2e-3 * float(expected_in.abs().max()))
+        torch.testing.assert_close(gram_out, expected_out, rtol=2e-3, atol=2e-3 * float(expected_out.abs().max()))
+
+
+def test_jacobian_direction_maximises_the_inside_energy_ratio_and_is_cached(G, tmp_path, monkeypatch):
+    search = JacobianSearch(seeds=(0, 1, 2), ridge=1e-3)
+    u = jacobian_direction(G, BOX, search=search, cache_dir=tmp_path)
+    assert u.shape == (G.w_dim,) and abs(float(u.norm()) - 1) < 1e-5
+    gram_in, gram_out = box_grams(G, reference_latents(G, (0, 1, 2)), BOX.mask(), step=search.step)
+    ridge = search.ridge * float(torch.trace(gram_out)) / len(gram_out)
+
+    def ratio(v):
+        v = v.double()
+        return float(v @ gram_in @ v / (v @ gram_out @ v + ridge * v @ v))
+
+    # The generalised eigenvector beats every PC and 200 random directions on the quotient it maximises
+    pca = compute_pca(G, n_samples=2000)
+    others = list(pca.components) + list(torch.randn(200, G.w_dim, generator=torch.Generator().manual_seed(0)))
+    assert ratio(u) >= max(ratio(v) for v in others) * (1 - 1e-6)
+    # and moves more of its (finite) change inside the box than the most local PC
+    with torch.no_grad():
+        share = float(inside_share(box_change(G, reference_latents(G, (0, 1, 2)), u, 0.5), BOX.mask()).mean())
+    best_pc = max(float(inside_share(box_change(G, reference_latents(G, (0, 1, 2)), v, 0.5), BOX.mask()).mean())
+                  for v in pca.components)
+    assert share > best_pc, (share, best_pc)
+    plus = jacobian_direction(G, BOX, layers=[0, 1], search=JacobianSearch(seeds=(0, 1), space="w+"))
+    assert plus.shape == (G.num_ws, G.w_dim) and float(plus[2:].abs().sum()) == 0
+    monkeypatch.setattr("cxr_workbench.method.directions.box_grams", lambda *a, **k: pytest.fail("computed again"))
+    torch.testing.assert_close(jacobian_direction(G, BOX, search=search, cache_dir=tmp_path), u)
+
+
+def test_sefa_directions_are_the_eigenvectors_of_the_style_weights(G):
+    directions = sefa_directions(G, layers=[0, 1, 2], k=4)
+    assert directions.shape == (4, G.w_dim)
+    torch.testing.assert_close(directions @ directions.T, torch.eye(4), atol=1e-5, rtol=0)
+    A = torch.cat([G.synthesis.b4.conv1.affine.weight, G.synthesis.b8.conv0.affine.weight,
+                   G.synthesis.b8.conv1.affine.weight]).detach().double()
+    A = A / A.norm(dim=1, keepdim=True)
+    energy = [float((A @ d.double()).norm()) for d in directions]
+    assert energy == sorted(energy, reverse=True)
+    assert energy[0] ** 2 == pytest.approx(float(torch.linalg.eigvalsh(A.T @ A)[-1]), rel=1e-5)
+    with pytest.raises(ValueError, match="only ToRGB"):
+        sefa_directions(G, layers=[G.num_ws - 1])

@@ -248,6 +248,103 @@ def local_direction(G, pca: WPCA, box: Box, *, layers=None, search: LocalSearch 
     return u, share
 
 
+@dataclass(frozen=True)
+class JacobianSearch:
+    """Settings of ``jacobian_direction``."""
+
+    seeds: tuple[int, ...] = tuple(range(8))  # references whose Jacobians are summed
+    space: str = "w"  # "w": one u for every moving layer; "w+": a row of its own per moving layer
+    ridge: float = 1e-2  # added to the outside Gram matrix, relative to its mean eigenvalue
+    step: float = 0.05  # central-difference step in w (w's own spread is about 1)
+
+
+JACOBIAN_SEARCHES = {"jacobian": JacobianSearch(), "jacobian+": JacobianSearch(space="w+")}
+
+
+def box_grams(G, w_refs: torch.Tensor, mask: torch.Tensor, *, layers=None, space: str = "w", step: float = 0.05,
+              chunk: int = 256, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gram matrices of the image's Jacobian with respect to the moving part of w, split by ``mask``:
+    (sum_r J_in^T J_in, sum_r J_out^T J_out), each [P, P]; J [H*W, P] is d image / d v at each
+    reference of w_refs [R, num_ws, w_dim], where v [P] is added to every moving layer (``space``
+    "w", P = w_dim) or to each moving layer separately ("w+", P = len(layers) * w_dim). Columns
+    by central differences, ``chunk`` of them per batch (the generator's custom kernels have no
+    forward-mode derivative, and a batch of images is cheaper than P backward passes)."""
+    layers = check_layers(layers, G.num_ws)
+    P = G.w_dim * (len(layers) if space == "w+" else 1)
+    device = w_refs.device
+    inside, outside = mask.flatten().bool(), ~mask.flatten().bool()
+    gram_in = torch.zeros(P, P, dtype=torch.float64, device=device)
+    gram_out = torch.zeros_like(gram_in)
+    rows = torch.tensor(layers, device=device)
+    with torch.no_grad():
+        for w in tqdm(w_refs, disable=not progress, desc="Jacobians"):
+            columns = []
+            for start in range(0, P, chunk):
+                idx = torch.arange(start, min(P, start + chunk), device=device)
+                d = torch.zeros(len(idx), G.num_ws, G.w_dim, device=device)
+                if space == "w+":
+                    d[torch.arange(len(idx), device=device), rows[idx // G.w_dim], idx % G.w_dim] = step
+                else:
+                    d[:, layers] = step * torch.eye(G.w_dim, device=device)[idx][:, None]
+                imgs = G.synthesis(torch.cat([w + d, w - d])).mean(1).flatten(1)
+                columns.append(((imgs[:len(idx)] - imgs[len(idx):]) / (2 * step)).double())
+            J = torch.cat(columns).T  # [H*W, P]
+            gram_in += J[inside].T @ J[inside]
+            gram_out += J[outside].T @ J[outside]
+    return gram_in, gram_out
+
+
+def jacobian_direction(G, box: Box, *, layers=None, search: JacobianSearch = JacobianSearch(), cache_dir=None,
+                       progress: bool = False) -> torch.Tensor:
+    """The direction whose image change is most inside ``box`` to first order, in closed form (as
+    ReSeFa, Zhu et al. 2022): the top generalized eigenvector of the inside Gram matrix against the
+    outside one plus a ridge (``box_grams``), i.e. the u maximising |J_in u|^2 / (|J_out u|^2 +
+    ridge |u|^2) summed over the references. Returns u as ``local_direction`` does: unit [w_dim], or
+    [num_ws, w_dim] with zero rows off ``layers``; the sign is arbitrary. Cached in ``cache_dir``."""
+    import scipy.linalg
+    if search.space not in SPACES:
+        raise ValueError(f"space={search.space!r}; expected one of {SPACES}")
+    layers = check_layers(layers, G.num_ws)
+    key = hashlib.sha256(repr((generator_key(G), box, layers, search)).encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / f"jacobian_{key}.pt" if cache_dir else None
+    if cache is not None and cache.is_file():
+        return torch_load(cache, "jacobian direction cache")["u"]
+    w_refs = reference_latents(G, list(search.seeds))
+    gram_in, gram_out = box_grams(G, w_refs, box.mask().to(w_refs.device), layers=layers, space=search.space,
+                                  step=search.step, progress=progress)
+    gram_in, gram_out = gram_in.cpu().numpy(), gram_out.cpu().numpy()
+    ridge = search.ridge * np.trace(gram_out) / len(gram_out)
+    _, vectors = scipy.linalg.eigh(gram_in, gram_out + ridge * np.eye(len(gram_out)), subset_by_index=[
+        len(gram_out) - 1, len(gram_out) - 1])
+    v = torch.tensor(vectors[:, -1], dtype=torch.float32)
+    if search.space == "w":
+        u = v / v.norm()
+    else:
+        u = torch.zeros(G.num_ws, G.w_dim)
+        u[layers] = (v * (len(layers) ** 0.5 / v.norm())).reshape(len(layers), G.w_dim)
+    if cache is not None:
+        atomic_write(cache, lambda f: torch.save({"u": u}, f), "wb", True)
+    return u
+
+
+def sefa_directions(G, layers=None, k: int = 10) -> torch.Tensor:
+    """SeFa (Shen and Zhou, 2021) in closed form: the top ``k`` eigenvectors of A^T A, A the style
+    affine weights of the convolutions that read the moving ``layers`` of W+, each weight row made
+    unit. Needs no sampling and no box. Returns [k, w_dim] unit rows."""
+    layers = set(check_layers(layers, G.num_ws))
+    weights, w_idx = [], 0
+    for block in (getattr(G.synthesis, f"b{res}") for res in G.synthesis.block_resolutions):
+        convs = [block.conv1] if block.num_conv == 1 else [block.conv0, block.conv1]
+        weights += [conv.affine.weight for j, conv in enumerate(convs) if w_idx + j in layers]
+        w_idx += block.num_conv
+    if not weights:
+        raise ValueError(f"layers={sorted(layers)}: no convolution reads them (only ToRGB layers)")
+    A = torch.cat(weights).detach().double()
+    A = A / A.norm(dim=1, keepdim=True)
+    _, vectors = torch.linalg.eigh(A.T @ A)
+    return vectors[:, -k:].flip(1).T.float()
+
+
 def pc_locality(G, pca, boxes=None) -> dict:
     """For each preset box (default: each disease's): the most local PC among the first 10 and its
     inside share (seeds 0-7), and the inside shares of ``local_direction`` in W and in W+ (``--direction
@@ -304,7 +401,8 @@ def resolve_direction(spec: str, pca: WPCA | None, w_dim: int, num_ws: int | Non
         return check_direction(pca.direction(k, sign), w_dim), f"PC {k} (sign {sign:+d})"
     path = Path(spec)
     if not path.is_file():
-        raise ValueError(f"direction={spec!r}; expected 'auto', 'local', 'local+', 'pc:K[:-1]' or an existing "
+        raise ValueError(f"direction={spec!r}; expected 'auto', 'local', 'local+', 'jacobian', 'jacobian+', 'sefa', "
+                         "'pc:K[:-1]' or an existing "
                          f"direction file ({DIRECTION_FILE_HELP})")
     if path.suffix == ".npy":
         try:
@@ -341,8 +439,23 @@ def suggest_direction(G, pca: WPCA, box: Box, disease: str, *, seeds=range(8), n
 
 
 DIRECTION_SPECS = "auto (the most box-local PC), local (the most box-local combination of the first PCs), " \
-                  "local+ (the same with a combination per W+ layer), " \
-                  "pc:K, pc:K:-1, or a .pt/.npy direction file"
+                  "local+ (the same with a combination per W+ layer), jacobian / jacobian+ (the most box-local " \
+                  "direction to first order, in closed form, in W / per W+ layer), sefa (the most box-local of " \
+                  "SeFa's closed-form directions), pc:K, pc:K:-1, or a .pt/.npy direction file"
+
+
+def _signed(G, u: torch.Tensor, box: Box, disease: str, layers) -> torch.Tensor:
+    """u with the sign that changes the box the way ``disease`` does (the one sign rule)."""
+    return DISEASES[check_disease(disease)].sign * brightens(G, u, box, layers=layers) * u
+
+
+def box_locality(G, u: torch.Tensor, box: Box, *, layers=None, seeds=range(8), step: float = 1.0) -> float:
+    """The inside share of the change along u ([w_dim] or [num_ws, w_dim]) at +-``step`` in w,
+    over the references of ``seeds``: how a direction that needs no PCA is ranked."""
+    with torch.no_grad():
+        w_refs = reference_latents(G, list(seeds))
+        diff = box_change(G, w_refs, u.to(w_refs), step, layers)
+        return float(inside_share(diff, box.mask().to(diff)).mean())
 
 
 def choose_direction(G, pca: WPCA, box: Box, spec: str, disease: str, *, layers=None,
@@ -353,14 +466,23 @@ def choose_direction(G, pca: WPCA, box: Box, spec: str, disease: str, *, layers=
     if spec == "auto":
         u, best, _ = suggest_direction(G, pca, box, disease, layers=layers)
         return u, f"auto: PC {best['pc']} ({best['inside_share']:.0%} of its change inside the box)"
+    if spec in JACOBIAN_SEARCHES:
+        u = jacobian_direction(G, box, layers=layers, search=JACOBIAN_SEARCHES[spec], cache_dir=cache_dir,
+                               progress=progress)
+        return _signed(G, u, box, disease, layers), f"{spec}: the most box-local direction to first order"
+    if spec == "sefa":
+        candidates = sefa_directions(G, layers)
+        shares = [box_locality(G, u, box, layers=layers) for u in candidates]
+        k = int(np.argmax(shares))
+        return _signed(G, candidates[k], box, disease, layers), (f"sefa: SeFa direction {k} ({shares[k]:.0%} of its "
+                                                                 "change inside the box)")
     if spec in LOCAL_SEARCHES:
         search = LOCAL_SEARCHES[spec]
         u, share = local_direction(G, pca, box, layers=layers, search=search, cache_dir=cache_dir,
                                    progress=progress)
-        sign = DISEASES[check_disease(disease)].sign * brightens(G, u, box, layers=layers)
         n = min(search.n_pcs, len(pca.components))
         what = f"a combination of the first {n} PCs" if spec == "local" else f"a combination of {n} PCs per layer (W+)"
-        return sign * u, f"{spec}: {what} ({share:.0%} of its change inside the box)"
+        return _signed(G, u, box, disease, layers), f"{spec}: {what} ({share:.0%} of its change inside the box)"
     return resolve_direction(spec, pca, G.w_dim, G.num_ws)
 
 
