@@ -48,6 +48,11 @@ def test_bench_classify_runs():
     assert "densenet121" in out and "speed-up" in out
 
 
+def test_direction_scoreboard_runs():
+    out = run("benchmarks/directions.py", "--specs", "auto,sefa", "--unseen", "100")
+    assert out.count("| cardiomegaly | heart |") == 2 and "| opacity | lung_lower_right | sefa" in out
+
+
 def test_readme_results_runs(tmp_path, shared_cache):
     """The driver of every README table, at one reference, 4 samples a set and 3 steps."""
     import pandas as pd
