@@ -267,8 +267,8 @@ def box_grams(G, w_refs: torch.Tensor, mask: torch.Tensor, *, layers=None, space
     (sum_r J_in^T J_in, sum_r J_out^T J_out), each [P, P]; J [H*W, P] is d image / d v at each
     reference of w_refs [R, num_ws, w_dim], where v [P] is added to every moving layer (``space``
     "w", P = w_dim) or to each moving layer separately ("w+", P = len(layers) * w_dim). Columns
-    by central differences, ``chunk`` of them per batch (the generator's custom kernels have no
-    forward-mode derivative, and a batch of images is cheaper than P backward passes)."""
+    by central differences, ``chunk`` of them per batch of images (several times faster here than
+    autograd's vectorised forward-mode Jacobian)."""
     layers = check_layers(layers, G.num_ws)
     P = G.w_dim * (len(layers) if space == "w+" else 1)
     device = w_refs.device
