@@ -145,6 +145,19 @@ def test_rosinality_widths_come_from_the_weights(tmp_path, multiplier, capsys):
     assert "3 channels averaged to grey" in capsys.readouterr().out
 
 
+def test_a_generator_file_is_read_once(tmp_path, monkeypatch):
+    from cxr_workbench.model import checkpoints
+    sd = rosinality_state_dict(size=8, style_dim=8, n_mlp=2, channel_multiplier=2)
+    torch.save({"g_ema": sd, "latent_avg": torch.ones(8)}, tmp_path / "rosi.pt")
+    save_generator(tmp_path / "ours.pt", small_G())
+    reads = []
+    real = checkpoints.torch_load
+    monkeypatch.setattr(checkpoints, "torch_load", lambda path, *a, **k: reads.append(path) or real(path, *a, **k))
+    for name in ("rosi.pt", "ours.pt"):
+        load_generator(tmp_path / name)  # the format is told by the content it then loads
+    assert reads == [tmp_path / "rosi.pt", tmp_path / "ours.pt"]
+
+
 def test_bare_state_dicts_load_and_whole_modules_are_refused_with_the_way_out(tmp_path):
     sd = rosinality_state_dict(size=16, style_dim=8, n_mlp=2, channel_multiplier=2)
     torch.save({"g_ema": sd, "latent_avg": torch.ones(8)}, tmp_path / "wrapped.pt")

@@ -126,7 +126,11 @@ def torch_load(path, what: str = "checkpoint", max_bytes: int = MAX_LOAD_BYTES) 
 def read_checkpoint(path) -> dict:
     """Load one of our checkpoints safely; clear errors for missing, truncated or foreign files."""
     path = _check_file(path)
-    data = torch_load(path)
+    return _ours(path, torch_load(path))
+
+
+def _ours(path: Path, data) -> dict:
+    """``data``, read from ``path``, when it is one of our checkpoints."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path} is not in format {FORMAT!r}")
     return data
@@ -154,10 +158,12 @@ def load_generator(path, format: str = "auto", device: str | torch.device = "cpu
     if format not in FORMATS:
         raise ValueError(f"format={format!r}; expected one of {FORMATS}")
     path = _check_file(path)
+    # The file is read once: its torch content (None for an NVlabs pickle stream) goes to the loader.
+    data = _torch_checkpoint(path) if _is_torch_file(path) or format in ("workbench", "rosinality") else None
     if format == "auto":
-        format = _sniff(path)
+        format = _sniff(path, data)
     try:
-        G = _LOADERS[format](path)
+        G = _LOADERS[format](path, data)
     except ValueError:
         raise
     except Exception as e:  # any other failure of a reader or of the key mapping: one clear error
@@ -166,8 +172,8 @@ def load_generator(path, format: str = "auto", device: str | torch.device = "cpu
     return G.eval().requires_grad_(False).to(device)
 
 
-def _load_workbench(path) -> Generator:
-    data = read_checkpoint(path)
+def _load_workbench(path, data) -> Generator:
+    data = _ours(path, data)
     if "G_ema" not in data or "config" not in data:
         raise ValueError(f"{path} holds no generator (kind={data.get('kind')!r})")
     G = Generator(**data["config"])
@@ -183,8 +189,7 @@ def _is_nvlabs_state(data) -> bool:
     return isinstance(data, dict) and "mapping.fc0.weight" in data and "synthesis.b4.const" in data
 
 
-def _load_rosinality(path) -> Generator:
-    data = _torch_checkpoint(path)
+def _load_rosinality(path, data) -> Generator:
     if _is_rosinality_state(data):  # a bare g_ema state dict
         return generator_from_rosinality(data, source=str(path))
     if not isinstance(data, dict) or not isinstance(data.get("g_ema"), dict):
@@ -192,9 +197,8 @@ def _load_rosinality(path) -> Generator:
     return generator_from_rosinality(data["g_ema"], data.get("latent_avg"), source=str(path))
 
 
-def _load_nvlabs(path) -> Generator:
-    if _is_torch_file(path):  # torch.save(G_ema.state_dict())
-        data = _torch_checkpoint(path)
+def _load_nvlabs(path, data) -> Generator:
+    if data is not None:  # a torch file: torch.save(G_ema.state_dict())
         if not _is_nvlabs_state(data):
             raise ValueError(f"{path}: a torch file without NVlabs G_ema parameters (mapping.fc0.weight, "
                              "synthesis.b4.const); expected an NVlabs network pickle or G_ema state dict")
@@ -227,14 +231,14 @@ def _torch_checkpoint(path: Path) -> object:
                          "code: save its weights instead, torch.save(G_ema.state_dict(), path)") from None
 
 
-def _sniff(path: Path) -> str:
-    if not _is_torch_file(path):
+def _sniff(path: Path, data) -> str:
+    """The format of ``path``, from its torch content ``data`` (None: not a torch file)."""
+    if data is None:
         with open(path, "rb") as f:
             if f.read(1) == b"\x80":
                 return "nvlabs"  # a bare pickle stream (protocol >= 2)
         raise ValueError(f"{path}: unknown checkpoint format (neither a torch file nor a pickle); "
                          "expected a cxr-workbench .pt, a rosinality .pt or an NVlabs .pkl")
-    data = _torch_checkpoint(path)
     if isinstance(data, dict) and data.get("format") == FORMAT:
         return "workbench"
     if isinstance(data, dict) and "g_ema" in data or _is_rosinality_state(data):
