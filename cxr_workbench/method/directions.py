@@ -192,6 +192,13 @@ LOCAL_SEARCHES = {"local": LocalSearch(),
                   "local+": LocalSearch(n_pcs=1024, seeds=tuple(range(32)), steps=400, space="w+")}
 
 
+def _cache_file(cache_dir, kind: str, *identity) -> Path | None:
+    """Where a computed direction of ``kind`` is kept, named by a hash of what determines it."""
+    if not cache_dir:
+        return None
+    return Path(cache_dir) / f"{kind}_{hashlib.sha256(repr(identity).encode()).hexdigest()[:16]}.pt"
+
+
 def local_direction(G, pca: WPCA, box: Box, *, layers=None, search: LocalSearch = LocalSearch(), cache_dir=None,
                     progress: bool = False) -> tuple[torch.Tensor, float]:
     """The direction, in the span of the first PCs, whose image change falls most inside ``box``.
@@ -208,8 +215,7 @@ def local_direction(G, pca: WPCA, box: Box, *, layers=None, search: LocalSearch 
     if search.space not in SPACES:
         raise ValueError(f"space={search.space!r}; expected one of {SPACES}")
     layers = check_layers(layers, G.num_ws)
-    key = hashlib.sha256(repr((generator_key(G), pca.generator_key, box, layers, search)).encode()).hexdigest()[:16]
-    cache = Path(cache_dir) / f"local_{key}.pt" if cache_dir else None
+    cache = _cache_file(cache_dir, "local", generator_key(G), pca.generator_key, box, layers, search)
     if cache is not None and cache.is_file():
         data = torch_load(cache, "local direction cache")
         return data["u"], float(data["inside_share"])
@@ -305,8 +311,7 @@ def jacobian_direction(G, box: Box, *, layers=None, search: JacobianSearch = Jac
     if search.space not in SPACES:
         raise ValueError(f"space={search.space!r}; expected one of {SPACES}")
     layers = check_layers(layers, G.num_ws)
-    key = hashlib.sha256(repr((generator_key(G), box, layers, search)).encode()).hexdigest()[:16]
-    cache = Path(cache_dir) / f"jacobian_{key}.pt" if cache_dir else None
+    cache = _cache_file(cache_dir, "jacobian", generator_key(G), box, layers, search)
     if cache is not None and cache.is_file():
         return torch_load(cache, "jacobian direction cache")["u"]
     w_refs = reference_latents(G, list(search.seeds))
@@ -318,10 +323,11 @@ def jacobian_direction(G, box: Box, *, layers=None, search: JacobianSearch = Jac
         len(gram_out) - 1, len(gram_out) - 1])
     v = torch.tensor(vectors[:, -1], dtype=torch.float32)
     if search.space == "w":
-        u = v / v.norm()
+        u = check_direction(v, G.w_dim)
     else:
-        u = torch.zeros(G.num_ws, G.w_dim)
-        u[layers] = (v * (len(layers) ** 0.5 / v.norm())).reshape(len(layers), G.w_dim)
+        full = torch.zeros(G.num_ws, G.w_dim)
+        full[layers] = v.reshape(len(layers), G.w_dim)
+        u = check_direction(full, G.w_dim, G.num_ws)
     if cache is not None:
         atomic_write(cache, lambda f: torch.save({"u": u}, f), "wb", True)
     return u
@@ -449,15 +455,6 @@ def _signed(G, u: torch.Tensor, box: Box, disease: str, layers) -> torch.Tensor:
     return DISEASES[check_disease(disease)].sign * brightens(G, u, box, layers=layers) * u
 
 
-def box_locality(G, u: torch.Tensor, box: Box, *, layers=None, seeds=range(8), step: float = 1.0) -> float:
-    """The inside share of the change along u ([w_dim] or [num_ws, w_dim]) at +-``step`` in w,
-    over the references of ``seeds``: how a direction that needs no PCA is ranked."""
-    with torch.no_grad():
-        w_refs = reference_latents(G, list(seeds))
-        diff = box_change(G, w_refs, u.to(w_refs), step, layers)
-        return float(inside_share(diff, box.mask().to(diff)).mean())
-
-
 def choose_direction(G, pca: WPCA, box: Box, spec: str, disease: str, *, layers=None,
                      cache_dir=None, progress: bool = False) -> tuple[torch.Tensor, str]:
     """u for an edit of ``disease`` in ``box``: ``auto`` (the most box-local PC) or ``local``
@@ -472,7 +469,10 @@ def choose_direction(G, pca: WPCA, box: Box, spec: str, disease: str, *, layers=
         return _signed(G, u, box, disease, layers), f"{spec}: the most box-local direction to first order"
     if spec == "sefa":
         candidates = sefa_directions(G, layers)
-        shares = [box_locality(G, u, box, layers=layers) for u in candidates]
+        w_refs, mask = reference_latents(G, range(8)), box.mask().to(G.w_avg.device)
+        with torch.no_grad():  # ranked as the PCs are: the inside share at +-2 standard deviations along u
+            shares = [float(direction_share(G, w_refs, pca, u.to(w_refs), mask, 2.0, layers=layers))
+                      for u in candidates]
         k = int(np.argmax(shares))
         return _signed(G, candidates[k], box, disease, layers), (f"sefa: SeFa direction {k} ({shares[k]:.0%} of its "
                                                                  "change inside the box)")
