@@ -53,7 +53,7 @@ if __name__ == "__main__":
         with tempfile.TemporaryDirectory() as tmp, autocast():
             for disease in ("cardiomegaly", "opacity"):
                 m = make_augmentation(G, seeds, disease, n, cfg, Path(tmp) / disease, keep_last=args.keep_last,
-                                      pca=pca, oracle=oracle, batch=max(1, args.refs // 2), client=client,
+                                      pca=pca, reader=oracle, batch=max(1, args.refs // 2), client=client,
                                       progress=False)
                 figures.append((set_quality(m)["intended"], m["trajectory_pv"].mean(), m["trajectory_trend"].mean()))
         rate = 2 * n / (time.perf_counter() - t0) * 3600

@@ -39,6 +39,16 @@ def load_default_oracle():
     return load_oracle(_shipped(DEFAULT_ORACLE, "oracle"))
 
 
+def load_reader(spec: str = "oracle"):
+    """The reader a spec names (``readers.READER_SPECS``): ``oracle`` is the shipped one."""
+    from cxr_workbench.model.readers import OracleReader, monai_reader, reader_from_file
+    if spec == "oracle":
+        return OracleReader(load_default_oracle())
+    if str(spec).startswith("monai:"):
+        return monai_reader(spec)
+    return reader_from_file(spec)
+
+
 def pca_for(G, n_samples: int = 20000):
     """The shipped PCA when G is the shipped generator, else a PCA computed once and cached."""
     from cxr_workbench.method.directions import WPCA, compute_pca

@@ -26,13 +26,15 @@ def model():
 
 def make(model, out, n=5, **kw):
     G, pca, oracle = model
-    return make_augmentation(G, range(10, 20), "cardiomegaly", n, FAST, out, keep_last=2, pca=pca, oracle=oracle,
+    return make_augmentation(G, range(10, 20), "cardiomegaly", n, FAST, out, keep_last=2, pca=pca, reader=oracle,
                              batch=2, progress=False, **kw)
 
 
 def test_a_set_keeps_the_last_points_as_16_bit_pngs_with_a_manifest(model, tmp_path):
     m = make(model, tmp_path / "set")
-    assert list(m.columns) == list(augment.MANIFEST_COLUMNS) and len(m) == 5
+    assert list(m.columns) == list(augment.MANIFEST_COLUMNS + augment.READER_COLUMNS) and len(m) == 5
+    assert set(m["reader"]) == {"oracle"} and (m["severity"] == m["ctr"]).all()
+    assert (m["read_as"] == (m["ctr"] > 0.5)).all()
     # 5 samples at 2 per reference: seeds 10, 11 give points 4 and 5, seed 12 only point 5
     assert list(zip(m["reference"], m["point_index"])) == [(10, 4), (10, 5), (11, 4), (11, 5), (12, 5)]
     assert set(m["label"]) == {"cardiomegaly"} and set(m["method"]) == {"lo+dir"} and set(m["sigma"]) == {0.3}
@@ -130,7 +132,7 @@ def test_latents_are_references_too(model, tmp_path):
     by_seed = make(model, tmp_path / "seeds", n=4)
     ws = reference_latents(G, [10, 11])
     by_latent = make_augmentation(G, [], "cardiomegaly", 4, FAST, tmp_path / "latents", keep_last=2, pca=pca,
-                                  oracle=oracle, batch=2, progress=False, latents=ws)
+                                  reader=oracle, batch=2, progress=False, latents=ws)
     assert list(by_latent["reference"]) == [0, 0, 1, 1] and list(by_seed["reference"]) == [10, 10, 11, 11]
     torch.testing.assert_close(read_set_images(tmp_path / "latents"), read_set_images(tmp_path / "seeds"))
     head = json.loads((tmp_path / "latents" / "set.json").read_text())
@@ -146,7 +148,7 @@ def test_resume_refuses_another_size_or_other_references(model, tmp_path):
         make(model, tmp_path / "set", n=6)
     with pytest.raises(ValueError, match="references"):
         make_augmentation(G, range(30, 40), "cardiomegaly", 4, FAST, tmp_path / "set", keep_last=2, pca=pca,
-                          oracle=oracle, batch=2, progress=False)
+                          reader=oracle, batch=2, progress=False)
     assert len(read_manifest(tmp_path / "set")) == 4  # nothing lost
 
 
@@ -194,7 +196,7 @@ def test_a_failed_run_does_not_block_its_corrected_retry(model, tmp_path, monkey
     monkeypatch.undo()
     G, pca, oracle = model
     retry = make_augmentation(G, range(10, 20), "cardiomegaly", 4, LOConfig(n=5, max_steps=3, min_steps=0, lr=0.001),
-                              tmp_path / "set", keep_last=2, pca=pca, oracle=oracle, batch=2, progress=False)
+                              tmp_path / "set", keep_last=2, pca=pca, reader=oracle, batch=2, progress=False)
     assert len(retry) == 4
 
 

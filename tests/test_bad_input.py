@@ -82,6 +82,12 @@ CASES = [  # (arguments, text the one error line must contain)
     (["classify", "--sets", "{d}", "--out", "{d}/cls"], "holds no set.json"),
     (["classify", "--sets", "{d}/missing", "--out", "{d}/cls"], "missing holds no set.json"),
     (["classify", "--sets", "{d}", "--out", "{d}/cls", "--seeds", "0"], "--seeds"),
+    (EDIT + ["--reader", "{d}/rand.pt"], "reader {d}/rand.pt could not be read"),
+    (EDIT + ["--reader", "{d}/g.pt"], "reader {d}/g.pt: neither an oracle nor a classifier"),
+    (EDIT + ["--reader", "monai:Nope:{d}/g.pt"], "monai.networks.nets has no network 'Nope'"),
+    (EDIT + ["--reader", "{d}/none.pt"], "reader {d}/none.pt: no such file"),
+    (EDIT + ["--class", "2"], "class=2; expected 0: the generator is unconditional"),
+    (["sample", "--checkpoint", "{d}/g.pt", "--class", "-1"], "--class"),
 ]
 
 

@@ -29,6 +29,11 @@ def test_bench_phantom_runs():
     assert "render_batch   16" in run("benchmarks/bench_phantom.py", "--n", "64")
 
 
+def test_bench_resolution_runs():
+    out = run("benchmarks/bench_resolution.py", "--sizes", "32", "--steps", "1", "--ref-steps", "2")
+    assert "x 64 px" in out and out.count(" min ") == 2
+
+
 def test_bench_slider_runs():
     assert "slider move" in run("benchmarks/bench_slider.py", "--repeats", "2")
 

@@ -3,6 +3,7 @@ import sys
 import types
 from collections import OrderedDict
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_generator
@@ -326,3 +327,191 @@ def test_nvlabs_conv_clamp_and_orig_architecture(tmp_path, fake_nvlabs):
         pickle.dump({"G_ema": rec}, f)
     with pytest.raises(ValueError, match="'orig'.*not supported"):
         load_generator(tmp_path / "orig.pkl")
+
+
+# ------------------------------------------------------------------ conditional generators
+
+
+def nvlabs_mapping(sd, z, c, lr=0.01):
+    """NVlabs' MappingNetwork written out from its weights: normalise z, embed c (lr 1),
+    normalise it, concatenate, then the fc layers (lr 0.01, leaky ReLU times sqrt 2)."""
+    def norm(x):
+        return x * (x.square().mean(1, keepdim=True) + 1e-8).rsqrt()
+    e_w = sd["mapping.embed.weight"]
+    y = norm(c @ (e_w / e_w.shape[1] ** 0.5).T + sd["mapping.embed.bias"])
+    x = torch.cat([norm(z), y], 1)
+    i = 0
+    while f"mapping.fc{i}.weight" in sd:
+        w = sd[f"mapping.fc{i}.weight"]
+        x = torch.nn.functional.leaky_relu(x @ (w * lr / w.shape[1] ** 0.5).T + sd[f"mapping.fc{i}.bias"] * lr, 0.2)
+        x = x * 2 ** 0.5
+        i += 1
+    return x
+
+
+def test_conditional_mapping_is_nvlabs_and_classes_are_checked():
+    from cxr_workbench.model.latents import reference_latents
+    G = small_G(seed=4, c_dim=3)
+    assert G.config["c_dim"] == 3 and G.mapping.fc0.weight.shape[1] == 8 + 8  # z beside the embedded class
+    z = torch.randn(5, 8)
+    c = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 1, 0]), 3).float()
+    want = nvlabs_mapping(G.state_dict(), z, c)
+    torch.testing.assert_close(G.mapping(z, c)[:, 0], want)
+    torch.testing.assert_close(G.mapping(z, torch.tensor([0, 1, 2, 1, 0]))[:, 0], want)  # indices = one-hot
+    assert not torch.allclose(G.mapping(z, torch.zeros(5, dtype=torch.long)), G.mapping(z, torch.ones(5).long()))
+    with pytest.raises(ValueError, match="conditional \\(c_dim = 3\\); expected a class"):
+        G.mapping(z)
+    with pytest.raises(ValueError, match="expected 5 indices in 0..2"):
+        G.mapping(z, torch.full([5], 3))
+    with pytest.raises(ValueError, match="class=3; expected a class in 0..2"):
+        reference_latents(G, [0], label=3)
+    torch.testing.assert_close(reference_latents(G, [7, 8], label=2)[1], reference_latents(G, [8], label=2)[0])
+    with pytest.raises(ValueError, match="class=1; expected 0: the generator is unconditional"):
+        reference_latents(small_G(), [0], label=1)
+    with pytest.raises(ValueError, match="the generator is unconditional"):
+        small_G().mapping(z, torch.zeros(5, dtype=torch.long))
+
+
+def test_conditional_generators_load_and_save(tmp_path, fake_nvlabs):
+    Record, _ = fake_nvlabs
+    G = small_G(seed=5, c_dim=4)
+    with open(tmp_path / "cond.pkl", "wb") as f:
+        pickle.dump({"G_ema": Record(G)}, f)
+    H = load_generator(tmp_path / "cond.pkl")
+    assert H.c_dim == 4
+    z, c = torch.randn(3, 8), torch.tensor([3, 0, 2])
+    torch.testing.assert_close(H(z, c, psi=0.6), G(z, c, psi=0.6))
+    save_generator(tmp_path / "ours.pt", H)
+    torch.testing.assert_close(load_generator(tmp_path / "ours.pt")(z, c), G(z, c))
+    from cxr_workbench.model.latents import sample_grid
+    from cxr_workbench.ui.cli import main
+    assert main(["sample", "--checkpoint", str(tmp_path / "cond.pkl"), "--class", "2", "--seeds", "0-3",
+                 "--out", str(tmp_path / "grid.png")]) == 0
+    from PIL import Image
+    assert (np.asarray(Image.open(tmp_path / "grid.png")) == sample_grid(H, range(4), label=2)).all()
+    assert not (sample_grid(H, range(4), label=2) == sample_grid(H, range(4), label=0)).all()
+    assert main(["sample", "--checkpoint", str(tmp_path / "cond.pkl"), "--class", "4", "--out",
+                 str(tmp_path / "bad.png")]) == 2
+    assert main(["sample", "--class", "1", "--out", str(tmp_path / "bad.png")]) == 2
+
+
+def test_class_direction_points_from_the_other_classes_to_class_k():
+    from cxr_workbench.method.directions import choose_direction, class_direction
+    G = small_G(seed=6, c_dim=2)
+    z = torch.randn(4096, 8, generator=torch.Generator().manual_seed(0))
+    gap = G.mapping(z, torch.ones(4096).long())[:, 0].mean(0) - G.mapping(z, torch.zeros(4096).long())[:, 0].mean(0)
+    u = class_direction(G, 1)
+    torch.testing.assert_close(u, gap / gap.norm())
+    u0, desc = choose_direction(G, None, None, "class:0", "cardiomegaly")
+    torch.testing.assert_close(u0, -u)
+    assert desc.startswith("class:0: toward class 0")
+    with pytest.raises(ValueError, match="class=2; expected a class in 0..1"):
+        class_direction(G, 2)
+    with pytest.raises(ValueError, match="the generator has 0 classes"):
+        class_direction(small_G(), 0)
+
+
+# ------------------------------------------------------------------ TF-era NVlabs pickles (G, D, Gs)
+
+
+@pytest.fixture
+def fake_tflib(monkeypatch, tmp_path):
+    """A ``dnnlib.tflib.network.Network`` that pickles its state the way the TF code does (a dict with
+    name, static_kwargs, components, build_module_src and variables as numpy arrays)."""
+    import numpy as np
+    marker = tmp_path / "EXECUTED"
+    mod = types.ModuleType("dnnlib.tflib.network")
+
+    class Evil:
+        def __reduce__(self):
+            import os
+            return (os.system, (f"touch {marker}",))
+
+    class Network:
+        def __init__(self, name, variables, components=None, **static_kwargs):
+            self.name, self.variables, self.components, self.static_kwargs = name, variables, components or {}, \
+                static_kwargs
+
+        def __getstate__(self):
+            return dict(version=4, name=self.name, static_kwargs=dict(self.static_kwargs, hook=Evil()),
+                        components=self.components, build_module_src=f"import os\nos.system('touch {marker}')\n",
+                        build_func_name="G_main",
+                        variables=[(k, np.asarray(v, dtype=np.float32)) for k, v in self.variables.items()])
+    Network.__module__, Network.__qualname__ = "dnnlib.tflib.network", "Network"
+    mod.Network = Network
+    for name in ("dnnlib", "dnnlib.tflib"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "dnnlib.tflib.network", mod)
+    return Network, marker
+
+
+def tf_networks(G, Network, **kwargs):
+    """The Gs a TF StyleGAN2(-ADA) would hold for G: legacy.py's conversion run backwards."""
+    import math
+    sd = {k: v.numpy() for k, v in G.state_dict().items()}
+    mapping = {}
+    for i in range(G.mapping.num_layers):
+        mapping[f"Dense{i}/weight"] = sd[f"mapping.fc{i}.weight"].T
+        mapping[f"Dense{i}/bias"] = sd[f"mapping.fc{i}.bias"]
+    if G.c_dim:
+        mapping["LabelEmbed/weight"] = sd["mapping.embed.weight"].T
+        mapping["LabelEmbed/bias"] = sd["mapping.embed.bias"]
+    syn = {"4x4/Const/const": sd["synthesis.b4.const"][None]}
+
+    def layer(src, dst, noise, flip=False):
+        w = sd[f"{src}.weight"].transpose(2, 3, 1, 0)  # [O, I, kh, kw] -> [kh, kw, I, O]
+        syn[f"{dst}/weight"] = w[::-1, ::-1] if flip else w
+        syn[f"{dst}/bias"], syn[f"{dst}/noise_strength"] = sd[f"{src}.bias"], sd[f"{src}.noise_strength"]
+        syn[f"{dst}/mod_weight"], syn[f"{dst}/mod_bias"] = sd[f"{src}.affine.weight"].T, sd[f"{src}.affine.bias"] - 1
+        syn[f"noise{noise}"] = sd[f"{src}.noise_const"][None, None]
+
+    for r in G.synthesis.block_resolutions:
+        b, log2 = f"synthesis.b{r}", int(math.log2(r))
+        if r == 4:
+            layer(f"{b}.conv1", "4x4/Conv", 0)
+        else:
+            layer(f"{b}.conv0", f"{r}x{r}/Conv0_up", 2 * log2 - 5, flip=True)
+            layer(f"{b}.conv1", f"{r}x{r}/Conv1", 2 * log2 - 4)
+        syn[f"{r}x{r}/ToRGB/weight"] = sd[f"{b}.torgb.weight"].transpose(2, 3, 1, 0)
+        syn[f"{r}x{r}/ToRGB/bias"], syn[f"{r}x{r}/ToRGB/mod_weight"] = sd[f"{b}.torgb.bias"], \
+            sd[f"{b}.torgb.affine.weight"].T
+        syn[f"{r}x{r}/ToRGB/mod_bias"] = sd[f"{b}.torgb.affine.bias"] - 1
+    comps = dict(mapping=Network("G_mapping", mapping), synthesis=Network("G_synthesis", syn))
+    Gs = Network("G", {"dlatent_avg": sd["mapping.w_avg"], "lod": 0.0}, comps, resolution=G.img_resolution,
+                 label_size=G.c_dim, **kwargs)
+    return Network("G", {}, {}), Network("D", {}), Gs
+
+
+@pytest.mark.parametrize("c_dim", [0, 3])
+def test_tf_era_pickles_convert_as_legacy_py_and_run_nothing(tmp_path, fake_tflib, c_dim):
+    Network, marker = fake_tflib
+    G = small_G(seed=7, c_dim=c_dim)
+    with torch.no_grad():  # every parameter distinct from its init, the up-convolution kernels asymmetric
+        G.synthesis.b8.conv0.weight.add_(torch.linspace(0, 1, 9).reshape(3, 3))
+    with open(tmp_path / "network-snapshot.pkl", "wb") as f:
+        pickle.dump(tf_networks(G, Network), f, protocol=4)
+    H = load_generator(tmp_path / "network-snapshot.pkl")
+    assert not marker.exists() and H.c_dim == c_dim
+    z = torch.randn(3, 8)
+    c = torch.tensor([2, 0, 1]) if c_dim else None
+    torch.testing.assert_close(H(z, c, psi=0.7), G(z, c, psi=0.7), atol=1e-5, rtol=1e-5)
+    assert H.config.get("conv_clamp") is None
+
+
+def test_tf_era_pickles_other_architectures_are_named(tmp_path, fake_tflib):
+    Network, _ = fake_tflib
+    G_, D, Gs = tf_networks(small_G(), Network, conv_clamp=256)
+    with open(tmp_path / "clamp.pkl", "wb") as f:
+        pickle.dump((G_, D, Gs), f, protocol=4)
+    assert load_generator(tmp_path / "clamp.pkl").config["conv_clamp"] == 256.0
+    Gs.components["synthesis"].variables["ToRGB_lod0/weight"] = torch.zeros(1, 1, 16, 1).numpy()
+    with open(tmp_path / "orig.pkl", "wb") as f:
+        pickle.dump((G_, D, Gs), f, protocol=4)
+    with pytest.raises(ValueError, match="orig.pkl: a TF generator with architecture 'orig'"):
+        load_generator(tmp_path / "orig.pkl")
+    del Gs.components["synthesis"].variables["ToRGB_lod0/weight"]
+    del Gs.components["synthesis"].variables["8x8/Conv1/bias"]
+    with open(tmp_path / "cut.pkl", "wb") as f:
+        pickle.dump((G_, D, Gs), f, protocol=4)
+    with pytest.raises(ValueError, match="TF variable 'synthesis/8x8/Conv1/bias' is missing"):
+        load_generator(tmp_path / "cut.pkl")

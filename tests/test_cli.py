@@ -1,4 +1,7 @@
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import tiny_generator
 from PIL import Image
@@ -51,11 +54,42 @@ def test_augment_then_classify_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     args = ["classify", "--sets", *sets, "--out", str(tmp_path / "cls"), "--n-normal", "16", "--n-disease", "4",
             "--n-aug", "4", "--n-val", "8", "--n-test", "8", "--epochs", "1", "--seeds", "2", "--no-progress"]
-    assert main(args) == 0
+    assert main(args + ["--save-models"]) == 0
     out = capsys.readouterr().out
     assert "N vs C vs O" in out and "ours+rand" in out and "paired t-test" in out
     assert len(list((tmp_path / "cls" / "predictions").glob("*.csv"))) == 3 * 4 * 2
+    assert len(list((tmp_path / "cls" / "models").glob("*.pt"))) == 3 * 4 * 2
     assert (tmp_path / "cls" / "table.txt").read_text().strip() in out
+    # a classifier trained by classify reads edits and sets in place of the oracle
+    model = tmp_path / "cls" / "models" / "NCO_d4_real_seed0.pt"
+    assert main(["edit", "--seed", "0", "--max-steps", "3", "--reader", str(model), "--out", str(tmp_path / "e"),
+                 "--no-progress"]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["reader"] == "classifier NCO_d4_real_seed0.pt"
+    assert metrics["per_reference"][0]["severity"] == "p_cardiomegaly"
+    assert -1 <= metrics["per_reference"][0]["severity_trend"] <= 1
+    capsys.readouterr()
+    # references given as latents: this one-epoch classifier reads every generated film as opacity, so
+    # it could not pick normal references itself (said in one line, below)
+    import torch
+
+    from cxr_workbench.assets import load_default_generator
+    from cxr_workbench.model.latents import reference_latents
+    torch.save({"ws": reference_latents(load_default_generator(), [5])}, tmp_path / "lat.pt")
+    assert main(["augment", "--disease", "opacity", "--samples", "2", "--keep-last", "2", "--max-steps", "2",
+                 "--reader", str(model), "--latents", str(tmp_path / "lat.pt"),
+                 "--out", str(tmp_path / "by_classifier"), "--no-progress"]) == 0
+    assert "classifier NCO_d4_real_seed0.pt reads" in capsys.readouterr().out
+    manifest = pd.read_csv(tmp_path / "by_classifier" / "manifest.csv")
+    assert set(manifest["reader"]) == {"classifier NCO_d4_real_seed0.pt"} and manifest["ctr"].isna().all()
+    assert manifest["severity"].between(0, 1).all() and manifest["read_as"].isin([True, False]).all()
+    head = json.loads((tmp_path / "by_classifier" / "set.json").read_text())
+    assert head["reader"] == "classifier NCO_d4_real_seed0.pt"
+    # one that cannot read the disease is refused in one line
+    assert main(["augment", "--disease", "opacity", "--samples", "2", "--max-steps", "2", "--reader",
+                 str(tmp_path / "cls" / "models" / "NC_d4_real_seed0.pt"), "--out", str(tmp_path / "x"),
+                 "--no-progress"]) == 2
+    assert "does not read opacity (it reads ['cardiomegaly'])" in capsys.readouterr().err
     # too few augmented samples for the protocol asked
     assert main(args[:-1] + ["--n-aug", "20", "--out", str(tmp_path / "cls2"), "--no-progress"]) == 2
     assert "has 4 samples; this protocol needs" in capsys.readouterr().err

@@ -148,3 +148,19 @@ def test_bad_inputs(G):
         optimize_trajectory(G, w, Box(4, 4, 20, 20, 64), config=FAST, progress=False)
     with pytest.raises(ValueError, match="needs a direction"):
         run_method(G, "linear", w, BOX)
+
+
+def test_references_that_do_not_fit_memory_run_in_chunks(G):
+    from cxr_workbench.method.optimize import activation_bytes, references_per_loop
+    w = reference_latents(G, [0, 1, 2])
+    box, u = Box(4, 4, 12, 12, 16), torch.ones(G.w_dim)
+    per_image = activation_bytes(G)
+    assert references_per_loop(G, FAST.n, 2 * FAST.n * per_image) == 2 and references_per_loop(G, FAST.n, 1) == 1
+    whole = run_method(G, "lo+dir", w, box, u=u, config=FAST, progress=False)
+    chunked = run_method(G, "lo+dir", w, box, u=u, config=FAST, progress=False, memory=FAST.n * per_image)
+    alone = [optimize_trajectory(G, w[i:i + 1], box, u=u, config=FAST, progress=False) for i in range(3)]
+    assert chunked.points.shape == whole.points.shape and chunked.images.shape == whole.images.shape
+    for i, t in enumerate(alone):  # each chunk converges on its own, as a separate run would
+        torch.testing.assert_close(chunked.points[i], t.points[0])
+        torch.testing.assert_close(chunked.reference_images[i], t.reference_images[0])
+    assert chunked.steps == max(t.steps for t in alone)

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_generator
 from PIL import Image
 
@@ -59,10 +60,10 @@ def test_summary_in_table_1_layout(study):
     assert 0 <= table["real vs synthetic AUROC (quality)"][0] <= 1
 
 
-def test_oracle_reader_fills_a_study_and_widget_keys(study):
+def test_machine_reader_fills_a_study_and_widget_keys(study):
     path, db = study
     oracle = SeverityOracle(resolution=16, width=4).eval()
-    assert rs.oracle_reader(db, "s1", "bob", oracle) == 6 and rs.next_item(db, "s1", "bob") is None
+    assert rs.machine_reader(db, "s1", "bob", oracle) == 6 and rs.next_item(db, "s1", "bob") is None
     from cxr_workbench.ui.widgets import ReaderStudyWidget
     w = ReaderStudyWidget(path, "s1", "ann")
     assert w.progress.max == 6 and w.progress.value == 0 and len(w.image.value) > 100
@@ -75,6 +76,22 @@ def test_oracle_reader_fills_a_study_and_widget_keys(study):
     assert "not both" in w.message.value
     with pytest.raises(ValueError, match="reader 'zed' does not exist"):
         ReaderStudyWidget(path, "s1", "zed")
+
+
+def test_machine_reader_answers_with_a_classifier(study):
+    from cxr_workbench.imaging.datasets import load_films
+    from cxr_workbench.model.readers import ClassifierReader, make_network
+    path, db = study
+    torch.manual_seed(0)
+    reader = ClassifierReader(make_network("small", 3).eval(), resolution=64, name="net")
+    rs.add_reader(db, "net")
+    assert rs.machine_reader(db, "s1", "net", reader) == 6
+    rows = db.execute("SELECT i.path, a.cardiomegaly, a.opacity, a.quality FROM answers a JOIN items i ON "
+                      "i.id = a.item_id JOIN readers r ON r.id = a.reader_id WHERE r.name = 'net'").fetchall()
+    assert len(rows) == 6 and {q for *_, q in rows} == {3}  # no plausibility judged: undecided
+    for p, cardiomegaly, opacity, _ in rows:
+        pred = reader.predict(load_films([p], 64, upsample=True))
+        assert (bool(cardiomegaly), bool(opacity)) == (pred["kind"][0] == 1, pred["kind"][0] == 2)
 
 
 def test_newer_schema_and_foreign_databases_are_refused(tmp_path):

@@ -1,3 +1,4 @@
+import base64
 import io
 from dataclasses import replace
 
@@ -42,7 +43,7 @@ def test_pc_browser_slider_sign_and_use(G, pca, tmp_path):
     before = b.current_image.clone()
     b.sliders[0].value = 2.0  # moving a slider redraws
     assert (b.current_image - before).abs().max() > 0
-    assert png(b.image.value).shape == (64, 64, 3)
+    assert png(b.image.value).shape == (256, 256, 3)  # every generator's image is shown 256 px wide
     assert len(b.rows) == 10 and b.rows[0]["inside_share"] >= b.rows[-1]["inside_share"]
     assert "PCs local to the box" in b.ranking.value
     top = b.rows[0]
@@ -59,11 +60,11 @@ def test_pc_browser_slider_sign_and_use(G, pca, tmp_path):
 def test_roi_drawer_sync_validation_and_json(G, tmp_path):
     d = ROIDrawer(G.synthesis(reference_latents(G, [0]))[0], json_path=tmp_path / "box.json")
     d.presets.value = "heart"
-    assert d.box == preset("heart", 16)
-    assert d.canvas.bboxes[0]["x"] == d.box.x0 * 4
+    assert d.box == preset("heart", 16) and d.scale == 16  # 16 px shown at 256 px
+    assert d.canvas.bboxes[0]["x"] == d.box.x0 * 16
     d.fields["x1"].value = 15  # typing updates the box and the canvas
-    assert d.box.x1 == 15 and d.canvas.bboxes[0]["width"] == (15 - d.box.x0) * 4
-    d.canvas.bboxes = [dict(x=8, y=8, width=32, height=24, label="roi")]  # mouse drawing
+    assert d.box.x1 == 15 and d.canvas.bboxes[0]["width"] == (15 - d.box.x0) * 16
+    d.canvas.bboxes = [dict(x=32, y=32, width=128, height=96, label="roi")]  # mouse drawing
     assert (d.box.x0, d.box.y0, d.box.x1, d.box.y1) == (2, 2, 10, 8)
     assert d.fields["x1"].value == 10
     good = d.box
@@ -74,6 +75,19 @@ def test_roi_drawer_sync_validation_and_json(G, tmp_path):
     d.set_preset("lung_lower_left")
     d.load()
     assert d.box == good
+
+
+def test_large_films_are_shown_at_screen_size_and_boxes_stay_in_generator_pixels():
+    image = torch.rand(1, 1024, 1024) * 2 - 1
+    d = ROIDrawer(image)
+    assert d.scale == 0.25 and Image.open(io.BytesIO(base64.b64decode(d._encode()))).size == (256, 256)
+    d.set_preset("heart")
+    assert d.box == preset("heart", 1024) and d.canvas.bboxes[0]["x"] == d.box.x0 / 4
+    d.canvas.bboxes = [dict(x=50, y=60, width=100, height=80, label="roi")]  # a drag on the 256 px picture
+    assert (d.box.x0, d.box.y0, d.box.x1, d.box.y1, d.box.resolution) == (200, 240, 600, 560, 1024)
+    strip = strip_image([image[None].repeat(3, 1, 1, 1)], d.box, scale=0.125)  # area-averaged, box drawn
+    assert strip.size == (3 * 128 + 2 * 2, 128)
+    assert (np.asarray(strip)[:, :128] == [40, 220, 80]).all(-1).any()
 
 
 def test_runner_side_by_side_and_stop(G, pca):

@@ -16,7 +16,14 @@ from cxr_workbench.imaging.diseases import DISEASES, check_disease
 from cxr_workbench.imaging.masks import Box, disease_for_box, load_box, preset
 from cxr_workbench.io import atomic_write
 from cxr_workbench.model.checkpoints import generator_key, torch_load
-from cxr_workbench.model.latents import apply_direction, check_direction, check_layers, reference_latents, synthesize
+from cxr_workbench.model.latents import (
+    apply_direction,
+    check_direction,
+    check_layers,
+    random_classes,
+    reference_latents,
+    synthesize,
+)
 
 
 @dataclass
@@ -72,7 +79,8 @@ def compute_pca(G, *, n_samples: int = 20000, seed: int = 0, batch: int = 2000, 
     chunks = []
     with torch.no_grad():
         for size in tqdm(sizes, disable=not progress, desc="PCA of W"):
-            w = G.mapping(torch.randn(size, G.z_dim, generator=gen).to(device))[:, 0].cpu().double().numpy()
+            z = torch.randn(size, G.z_dim, generator=gen).to(device)
+            w = G.mapping(z, random_classes(G, size, gen))[:, 0].cpu().double().numpy()
             if incremental:
                 model.partial_fit(w)
             else:
@@ -130,7 +138,7 @@ def box_mean_change(diff: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 def rank_pcs_for_box(G, w_refs: torch.Tensor, pca: WPCA, box: Box, *, n_pcs: int = 20, amount: float = 2.0,
-                     layers=None) -> list[dict]:
+                     layers=None, progress: bool = False) -> list[dict]:
     """For each of the first ``n_pcs`` PCs: how much of its image change falls inside ``box``.
 
     The change is ``|G(w + a s u) - G(w - a s u)|`` (a = ``amount`` standard deviations), averaged
@@ -138,14 +146,15 @@ def rank_pcs_for_box(G, w_refs: torch.Tensor, pca: WPCA, box: Box, *, n_pcs: int
     ``pc``, ``inside_share`` (fraction of the total change inside the box), ``lift`` (share /
     box area fraction; 1 means no preference for the box) and ``box_change`` (signed mean change
     inside the box for the + sign) and ``brightens`` (the sign of u that brightens the box:
-    +1 when ``box_change >= 0``, the one sign rule everything uses).
+    +1 when ``box_change >= 0``, the one sign rule everything uses). ``progress``: a bar over the
+    PCs (seconds each at 1024 px on a CPU).
     """
     n_pcs = min(n_pcs, len(pca.components))
     mask = box.mask().to(w_refs.device)
     area = float(mask.mean())
     rows = []
     with torch.no_grad():
-        for k in range(n_pcs):
+        for k in tqdm(range(n_pcs), disable=not progress, desc="PCs for the box", leave=False):
             diff = box_change(G, w_refs, pca.direction(k).to(w_refs), float(amount * pca.std[k]), layers)
             share = float(inside_share(diff, mask).mean())
             signed = box_mean_change(diff, mask)
@@ -431,7 +440,8 @@ def resolve_direction(spec: str, pca: WPCA | None, w_dim: int, num_ws: int | Non
     return u, source if isinstance(source, str) and source else f"file {path}"
 
 
-def suggest_direction(G, pca: WPCA, box: Box, disease: str, *, seeds=range(8), n_pcs: int = 10, layers=None):
+def suggest_direction(G, pca: WPCA, box: Box, disease: str, *, seeds=range(8), n_pcs: int = 10, layers=None,
+                      progress: bool = False):
     """The PC most local to ``box`` (largest inside share over a few seeds), signed so that the box
     changes the way ``disease`` changes it (``masks.DISEASES``). The paper picks by eye; this helps
     the eye.
@@ -439,7 +449,8 @@ def suggest_direction(G, pca: WPCA, box: Box, disease: str, *, seeds=range(8), n
     Returns (u [w_dim], ranking row of the chosen PC, full ranking).
     """
     sign = DISEASES[check_disease(disease)].sign
-    rows = rank_pcs_for_box(G, reference_latents(G, list(seeds)), pca, box, n_pcs=n_pcs, layers=layers)
+    rows = rank_pcs_for_box(G, reference_latents(G, list(seeds)), pca, box, n_pcs=n_pcs, layers=layers,
+                            progress=progress)
     best = rows[0]
     return pca.direction(best["pc"], sign * best["brightens"]), best, rows
 
@@ -447,7 +458,23 @@ def suggest_direction(G, pca: WPCA, box: Box, disease: str, *, seeds=range(8), n
 DIRECTION_SPECS = "auto (the most box-local PC), local (the most box-local combination of the first PCs), " \
                   "local+ (the same with a combination per W+ layer), jacobian / jacobian+ (the most box-local " \
                   "direction to first order, in closed form, in W / per W+ layer), sefa (the most box-local of " \
-                  "SeFa's closed-form directions), pc:K, pc:K:-1, or a .pt/.npy direction file"
+                  "SeFa's closed-form directions), class:K (toward class K of a conditional generator), pc:K, " \
+                  "pc:K:-1, or a .pt/.npy direction file"
+
+
+def class_direction(G, k: int, n: int = 4096, seed: int = 0) -> torch.Tensor:
+    """Toward class ``k`` of a conditional generator, in W: the mean w of class k minus the mean w of
+    the other classes, over the same ``n`` z (made unit). [w_dim]"""
+    from cxr_workbench.model.latents import check_class
+    if not getattr(G, "c_dim", 0) or G.c_dim < 2:
+        raise ValueError(f"direction class:{k}: the generator has {getattr(G, 'c_dim', 0)} classes; a class direction "
+                         "needs a conditional generator with at least 2")
+    k = check_class(G, k)
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(G.w_avg.device)
+    with torch.no_grad():
+        means = torch.stack([G.mapping(z, torch.full([n], j, dtype=torch.long))[:, 0].mean(0) for j in range(G.c_dim)])
+    others = torch.cat([means[:k], means[k + 1:]]).mean(0)
+    return check_direction((means[k] - others).cpu(), G.w_dim)
 
 
 def _signed(G, u: torch.Tensor, box: Box, disease: str, layers) -> torch.Tensor:
@@ -461,7 +488,7 @@ def choose_direction(G, pca: WPCA, box: Box, spec: str, disease: str, *, layers=
     (``local_direction``), each signed to change the box the way the disease does, or a spec for
     ``resolve_direction``. Returns (u [w_dim], description)."""
     if spec == "auto":
-        u, best, _ = suggest_direction(G, pca, box, disease, layers=layers)
+        u, best, _ = suggest_direction(G, pca, box, disease, layers=layers, progress=progress)
         return u, f"auto: PC {best['pc']} ({best['inside_share']:.0%} of its change inside the box)"
     if spec in JACOBIAN_SEARCHES:
         u = jacobian_direction(G, box, layers=layers, search=JACOBIAN_SEARCHES[spec], cache_dir=cache_dir,
@@ -483,6 +510,12 @@ def choose_direction(G, pca: WPCA, box: Box, spec: str, disease: str, *, layers=
         n = min(search.n_pcs, len(pca.components))
         what = f"a combination of the first {n} PCs" if spec == "local" else f"a combination of {n} PCs per layer (W+)"
         return _signed(G, u, box, disease, layers), f"{spec}: {what} ({share:.0%} of its change inside the box)"
+    if spec.startswith("class:"):
+        try:
+            k = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"direction {spec!r}; expected class:K with K a class index") from None
+        return class_direction(G, k), f"{spec}: toward class {k} (its mean w minus the other classes')"
     return resolve_direction(spec, pca, G.w_dim, G.num_ws)
 
 
@@ -498,9 +531,10 @@ class EditPlan:
 
 
 def plan_edit(G, pca: WPCA | None, *, box=None, disease: str | None = None, direction: str = "auto",
-              method: str = "lo+dir", layers=None, cache_dir=None) -> EditPlan:
+              method: str = "lo+dir", layers=None, cache_dir=None, progress: bool = False) -> EditPlan:
     """The box (a preset, box JSON or Box; default: the disease's box), the disease it shows
-    (default: the preset's) and u (``choose_direction``; none for Baseline LO, ``method="lo"``)."""
+    (default: the preset's) and u (``choose_direction``, with its ``progress``; none for Baseline
+    LO, ``method="lo"``)."""
     if box is None:
         if disease is None:
             raise ValueError("box=None and disease=None; expected a box, a disease, or both")
@@ -510,6 +544,7 @@ def plan_edit(G, pca: WPCA | None, *, box=None, disease: str | None = None, dire
     if method == "lo":
         u, source = None, "none"
     else:
-        u, source = choose_direction(G, pca, box_obj, direction, disease, layers=layers, cache_dir=cache_dir)
+        u, source = choose_direction(G, pca, box_obj, direction, disease, layers=layers, cache_dir=cache_dir,
+                                     progress=progress)
     return EditPlan(box_obj, "custom" if isinstance(box, Box) else str(box), disease, u, source)
 

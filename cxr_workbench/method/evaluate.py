@@ -4,6 +4,7 @@ with PV, its companions and the oracle severity trend.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pandas as pd
@@ -16,31 +17,35 @@ from cxr_workbench.method.directions import plan_edit
 from cxr_workbench.method.metrics import pv_metric, trend
 from cxr_workbench.method.optimize import LOConfig, Trajectory, run_method
 from cxr_workbench.model.latents import reference_latents
+from cxr_workbench.model.readers import as_reader
 
 METRIC_COLUMNS = ("PV", "PV_all", "S", "M", "monotonicity", "leakage", "severity_trend", "severity_change",
                   "plausible_fraction")
 
 
-def measure(traj: Trajectory, box: Box, disease: str, oracle=None) -> list[dict]:
-    """PV, companions and (with an oracle) the severity trend, one dict per reference.
+def measure(traj: Trajectory, box: Box, disease: str, reader=None) -> list[dict]:
+    """PV, companions and (with a reader) the severity trend, one dict per reference.
 
     Sequences are the reference image followed by the n edits; the sign PV rewards is the
-    disease's (``diseases.DISEASES``), and so is the oracle reading whose trend is measured.
-    ``PV`` averages signed values over the pixels of that sign, ``PV_all`` over all pixels
-    (the two readings of the paper, ``metrics.PV_AVERAGES``).
+    disease's (``diseases.DISEASES``). ``reader``: a ``readers.Reader`` or the severity oracle; the
+    trend is that of its reading of the disease (the oracle's CTR or burden, a classifier's
+    probability). ``PV`` averages signed values over the pixels of that sign, ``PV_all`` over all
+    pixels (the two readings of the paper, ``metrics.PV_AVERAGES``).
     """
     spec = DISEASES[check_disease(disease)]
+    reader = as_reader(reader)
+    reading = reader.severity(disease) if reader is not None else None
     rows = []
     for r in range(traj.images.shape[0]):
         seq = traj.sequence(r).cpu()  # the metrics run on the CPU, the generator may not
         row = pv_metric(seq, box, spec.sign).to_dict()
         row["PV_all"] = pv_metric(seq, box, spec.sign, average="all").PV
-        if oracle is not None:
-            pred = oracle.predict(seq)
-            values = pred[spec.reading]
-            row.update(severity=spec.reading, severity_trend=trend(values),
+        if reader is not None:
+            pred = reader.predict(seq)
+            values = pred[reading]
+            row.update(severity=reading, severity_trend=trend(values),
                        severity_change=float(values[-1] - values[0]),
-                       plausible_fraction=float(pred["plausible"].mean()))
+                       plausible_fraction=float(reader.plausible(pred).mean()) if reader.plausibility else math.nan)
         rows.append(row)
     return rows
 

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cxr_workbench.method.losses import ssim_map
+from cxr_workbench.model.latents import random_classes
+from cxr_workbench.model.readers import OracleReader
 from cxr_workbench.model.stylegan2 import MAX_SEED
 from cxr_workbench.settings import setting, validate_settings
 
@@ -91,13 +93,16 @@ def check_images(G, images: torch.Tensor) -> torch.Tensor:
 
 def invert(G, images: torch.Tensor, config: InvertConfig | None = None, oracle=None,
            progress: bool = True) -> InversionResult:
-    """Latents whose renderings reproduce ``images`` [N, C, R, R] in [-1, 1] (see module docstring)."""
+    """Latents whose renderings reproduce ``images`` [N, C, R, R] in [-1, 1] (see module docstring).
+    ``oracle``: the severity oracle (or an ``OracleReader`` of it), whose features join the loss."""
     cfg = (config or InvertConfig()).validate()
+    oracle = oracle.oracle if isinstance(oracle, OracleReader) else oracle
     target = check_images(G, images).to(G.w_avg.device)
     n, k = len(target), cfg.restarts
     gen = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
-        w_samples = G.mapping(torch.randn(10_000, G.z_dim, generator=gen).to(target.device))[:, 0]
+        z = torch.randn(10_000, G.z_dim, generator=gen).to(target.device)
+        w_samples = G.mapping(z, random_classes(G, len(z), gen))[:, 0]  # the film's class is unknown: all of W
         w_avg = w_samples.mean(0)
         w_std = (w_samples - w_avg).square().sum(1).mean().sqrt()
         starts = w_avg[None].repeat(n * k, 1)

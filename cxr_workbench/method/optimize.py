@@ -280,13 +280,52 @@ def translate_along(G, w_ref: torch.Tensor, u: torch.Tensor, config: LOConfig | 
                       images=synthesize(G, ws), config=config, wall_time=time.perf_counter() - t0)
 
 
-def run_method(G, method: str, w_ref, box: Box, *, u=None, config: LOConfig | None = None, **kw) -> Trajectory:
+BATCH_MEMORY = 8 * 2 ** 30  # bytes of activations one optimisation loop may hold (run_method's chunks)
+
+
+def activation_bytes(G) -> int:
+    """About what one image's forward and backward pass through ``G.synthesis`` holds in memory:
+    each synthesis layer keeps about four float32 maps of its size for the backward pass (an
+    estimate that errs on the safe side)."""
+    per_block = [getattr(G.synthesis, f"b{r}").conv1.weight.shape[0] * r * r for r in G.synthesis.block_resolutions]
+    return int(4 * 4 * 3 * sum(per_block))  # 4 maps of 4 bytes per layer, 3 layers per block (conv0, conv1, rgb)
+
+
+def references_per_loop(G, n: int, memory: int = BATCH_MEMORY) -> int:
+    """How many references' n images fit one loop within ``memory`` bytes (at least 1)."""
+    return max(1, memory // (n * activation_bytes(G)))
+
+
+def run_method(G, method: str, w_ref, box: Box, *, u=None, config: LOConfig | None = None,
+               memory: int = BATCH_MEMORY, **kw) -> Trajectory:
     """One entry point for the three methods compared in the paper. ``kw`` (progress, callback ...)
-    goes to ``optimize_trajectory``; linear translation has no loop and ignores it."""
+    goes to ``optimize_trajectory``; linear translation has no loop and ignores it.
+
+    References whose images would not fit ``memory`` bytes in one loop (``references_per_loop``:
+    large generators, many references) are optimised in chunks, one after the other, and their
+    trajectories joined; each chunk then converges on its own, as separate runs would."""
     if method not in METHODS:
         raise ValueError(f"method={method!r}; expected one of {METHODS}")
     if method != "lo" and u is None:
         raise ValueError(f"method {method!r} needs a direction u")
     if method == "linear":
         return translate_along(G, w_ref, u, config)
-    return optimize_trajectory(G, w_ref, box, u=u if method == "lo+dir" else None, config=config, **kw)
+    u = u if method == "lo+dir" else None
+    w_ref = w_ref[None] if w_ref.ndim == 2 else w_ref
+    per = references_per_loop(G, (config or LOConfig()).n, memory)
+    if len(w_ref) <= per:
+        return optimize_trajectory(G, w_ref, box, u=u, config=config, **kw)
+    parts = [optimize_trajectory(G, w_ref[i:i + per], box, u=u, config=config, **kw) for i in range(0, len(w_ref), per)]
+    return join_trajectories(parts)
+
+
+def join_trajectories(parts: list[Trajectory]) -> Trajectory:
+    """Trajectories of chunks of references as one: tensors concatenated along the references; the
+    steps and history of the longest chunk, the summed wall time, the worst status."""
+    longest = max(parts, key=lambda t: t.steps)
+    order = ("nan", "stopped", "max_steps", "converged", "done")
+    tensors = {k: torch.cat([getattr(t, k) for t in parts]) for k in ("w_ref", "points", "reference_images", "images")}
+    return Trajectory(method=parts[0].method, config=parts[0].config, **tensors, history=longest.history,
+                      steps=longest.steps, status=min((t.status for t in parts), key=order.index),
+                      message="; ".join(t.message for t in parts if t.message),
+                      wall_time=sum(t.wall_time for t in parts))

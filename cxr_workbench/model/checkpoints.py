@@ -28,8 +28,15 @@ rosinality stylegan2-pytorch (``torch.save({"g_ema": state_dict, "latent_avg": [
 NVlabs stylegan2-ada-pytorch network pickle (``{"G_ema": Generator, ...}``), "skip" architecture::
 
     mapping.fc{i}.{weight,bias}, mapping.w_avg                -> same names
+    mapping.embed.{weight,bias} (conditional, c_dim > 0)      -> same names
     synthesis.b{res}.const / conv0 / conv1 / torgb .*         -> same names
     (*.resample_filter buffers are the fixed filter; ignored)
+
+TF-era NVlabs pickles (StyleGAN2 and StyleGAN2-ADA in TensorFlow: a ``(G, D, Gs)`` tuple of
+``dnnlib.tflib.network.Network``): the variables of ``Gs`` and its components are plain numpy
+arrays, named ``mapping/Dense0/weight``, ``synthesis/8x8/Conv0_up/weight`` ...; they are converted
+as NVlabs' ``legacy.py`` does (``nvlabs_from_tf``) and then loaded as an NVlabs ``G_ema``. The
+embedded build source is never run.
 
 Bare state dicts load too: ``torch.save(g_ema.state_dict())`` of rosinality (keys ``style.*``,
 ``input.input``) and ``torch.save(G_ema.state_dict())`` of NVlabs (keys ``mapping.fc*``,
@@ -57,6 +64,7 @@ import warnings
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cxr_workbench.io import atomic_write
@@ -138,6 +146,13 @@ def _ours(path: Path, data) -> dict:
 
 def model_card(path) -> dict:
     return read_checkpoint(path).get("model_card", {})
+
+
+def generator_card(path) -> dict:
+    """The model card of one of our generator files; {} for an imported generator (it has none)."""
+    path = _check_file(path)
+    data = torch_load(path) if _is_torch_file(path) else None
+    return data.get("model_card", {}) if isinstance(data, dict) and data.get("format") == FORMAT else {}
 
 
 def machine_description() -> str:
@@ -395,11 +410,21 @@ class _Inert:
 
 
 def _inert_global(module: str, name: str):
-    return type(f"Inert[{module}.{name}]", (_Inert,), {})
+    return type(f"Inert[{module}.{name}]", (_Inert,), {"global_name": (module, name)})
+
+
+def _is_tf_network(obj) -> bool:
+    """An object that unpickled from a ``dnnlib.tflib.network.Network`` (TF-era NVlabs)."""
+    return isinstance(obj, _Inert) and getattr(obj, "global_name", None) == ("dnnlib.tflib.network", "Network") \
+        and isinstance(getattr(obj, "state", None), dict)
 
 
 def _load_storage_bytes(b: bytes):
     return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
+
+
+# numpy's own rebuilders of arrays and scalars, found where this numpy keeps them
+_NP_RECONSTRUCT, _NP_SCALAR = np.ndarray((0,)).__reduce__()[0], np.float32(0).__reduce__()[0]
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -412,6 +437,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
         ("collections", "OrderedDict"): OrderedDict,
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): PersistentRecord,
         ("dnnlib.util", "EasyDict"): dict,
+        # numpy arrays (the variables of TF-era pickles): rebuilt from their raw bytes, nothing run
+        ("numpy.core.multiarray", "_reconstruct"): _NP_RECONSTRUCT,
+        ("numpy._core.multiarray", "_reconstruct"): _NP_RECONSTRUCT,
+        ("numpy.core.multiarray", "scalar"): _NP_SCALAR,
+        ("numpy._core.multiarray", "scalar"): _NP_SCALAR,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
     }
 
     def find_class(self, module, name):
@@ -430,8 +462,11 @@ def read_nvlabs_pickle(path) -> tuple[dict[str, torch.Tensor], float | None]:
     except Exception as e:  # whatever a corrupt stream raises inside the unpickler
         raise ValueError(f"{path}: could not be read as an NVlabs network pickle (truncated or corrupt?): "
                          f"{type(e).__name__}: {str(e)[:120]}") from None
+    if isinstance(data, tuple) and len(data) == 3 and all(_is_tf_network(n) for n in data):
+        return nvlabs_from_tf(data[2], str(path))  # (G, D, Gs): Gs is the moving average, as G_ema
     if not isinstance(data, dict) or "G_ema" not in data:
-        raise ValueError(f"{path}: no 'G_ema' entry; not an NVlabs stylegan2-ada-pytorch network pickle")
+        raise ValueError(f"{path}: no 'G_ema' entry; not an NVlabs stylegan2-ada-pytorch network pickle "
+                         "(nor a TF-era (G, D, Gs) one)")
     clamps = {c for c in collect_module_attribute(data["G_ema"], "conv_clamp") if c is not None}
     if len(clamps) > 1:
         raise ValueError(f"{path}: layers use different conv_clamp values {sorted(clamps)}; expected one")
@@ -442,6 +477,82 @@ def read_nvlabs_pickle(path) -> tuple[dict[str, torch.Tensor], float | None]:
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     return tensors, (float(clamps.pop()) if clamps else None)
+
+
+def tf_variables(net, prefix: str = "") -> dict:
+    """{scoped name: numpy array} of a TF-era network record and its components, named as NVlabs'
+    ``legacy.py`` collects them (``mapping/Dense0/weight``, ``synthesis/4x4/Conv/weight``, ...)."""
+    out = {}
+    for name, value in net.state.get("variables") or []:
+        out[prefix + str(name)] = value
+    for name, comp in (net.state.get("components") or {}).items():
+        if _is_tf_network(comp):
+            out.update(tf_variables(comp, f"{prefix}{name}/"))
+    return out
+
+
+def nvlabs_from_tf(net, source: str) -> tuple[dict[str, torch.Tensor], float | None]:
+    """A TF-era NVlabs generator record (``Gs`` of a ``(G, D, Gs)`` pickle) as the parameters of an
+    NVlabs PyTorch ``G_ema``, converted as their ``legacy.py`` does: dense weights transposed, conv
+    weights [kh, kw, I, O] -> [O, I, kh, kw] (the up-convolutions' kernels also flipped), 1 added to
+    the modulation biases (TF adds it at run time), noise inputs as constants. Also the
+    ``conv_clamp`` its kwargs name (None: no clamp)."""
+    tf = tf_variables(net)
+    kwargs = net.state.get("static_kwargs") or {}
+    if any(k.startswith("synthesis/ToRGB_lod") for k in tf):
+        raise ValueError(f"{source}: a TF generator with architecture 'orig'; only 'skip' (the default) is supported")
+    if any(re.fullmatch(r"synthesis/\d+x\d+/Skip/weight", k) for k in tf):
+        raise ValueError(f"{source}: a TF generator with architecture 'resnet'; only 'skip' (the default) is supported")
+    if any(k.startswith("mapping/LabelConcat/") for k in tf):
+        raise ValueError(f"{source}: a conditional generator of the original TF StyleGAN2 (LabelConcat); only the "
+                         "StyleGAN2-ADA conditioning (LabelEmbed) is supported, as in NVlabs' legacy.py")
+    res = sorted({int(m.group(1)) for k in tf if (m := re.fullmatch(r"synthesis/(\d+)x\1/.*", k))})
+    if not res or "dlatent_avg" not in tf:
+        raise ValueError(f"{source}: a TF network without synthesis blocks or dlatent_avg; expected the Gs of a "
+                         "StyleGAN2 (G, D, Gs) pickle")
+
+    def get(name):
+        if name not in tf:
+            raise KeyError(f"{source}: TF variable {name!r} is missing")
+        return np.asarray(tf[name], dtype=np.float32)
+
+    def conv(name, flip=False):
+        w = get(name)
+        return (w[::-1, ::-1] if flip else w).transpose(3, 2, 0, 1)
+
+    sd = {"mapping.w_avg": get("dlatent_avg")}
+    if "mapping/LabelEmbed/weight" in tf:
+        sd["mapping.embed.weight"] = get("mapping/LabelEmbed/weight").T
+        sd["mapping.embed.bias"] = get("mapping/LabelEmbed/bias")
+    for i in range(len([k for k in tf if re.fullmatch(r"mapping/Dense\d+/weight", k)])):
+        sd[f"mapping.fc{i}.weight"] = get(f"mapping/Dense{i}/weight").T
+        sd[f"mapping.fc{i}.bias"] = get(f"mapping/Dense{i}/bias")
+    sd["synthesis.b4.const"] = get("synthesis/4x4/Const/const")[0]
+
+    def layer(dst, src, noise, flip=False):
+        sd[f"{dst}.weight"] = conv(f"{src}/weight", flip)
+        sd[f"{dst}.bias"] = get(f"{src}/bias")
+        sd[f"{dst}.noise_const"] = get(f"synthesis/noise{noise}")[0, 0]
+        sd[f"{dst}.noise_strength"] = get(f"{src}/noise_strength").reshape([])
+        sd[f"{dst}.affine.weight"] = get(f"{src}/mod_weight").T
+        sd[f"{dst}.affine.bias"] = get(f"{src}/mod_bias") + 1
+
+    for r in res:
+        log2 = int(math.log2(r))
+        if r == 4:
+            layer("synthesis.b4.conv1", "synthesis/4x4/Conv", 0)
+        else:
+            layer(f"synthesis.b{r}.conv0", f"synthesis/{r}x{r}/Conv0_up", 2 * log2 - 5, flip=True)
+            layer(f"synthesis.b{r}.conv1", f"synthesis/{r}x{r}/Conv1", 2 * log2 - 4)
+        sd[f"synthesis.b{r}.torgb.weight"] = conv(f"synthesis/{r}x{r}/ToRGB/weight")
+        sd[f"synthesis.b{r}.torgb.bias"] = get(f"synthesis/{r}x{r}/ToRGB/bias")
+        sd[f"synthesis.b{r}.torgb.affine.weight"] = get(f"synthesis/{r}x{r}/ToRGB/mod_weight").T
+        sd[f"synthesis.b{r}.torgb.affine.bias"] = get(f"synthesis/{r}x{r}/ToRGB/mod_bias") + 1
+    clamp = kwargs.get("conv_clamp") if isinstance(kwargs, dict) else None
+    if clamp is not None and not isinstance(clamp, (int, float)):
+        raise ValueError(f"{source}: conv_clamp={clamp!r}; expected a number")
+    return {k: torch.from_numpy(v.copy()) for k, v in sd.items()}, \
+        (float(clamp) if clamp is not None else None)
 
 
 def collect_module_attribute(record, name: str) -> list:
@@ -478,8 +589,6 @@ def generator_from_nvlabs(sd: dict[str, torch.Tensor], conv_clamp: float | None 
     if any(k.startswith("synthesis.input.") or re.match(r"synthesis\.L\d+_", k) for k in sd):
         raise ValueError(f"{source}: a StyleGAN3 (alias-free, -T or -R) generator; only StyleGAN2 generators are "
                          "supported (stylegan3's code also trains StyleGAN2 networks: --cfg=stylegan2)")
-    if any(k.startswith("mapping.embed") for k in sd):
-        raise ValueError(f"{source}: conditional NVlabs generators (c_dim > 0) are not supported")
     if any(".skip." in k or ".fromrgb." in k for k in sd if k.startswith("synthesis")):
         raise ValueError(f"{source}: only the NVlabs 'skip' generator architecture is supported")
     n_mapping = len([k for k in sd if re.fullmatch(r"mapping\.fc\d+\.weight", k)])
@@ -491,9 +600,14 @@ def generator_from_nvlabs(sd: dict[str, torch.Tensor], conv_clamp: float | None 
         raise ValueError(f"{source}: NVlabs generator architecture 'orig' (no ToRGB in every block) is not "
                          "supported; expected the default 'skip'")
     channels = {r: sd[f"synthesis.b{r}.conv1.weight"].shape[0] for r in res_list}
+    w_dim = sd["mapping.fc0.weight"].shape[0]
+    c_dim = sd["mapping.embed.weight"].shape[1] if "mapping.embed.weight" in sd else 0
+    if c_dim and sd["mapping.embed.weight"].shape[0] != w_dim:
+        raise ValueError(f"{source}: the class embedding has {sd['mapping.embed.weight'].shape[0]} features; only "
+                         f"NVlabs' default embed_features = w_dim = {w_dim} is supported")
     G = Generator(img_resolution=img_resolution, img_channels=sd["synthesis.b4.torgb.weight"].shape[0],
-                  z_dim=sd["mapping.fc0.weight"].shape[1], w_dim=sd["mapping.fc0.weight"].shape[0],
-                  mapping_layers=n_mapping, channels=channels, conv_clamp=conv_clamp)
+                  z_dim=sd["mapping.fc0.weight"].shape[1] - (w_dim if c_dim else 0), w_dim=w_dim,
+                  mapping_layers=n_mapping, channels=channels, conv_clamp=conv_clamp, c_dim=c_dim)
     mapped = {k: v for k, v in sd.items() if not k.endswith("resample_filter")}
     return _load_mapped(G, mapped, source)
 

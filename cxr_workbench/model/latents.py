@@ -90,10 +90,32 @@ def check_direction(u, w_dim: int, num_ws: int | None = None) -> torch.Tensor:
     return u / rows[rows > 0].square().mean().sqrt()
 
 
-def reference_latents(G, seeds, psi: float = 1.0) -> torch.Tensor:
-    """W+ latents [R, num_ws, w_dim] of the given seeds (z ~ N(0, I) from numpy's RandomState)."""
+def check_class(G, label) -> int:
+    """A class index for G: 0..c_dim - 1 for a conditional generator, 0 for an unconditional one."""
+    c_dim = getattr(G, "c_dim", 0)
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < max(c_dim, 1):
+        raise ValueError(f"class={label!r}; expected " + (f"a class in 0..{c_dim - 1}" if c_dim else
+                                                          "0: the generator is unconditional (c_dim = 0)"))
+    return int(label)
+
+
+def class_input(G, label, n: int) -> torch.Tensor | None:
+    """The class input of ``n`` latents of class ``label``: [n] indices, None when G is unconditional."""
+    label = check_class(G, label)
+    return torch.full([n], label, dtype=torch.long) if getattr(G, "c_dim", 0) else None
+
+
+def random_classes(G, n: int, gen: torch.Generator) -> torch.Tensor | None:
+    """Classes drawn uniformly for ``n`` latents (None when G is unconditional): W as a whole."""
+    return torch.randint(G.c_dim, [n], generator=gen) if getattr(G, "c_dim", 0) else None
+
+
+def reference_latents(G, seeds, psi: float = 1.0, label: int = 0) -> torch.Tensor:
+    """W+ latents [R, num_ws, w_dim] of the given seeds (z ~ N(0, I) from numpy's RandomState), of
+    class ``label`` when G is conditional."""
+    seeds = list(seeds)
     with torch.no_grad():
-        return G.mapping(z_from_seeds(seeds, G.z_dim).to(G.w_avg.device), psi=psi)
+        return G.mapping(z_from_seeds(seeds, G.z_dim).to(G.w_avg.device), class_input(G, label, len(seeds)), psi=psi)
 
 
 def apply_direction(w_ref: torch.Tensor, u: torch.Tensor, amounts, layers=None) -> torch.Tensor:
@@ -137,9 +159,10 @@ def direction_on_layers(u: torch.Tensor, layers) -> torch.Tensor:
     return flat / norm
 
 
-def sample_grid(G, seeds, cols: int = 8, psi: float = 1.0) -> np.ndarray:
-    """Images of the given seeds tiled into a uint8 grid [rows*H, cols*W] (channels averaged)."""
-    img = to_uint8(synthesize(G, reference_latents(G, seeds, psi=psi)))
+def sample_grid(G, seeds, cols: int = 8, psi: float = 1.0, label: int = 0) -> np.ndarray:
+    """Images of the given seeds (of class ``label``) tiled into a uint8 grid [rows*H, cols*W]
+    (channels averaged)."""
+    img = to_uint8(synthesize(G, reference_latents(G, seeds, psi=psi, label=label)))
     n, h, w = img.shape
     rows = -(-n // cols)
     grid = np.zeros((rows * h, cols * w), np.uint8)

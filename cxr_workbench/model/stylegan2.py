@@ -234,7 +234,8 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 class MappingNetwork(nn.Module):
-    """z [B, z_dim] -> ws [B, num_ws, w_dim], with a running average of w for truncation."""
+    """z [B, z_dim] (and, when conditional, a class c) -> ws [B, num_ws, w_dim], with a running
+    average of w for truncation."""
 
     def __init__(self,
                  z_dim: int,                   # input latent width
@@ -242,20 +243,46 @@ class MappingNetwork(nn.Module):
                  num_ws: int,                  # how many copies of w the synthesis consumes
                  num_layers: int = 8,          # depth of the MLP
                  lr_multiplier: float = 0.01,  # learning-rate multiplier of the MLP
-                 w_avg_beta: float = 0.995):   # decay of the running mean of w during training
+                 w_avg_beta: float = 0.995,    # decay of the running mean of w during training
+                 c_dim: int = 0):              # classes of a conditional generator (0: unconditional)
         super().__init__()
         self.z_dim, self.w_dim, self.num_ws, self.num_layers = z_dim, w_dim, num_ws, num_layers
-        self.w_avg_beta = w_avg_beta
+        self.c_dim, self.w_avg_beta = c_dim, w_avg_beta
+        if c_dim:  # as NVlabs: the class is embedded to w_dim features, normalised and put beside z
+            self.embed = FullyConnected(c_dim, w_dim)
         for idx in range(num_layers):
-            setattr(self, f"fc{idx}", FullyConnected(z_dim if idx == 0 else w_dim, w_dim,
-                                                      activation=True, lr_multiplier=lr_multiplier))
+            width = z_dim + (w_dim if c_dim else 0) if idx == 0 else w_dim
+            setattr(self, f"fc{idx}", FullyConnected(width, w_dim, activation=True, lr_multiplier=lr_multiplier))
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
-    def forward(self, z: torch.Tensor, psi: float = 1.0, truncation_cutoff: int | None = None,
+    def class_input(self, c, n: int) -> torch.Tensor | None:
+        """The conditioning the MLP takes, [n, c_dim] float (None when unconditional), from ``c``:
+        class indices [n] (int) or one-hot / soft rows [n, c_dim]."""
+        if not self.c_dim:
+            if c is not None and torch.as_tensor(c).numel():
+                raise ValueError(f"mapping: a class was given ({torch.as_tensor(c).flatten()[:4].tolist()}...) but "
+                                 "the generator is unconditional (c_dim = 0)")
+            return None
+        if c is None:
+            raise ValueError(f"mapping: the generator is conditional (c_dim = {self.c_dim}); expected a class")
+        c = torch.as_tensor(c, device=self.w_avg.device)
+        if not c.is_floating_point():
+            if c.ndim != 1 or len(c) != n or c.min() < 0 or c.max() >= self.c_dim:
+                raise ValueError(f"mapping: classes {c.flatten()[:4].tolist()} of shape {tuple(c.shape)}; expected "
+                                 f"{n} indices in 0..{self.c_dim - 1}")
+            c = F.one_hot(c, self.c_dim)
+        if tuple(c.shape) != (n, self.c_dim):
+            raise ValueError(f"mapping: c has shape {tuple(c.shape)}; expected [{n}, {self.c_dim}]")
+        return c.to(torch.float32)
+
+    def forward(self, z: torch.Tensor, c=None, psi: float = 1.0, truncation_cutoff: int | None = None,
                 update_w_avg: bool = False) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"mapping: z has shape {tuple(z.shape)}; expected [B, {self.z_dim}]")
         x = normalize_2nd_moment(z.to(torch.float32))
+        c = self.class_input(c, len(z))
+        if c is not None:
+            x = torch.cat([x, normalize_2nd_moment(self.embed(c))], dim=1)
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)
         if update_w_avg:
@@ -390,9 +417,10 @@ class SynthesisNetwork(nn.Module):
 class Generator(nn.Module):
     """StyleGAN2 generator. ``G(z)`` = ``G.synthesis(G.mapping(z))``.
 
-    Public surface used by the rest of the package: ``mapping(z, psi) -> ws [B, num_ws, w_dim]``,
-    ``synthesis(ws, noise_mode) -> img [B, C, H, W]``, ``num_ws``, ``w_dim``, ``z_dim``,
-    ``img_resolution``, ``img_channels``, ``w_avg``.
+    Public surface used by the rest of the package: ``mapping(z, c, psi) -> ws [B, num_ws, w_dim]``,
+    ``synthesis(ws, noise_mode) -> img [B, C, H, W]``, ``num_ws``, ``w_dim``, ``z_dim``, ``c_dim``
+    (classes of a conditional generator, 0 when unconditional), ``img_resolution``, ``img_channels``,
+    ``w_avg``.
     """
 
     def __init__(self,
@@ -404,7 +432,8 @@ class Generator(nn.Module):
                  channel_base: int = 1024,   # channels(res) = min(channel_base // res, channel_max)
                  channel_max: int = 128,     # widest layer
                  channels: dict[int, int] | None = None,  # explicit widths; overrides the rule
-                 conv_clamp: float | None = None):  # clamp of conv outputs (NVlabs' fp16 guard; their default 256)
+                 conv_clamp: float | None = None,  # clamp of conv outputs (NVlabs' fp16 guard; their default 256)
+                 c_dim: int = 0):            # classes of a conditional generator (0: unconditional)
         super().__init__()
         _check_resolution(img_resolution)
         if img_channels not in (1, 3):
@@ -416,18 +445,20 @@ class Generator(nn.Module):
                            channels={str(k): v for k, v in channels.items()})
         if conv_clamp is not None:
             self.config["conv_clamp"] = float(conv_clamp)
-        self.z_dim, self.w_dim = z_dim, w_dim
+        if c_dim:
+            self.config["c_dim"] = int(c_dim)
+        self.z_dim, self.w_dim, self.c_dim = z_dim, w_dim, int(c_dim)
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channels, conv_clamp)
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, num_layers=mapping_layers)
+        self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, num_layers=mapping_layers, c_dim=self.c_dim)
 
     @property
     def w_avg(self) -> torch.Tensor:
         return self.mapping.w_avg
 
-    def forward(self, z: torch.Tensor, psi: float = 1.0, noise_mode: str = "const") -> torch.Tensor:
-        return self.synthesis(self.mapping(z, psi=psi), noise_mode=noise_mode)
+    def forward(self, z: torch.Tensor, c=None, psi: float = 1.0, noise_mode: str = "const") -> torch.Tensor:
+        return self.synthesis(self.mapping(z, c, psi=psi), noise_mode=noise_mode)
 
 
 # --------------------------------------------------------------------------------------------

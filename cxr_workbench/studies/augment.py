@@ -10,8 +10,11 @@ disease, "as the monotonicity is maintained" (paper). A set is a folder::
     manifest.csv  one row per sample: file, label, disease, reference (its seed, or its row in the
                   latents given), point_index, box,
                   u_source, sigma, method, config_hash, generator, ctr, opacity_burden, plausible,
-                  the PV and oracle severity trend of the sample's whole trajectory, and the
-                  sha256 of the sample's PNG
+                  the PV and severity trend of the sample's whole trajectory, the sha256 of the
+                  sample's PNG, and the reader's name, its reading of the disease (severity) and
+                  whether it reads the sample as the disease (read_as). The reader is the phantom
+                  oracle unless another is given (``readers``); ctr and opacity_burden are the
+                  oracle's readings (empty with another reader)
     images/       16-bit PNGs (the model's [-1, 1] range mapped to 0..65535)
 
 Batches of references are written as they finish (images first, then the manifest that names
@@ -38,18 +41,20 @@ import torch
 
 from cxr_workbench.assets import cache_dir
 from cxr_workbench.distributed import fan_out
-from cxr_workbench.imaging.diseases import check_disease, reads_as, reads_normal
+from cxr_workbench.imaging.diseases import check_disease, reads_as
 from cxr_workbench.imaging.masks import Box
 from cxr_workbench.io import atomic_write, check_writable, write_json, writer_lock
 from cxr_workbench.method.directions import plan_edit
 from cxr_workbench.method.evaluate import measure
 from cxr_workbench.method.optimize import METHODS, LOConfig, named_config, run_method
 from cxr_workbench.model.checkpoints import generator_key
-from cxr_workbench.model.latents import check_latents, reference_latents
+from cxr_workbench.model.latents import check_class, check_latents, reference_latents
+from cxr_workbench.model.readers import as_reader
 
 MANIFEST_COLUMNS = ("file", "label", "disease", "reference", "point_index", "box", "u_source", "sigma",
                     "method", "config_hash", "generator", "ctr", "opacity_burden", "plausible", "trajectory_pv",
                     "trajectory_trend", "sha256")
+READER_COLUMNS = ("reader", "severity", "read_as")  # manifests written before readers were plug-ins lack them
 SAMPLE_NAME = re.compile(r"(\d{7})_(\d{3})\.png")  # images/<reference>_<point>.png
 
 
@@ -96,42 +101,50 @@ def read_manifest(set_dir) -> pd.DataFrame:
 
 
 def set_quality(manifest: pd.DataFrame) -> dict:
-    """How the oracle reads a set: the share read as the intended disease (CTR above 0.5 for
-    cardiomegaly, burden above the phantom threshold for opacity), plausible, and both."""
+    """How the set's reader read it: the share read as the intended disease (for the oracle: CTR
+    above 0.5 for cardiomegaly, burden above the phantom threshold for opacity), plausible, and both."""
     if manifest.empty:
         raise ValueError("an empty manifest; expected at least one sample")
     disease = check_disease(str(manifest["disease"].iloc[0]))
-    intended = pd.Series(reads_as(manifest, disease), index=manifest.index)
+    if "read_as" in manifest and manifest["read_as"].notna().all():
+        intended = manifest["read_as"].astype(bool)
+    else:  # a manifest from before readers were plug-ins: the oracle's readings
+        intended = pd.Series(reads_as(manifest, disease), index=manifest.index)
     plausible = manifest["plausible"].astype(bool)
     return dict(disease=disease, n=len(manifest), intended=float(intended.mean()), plausible=float(plausible.mean()),
                 intended_and_plausible=float((intended & plausible).mean()))
 
 
 def edit_references(G, *, seeds: list[int], box: Box, u, config: LOConfig, method: str, keep: list[int],
-                    disease: str, oracle=None, ws: torch.Tensor | None = None) -> dict:
-    """One batch: trajectories for ``seeds`` (or for the W+ latents ``ws`` [B, num_ws, w_dim],
-    ``seeds`` then naming them), the last ``keep[r]`` points of reference r.
+                    disease: str, reader=None, ws: torch.Tensor | None = None, label: int = 0) -> dict:
+    """One batch: trajectories for ``seeds`` of class ``label`` (or for the W+ latents ``ws``
+    [B, num_ws, w_dim], ``seeds`` then naming them), the last ``keep[r]`` points of reference r.
+    ``reader``: a ``readers.Reader`` or the severity oracle (None: no readings).
 
     Returns per kept sample (reference-major): seed, point index (1..n), uint16 image [H, W], the
-    oracle readings (NaN / False without an oracle), and its trajectory's PV and severity trend.
+    reader's readings (the oracle's ctr and burden, NaN / False without them), its reading of the
+    disease and verdict, and its trajectory's PV and severity trend.
     """
-    w_ref = reference_latents(G, seeds) if ws is None else ws
+    reader = as_reader(reader)
+    w_ref = reference_latents(G, seeds, label=label) if ws is None else ws
     traj = run_method(G, method, w_ref, box, u=u, config=config, progress=False)
     if not torch.isfinite(traj.images).all():
         raise FloatingPointError(f"the {method} run for seeds {seeds} went non-finite ({traj.message}); "
                                  "try a smaller lr, sigma or c")
     n = traj.images.shape[1]
     picks = [(r, i) for r, k in enumerate(keep) for i in range(n - k, n)]
-    measured = measure(traj, box, disease, oracle)
+    measured = measure(traj, box, disease, reader)
     images = torch.stack([traj.images[r, i] for r, i in picks])  # [S, C, H, W]
+    nan = [math.nan] * len(picks)
     out = dict(seed=[int(seeds[r]) for r, _ in picks], point=[i + 1 for _, i in picks], images=to_uint16(images[:, 0]),
-               ctr=[math.nan] * len(picks), opacity_burden=[math.nan] * len(picks), plausible=[False] * len(picks),
+               ctr=nan, opacity_burden=nan, plausible=[False] * len(picks), severity=nan, read_as=nan,
                trajectory_pv=[measured[r]["PV"] for r, _ in picks],
                trajectory_trend=[measured[r].get("severity_trend", math.nan) for r, _ in picks])
-    if oracle is not None:
-        pred = oracle.predict(images)
-        out.update(ctr=pred["ctr"].tolist(), opacity_burden=pred["opacity_burden"].tolist(),
-                   plausible=pred["plausible"].tolist())
+    if reader is not None:
+        pred = reader.predict(images)
+        out.update({k: pred[k].tolist() for k in ("ctr", "opacity_burden") if k in pred},
+                   plausible=reader.plausible(pred).tolist(), severity=pred[reader.severity(disease)].tolist(),
+                   read_as=reader.reads_as(pred, disease).tolist())
     return out
 
 
@@ -165,19 +178,25 @@ def _check_resume(path: Path, header: dict) -> None:
 
 def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig | None = None, out_dir=None, *,
                       keep_last: int = 4, method: str = "lo+dir", box: str | None = None, direction: str = "auto",
-                      pca=None, oracle=None, batch: int = 8, client=None, progress: bool = True,
-                      latents: torch.Tensor | None = None) -> pd.DataFrame:
+                      pca=None, reader=None, batch: int = 8, client=None, progress: bool = True,
+                      latents: torch.Tensor | None = None, label: int = 0) -> pd.DataFrame:
     """Write (or finish) an augmentation set of ``n_samples`` images of ``disease`` into ``out_dir``.
 
     ``seeds``: reference seeds, used in order, ``keep_last`` samples each (the last reference may
     give fewer); at least ceil(n_samples / keep_last) are needed. ``latents`` [R, num_ws, w_dim]
     (inverted films, say) are references instead of seeds, named by their row. ``box``: a preset name or JSON
     file (default: the disease's Table 2 box). ``direction``: "auto" (the most box-local PC), "pc:K"
-    or a file; needs ``pca`` for auto/pc. ``batch`` references are optimised together, one task
-    each; with a Dask ``client`` the tasks run on its workers. Returns the manifest.
+    or a file; needs ``pca`` for auto/pc. ``reader`` (a ``readers.Reader`` or the severity oracle)
+    reads every sample; ``label``: the references' class for a conditional generator. ``batch``
+    references are optimised together, one task each; with a Dask ``client`` the tasks run on its
+    workers. Returns the manifest.
     """
     config = (config or named_config("augment")).validate()
     disease = check_disease(disease)
+    label = check_class(G, label)
+    reader = as_reader(reader)
+    if reader is not None:
+        reader.severity(disease)  # a reader that cannot read the disease is refused before any work
     if method not in METHODS:
         raise ValueError(f"method={method!r}; expected one of {METHODS}")
     if not isinstance(n_samples, int) or n_samples < 1:
@@ -206,6 +225,12 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
     header["n_samples"] = n_samples
     header["batch"] = batch  # recorded, not compared: another batch size still resumes (see _verified)
     header["references"] = _references_key(seeds[:needed], latents)
+    # Only what differs from the defaults, so sets made before these existed still resume.
+    if label:
+        header["class"] = label
+    reader_name = reader.name if reader is not None else "none"
+    if reader_name != "oracle":
+        header["reader"] = reader_name
 
     with writer_lock(out_dir):
         manifest_path = out_dir / "manifest.csv"
@@ -224,7 +249,7 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
         if latents is not None:
             for t in tasks:
                 t["ws"] = latents[t["seeds"]].detach().float()
-        shared = dict(G=G, box=box_obj, u=u, config=config, method=method, disease=disease, oracle=oracle)
+        shared = dict(G=G, box=box_obj, u=u, config=config, method=method, disease=disease, reader=reader, label=label)
         for _, res in fan_out(edit_references, tasks, shared, client, progress, desc=f"{disease} set"):
             for j, (seed, point) in enumerate(zip(res["seed"], res["point"])):
                 name = f"images/{seed:07d}_{point:03d}.png"
@@ -235,7 +260,8 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
                                  method=method, config_hash=header["config_hash"], generator=header["generator"],
                                  ctr=res["ctr"][j], opacity_burden=res["opacity_burden"][j],
                                  plausible=bool(res["plausible"][j]), trajectory_pv=res["trajectory_pv"][j],
-                                 trajectory_trend=res["trajectory_trend"][j], sha256=hashlib.sha256(png).hexdigest()))
+                                 trajectory_trend=res["trajectory_trend"][j], sha256=hashlib.sha256(png).hexdigest(),
+                                 reader=reader_name, severity=res["severity"][j], read_as=res["read_as"][j]))
             _write_manifest(manifest_path, rows)
         manifest = _write_manifest(manifest_path, rows)
     if len(manifest) != n_samples:  # every step above should make this impossible; never report a short set
@@ -293,8 +319,8 @@ def _verified(out_dir: Path, rows: list[dict], batches: list[list[tuple[int, int
 
 
 def _write_manifest(path: Path, rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).sort_values(["reference", "point_index"])
-    frame = frame.reset_index(drop=True)
+    frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS + READER_COLUMNS))
+    frame = frame.sort_values(["reference", "point_index"]).reset_index(drop=True)
     atomic_write(path, lambda f: frame.to_csv(f, index=False), "w")
     return frame
 
@@ -303,15 +329,24 @@ def _write_manifest(path: Path, rows: list[dict]) -> pd.DataFrame:
 REFERENCE_SEED_START = 1_000_000
 
 
-def normal_seeds(G, oracle, count: int, *, start: int = REFERENCE_SEED_START, chunk: int = 256) -> list[int]:
-    """The first ``count`` seeds from ``start`` whose images the oracle reads as normal (no disease
-    in ``diseases.DISEASES``): the paper edits normal films."""
+def normal_seeds(G, reader, count: int, *, start: int = REFERENCE_SEED_START, chunk: int = 256,
+                 label: int = 0, scan: int | None = None) -> list[int]:
+    """The first ``count`` seeds from ``start`` (of class ``label``) whose images the reader
+    (a ``readers.Reader`` or the severity oracle) reads as normal, no disease it reads: the paper
+    edits normal films. At most ``scan`` seeds are read (default: 100 per seed asked, at least
+    10,000); a reader that finds too few is an error, not an endless search."""
+    reader = as_reader(reader)
+    scan = max(10_000, 100 * count) if scan is None else scan
     out, s = [], start
     while len(out) < count:
+        if s - start >= scan:
+            raise ValueError(f"{reader.name} reads {len(out)} of the {s - start} seeds from {start} as normal; "
+                             f"expected {count}: a reader that sees disease everywhere cannot pick normal "
+                             "references (use another reader, or references from --latents)")
         seeds = list(range(s, s + chunk))
         with torch.no_grad():
-            pred = oracle.predict(G.synthesis(reference_latents(G, seeds)))
-        ok = reads_normal(pred)
+            pred = reader.predict(G.synthesis(reference_latents(G, seeds, label=label)))
+        ok = reader.reads_normal(pred)
         out += [seed for seed, good in zip(seeds, ok) if good]
         s += chunk
     return out[:count]

@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from cxr_workbench.distributed import fan_out
 from cxr_workbench.imaging.phantom import KINDS
 from cxr_workbench.io import atomic_write, check_writable, writer_lock
+from cxr_workbench.model.readers import NETWORKS, make_network, save_classifier
 from cxr_workbench.model.stylegan2 import MAX_SEED
 from cxr_workbench.settings import setting, validate_settings
 
 COLUMNS = {"N vs C vs O": ("normal", "cardiomegaly", "opacity"), "N vs C": ("normal", "cardiomegaly"),
            "N vs O": ("normal", "opacity")}
 ROWS = ("real", "rand", "ours", "ours+rand")
-NETWORKS = ("small", "densenet121")
 
 
 def _seed_count(text: str) -> tuple[int, ...]:
@@ -71,18 +71,6 @@ class ProtocolConfig:
 # The CPU scale: the paper's ratios (10 : 1 or 5 : 5 aug) at a fiftieth of the training sizes.
 PHANTOM_RESOLUTION = 64  # the real images of the protocol (real_data); sets must match them
 CPU_SCALE = ProtocolConfig(n_normal=200, n_disease=(20, 100), n_aug=100, n_val=200, n_test=400)
-
-
-def make_network(name: str, n_classes: int) -> torch.nn.Module:
-    """MONAI networks: ``densenet121`` (2D, one channel in, as in common chest X-ray practice) or
-    ``small``, a DenseNet of three short blocks sized for CPU (37 K parameters)."""
-    from monai.networks.nets import DenseNet, DenseNet121
-    if name == "densenet121":
-        return DenseNet121(spatial_dims=2, in_channels=1, out_channels=n_classes)
-    if name == "small":
-        return DenseNet(spatial_dims=2, in_channels=1, out_channels=n_classes, init_features=16, growth_rate=12,
-                        block_config=(3, 3, 3), bn_size=2)
-    raise ValueError(f"network={name!r}; expected one of {NETWORKS}")
 
 
 def random_augmentation(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -181,9 +169,9 @@ def _predict(net, x, batch=256) -> np.ndarray:
 
 
 def train_run(data: dict, aug: dict, cfg: ProtocolConfig, *, column: str, n_disease: int, row: str,
-              sigma: float | None, seed: int) -> dict:
+              sigma: float | None, seed: int, keep_net: bool = False) -> dict:
     """Train one classifier; the epoch with the best validation AUROC is kept. Returns the result
-    row and the test predictions (a DataFrame: y_true, p_<class>)."""
+    row, the test predictions (a DataFrame: y_true, p_<class>) and, with ``keep_net``, the network."""
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     classes = COLUMNS[column]
@@ -213,7 +201,7 @@ def train_run(data: dict, aug: dict, cfg: ProtocolConfig, *, column: str, n_dise
     result = dict(column=column, n_disease=n_disease, row=row, sigma=sigma, seed=seed, network=cfg.network,
                   n_train=len(x), val_auroc=best, test_auroc=auroc(yt.numpy(), probs), best_epoch=best_epoch,
                   wall_s=time.perf_counter() - t0)
-    return dict(result=result, predictions=pred)
+    return dict(result=result, predictions=pred, **({"net": net} if keep_net else {}))
 
 
 def run_name(r: dict) -> str:
@@ -263,10 +251,12 @@ def load_sets(set_dirs, sigmas, diseases=("cardiomegaly", "opacity")) -> dict:
 
 
 def run_protocol(cfg: ProtocolConfig, aug: dict, out_dir, *, client=None, progress: bool = True,
-                 data: dict | None = None) -> pd.DataFrame:
+                 data: dict | None = None, save_models: bool = False) -> pd.DataFrame:
     """All runs of ``plan_runs`` (those already in ``out_dir`` are kept when their predictions file
     still gives their test AUROC), with ``aug`` the sets by (disease, sigma) as image tensors.
-    Writes ``predictions/<run>.csv`` per run and ``results.csv`` after each; returns the results."""
+    Writes ``predictions/<run>.csv`` per run and ``results.csv`` after each; returns the results.
+    With ``save_models`` each new run's classifier is also written as ``models/<run>.pt``, a reader
+    (``readers.reader_from_file``)."""
     cfg.validate()
     out_dir = check_writable(out_dir)
     with writer_lock(out_dir):
@@ -284,8 +274,14 @@ def run_protocol(cfg: ProtocolConfig, aug: dict, out_dir, *, client=None, progre
         todo = [r for r in plan_runs(cfg) if run_name(r) not in done]
         if todo and data is None:
             data = real_data(cfg, progress=progress)
-        for _, res in fan_out(train_run, todo, dict(data=data, aug=aug, cfg=cfg), client, progress, desc="classifiers"):
+        shared = dict(data=data, aug=aug, cfg=cfg, keep_net=save_models)
+        for _, res in fan_out(train_run, todo, shared, client, progress, desc="classifiers"):
             name = run_name(res["result"])
+            if save_models:
+                (out_dir / "models").mkdir(exist_ok=True)
+                save_classifier(out_dir / "models" / f"{name}.pt", res["net"], network=cfg.network,
+                                classes=COLUMNS[res["result"]["column"]], resolution=PHANTOM_RESOLUTION,
+                                model_card=res["result"])
             atomic_write(pred_dir / f"{name}.csv", lambda f, p=res["predictions"]: p.to_csv(f, index=False), "w")
             rows.append(res["result"])
             atomic_write(path, lambda f: pd.DataFrame(rows).to_csv(f, index=False), "w")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from cxr_workbench.assets import DEFAULT_GENERATOR, cache_dir, oracle_for, pca_for
+from cxr_workbench.assets import DEFAULT_GENERATOR, cache_dir, load_reader, oracle_for, pca_for
 from cxr_workbench.devices import pick_device
 from cxr_workbench.imaging.datasets import check_film_paths, load_films
 from cxr_workbench.imaging.masks import disease_for_box
@@ -46,6 +46,8 @@ class EditRequest:
     upsample: bool = False          # enlarge films smaller than the model's resolution
     invert_steps: int = 300
     device: str = "auto"            # where the generator runs (devices.pick_device)
+    reader: str = "oracle"          # what reads the severity (readers.READER_SPECS)
+    label: int = 0                  # the class of the seeds, for a conditional generator
 
     def config(self) -> LOConfig:
         return named_config(self.settings, **self.overrides)
@@ -77,16 +79,18 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
         plan = plan_edit(G, None if req.method == "lo" else pca_for(G), box=req.box, disease=disease,
                          direction=req.direction, method=req.method, layers=cfg.layers, cache_dir=cache_dir())
         box, u = plan.box, plan.u
-        oracle = oracle_for(G)
+        reader = load_reader(req.reader)
+        reader.severity(disease)  # one that cannot read the disease is refused before the run
+        oracle = oracle_for(G)  # the inversion's feature loss and its report: the oracle's own features
         films, inversion = None, []
         if req.images:
             films = load_films(req.images, G.img_resolution, req.fit, req.voi, req.upsample)
             inv = invert(G, films, InvertConfig(steps=req.invert_steps), oracle=oracle, progress=progress)
             w_ref, inversion = inv.ws, reconstruction_report(films, inv, oracle)
         else:
-            w_ref = reference_latents(G, req.seeds)
+            w_ref = reference_latents(G, req.seeds, label=req.label)
         traj = run_method(G, req.method, w_ref, box, u=u, config=cfg, progress=progress)
-        rows = measure(traj, box, disease, oracle)
+        rows = measure(traj, box, disease, reader)
         if not (torch.isfinite(traj.images).all() and all(math.isfinite(r["PV"]) for r in rows)):
             raise FloatingPointError(f"the {req.method} run went non-finite ({traj.message or 'NaN images'}); "
                                      "nothing was written. Try a smaller lr, sigma or c")
@@ -99,7 +103,7 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
                         images=[str(p) for p in req.images], method=req.method), staging / "latents.pt")
         write_json(staging / "metrics.json",
                    dict(request=json.loads(json.dumps(asdict(req), default=str)),
-                        direction=plan.u_source, box=box.to_dict(), disease=disease,
+                        direction=plan.u_source, box=box.to_dict(), disease=disease, reader=reader.name,
                         sequence="reference image followed by the n edits" + (
                             "; the strip starts each row with the film" if films is not None else ""),
                         inversion=inversion, trajectory=traj.summary(), per_reference=rows))

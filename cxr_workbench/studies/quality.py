@@ -23,6 +23,7 @@ from cxr_workbench.io import atomic_write, save_png
 from cxr_workbench.method.directions import compute_pca, pc_locality
 from cxr_workbench.method.metrics import frechet_distance, knn_precision_recall, ks_statistic
 from cxr_workbench.model.checkpoints import read_checkpoint, save_checkpoint
+from cxr_workbench.model.latents import random_classes
 from cxr_workbench.model.stylegan2 import Generator
 
 
@@ -32,7 +33,7 @@ def generated_images(G, n: int, seed: int = 0, batch: int = 250, psi: float = 1.
     with torch.no_grad():
         for i in range(0, n, batch):
             z = torch.randn(min(batch, n - i), G.z_dim, generator=gen)
-            out.append(G(z, psi=psi).clamp(-1, 1))
+            out.append(G(z, random_classes(G, len(z), gen), psi=psi).clamp(-1, 1))
     return torch.cat(out)
 
 
@@ -48,8 +49,9 @@ def quality_predictions(G, oracle, n: int = 2000, seed: int = 0, progress: bool 
     ``phantoms_second``, ``generated`` (G) and ``init`` (G's architecture untrained)."""
     torch.manual_seed(seed)
     untrained = Generator(**G.config).eval()
-    sets = dict(phantoms=lambda: PhantomDataset(n, G.img_resolution, seed=10_000 + seed).images_tensor(),
-                phantoms_second=lambda: PhantomDataset(n, G.img_resolution, seed=20_000 + seed).images_tensor(),
+    size = oracle.resolution  # phantoms are drawn at the size the oracle reads (G's images are resized to it)
+    sets = dict(phantoms=lambda: PhantomDataset(n, size, seed=10_000 + seed).images_tensor(),
+                phantoms_second=lambda: PhantomDataset(n, size, seed=20_000 + seed).images_tensor(),
                 generated=lambda: generated_images(G, n, seed),
                 init=lambda: generated_images(untrained, n, seed))
     return {name: oracle.predict(images()) for name, images in tqdm(sets.items(), disable=not progress,

@@ -7,8 +7,8 @@ source), readers and answers with timestamps. Each answer is committed as it is 
 item; answering an item twice is refused unless it is recorded as a revision. The schema version
 is kept in ``PRAGMA user_version``; a database from a newer version is refused.
 
-``oracle_reader`` answers a whole study with the severity oracle, so the pipeline is tested end
-to end without a person.
+``machine_reader`` answers a whole study with a reader (the severity oracle, a classifier ...), so
+the pipeline is tested end to end without a person.
 """
 from __future__ import annotations
 
@@ -265,18 +265,29 @@ def summary(db, study: str):
     return table
 
 
-def oracle_reader(db, study: str, reader: str, oracle, resolution: int | None = None) -> int:
-    """Answer every unanswered item of the study as the severity oracle reads it: the disease flags
-    from its CTR and burden, quality 5 when it finds the film plausible, else 2. Returns the count."""
+def machine_reader(db, study: str, reader: str, machine) -> int:
+    """Answer every unanswered item of the study as ``machine`` reads it (a ``readers.Reader`` or
+    the severity oracle), under the reader name ``reader``: the disease flags are its verdicts (a
+    disease it does not read is answered "absent"); quality 5 when it finds the film plausible,
+    else 2, and 3 (undecided) from a reader that does not judge plausibility. Returns the count."""
     from cxr_workbench.imaging.datasets import load_films
-    from cxr_workbench.imaging.diseases import reads_as
+    from cxr_workbench.model.readers import as_reader
+    machine = as_reader(machine)
     n = 0
     while (item := next_item(db, study, reader)) is not None:
-        pred = oracle.predict(load_films([item["path"]], resolution or oracle.resolution, upsample=True))
-        submit(db, study, reader, item["id"], bool(reads_as(pred, "cardiomegaly")[0]),
-               bool(reads_as(pred, "opacity")[0]), 5 if pred["plausible"][0] else 2)
+        pred = machine.predict(load_films([item["path"]], machine.resolution or _png_size(item["path"]), upsample=True))
+        flags = [bool(machine.reads_as(pred, d)[0]) if d in machine.diseases else False
+                 for d in ("cardiomegaly", "opacity")]
+        quality = (5 if machine.plausible(pred)[0] else 2) if machine.plausibility else 3
+        submit(db, study, reader, item["id"], *flags, quality)
         n += 1
     return n
+
+
+def _png_size(path) -> int:
+    from PIL import Image
+    with Image.open(path) as im:
+        return max(im.size)
 
 
 def prepare_items(G, out_dir, *, n_real: int = 12, n_edited: int = 12, seed: int = 0, config=None,

@@ -137,6 +137,16 @@ def _checkpoint_option(parser) -> None:
     parser.add_argument("--checkpoint", type=Path, help="ours, rosinality .pt or NVlabs .pkl (default: shipped)")
 
 
+def _class_option(parser) -> None:
+    parser.add_argument("--class", dest="label", type=_number(int, 0, 1_000_000), default=0,
+                        help="class of the references, for a conditional generator (default: 0)")
+
+
+def _reader_option(parser) -> None:
+    from cxr_workbench.model.readers import READER_SPECS
+    parser.add_argument("--reader", default="oracle", help=f"what reads the disease: {READER_SPECS} (default: oracle)")
+
+
 def _cluster_options(parser) -> None:
     parser.add_argument("--workers", type=_number(int, 0, 1024), default=0,
                         help="fan out over a local Dask cluster of this many processes (0: this process)")
@@ -227,6 +237,7 @@ def add_sample(sub) -> None:
     s.add_argument("--seeds", type=seed_list, default=seed_list("0-15"), help="e.g. 0-15 or 1,4,9-12")
     s.add_argument("--cols", type=_number(int, 1, 1024), default=8, help="grid columns")
     s.add_argument("--psi", type=_number(float, 0, 2), default=1.0, help="truncation")
+    _class_option(s)
     _common(s, out_help="PNG file", out_default=Path("out/grid.png"), progress=False)
     s.set_defaults(func=cmd_sample)
 
@@ -249,7 +260,8 @@ def cmd_sample(args) -> int:
     else:
         G = load_generator(path, format=args.format)
         label = f"generator {path}"
-    save_png(args.out, sample_grid(G, args.seeds, cols=args.cols, psi=args.psi), overwrite=args.overwrite)
+    grid = sample_grid(G, args.seeds, cols=args.cols, psi=args.psi, label=args.label)
+    save_png(args.out, grid, overwrite=args.overwrite)
     grey = f" ({G.img_channels} channels averaged to grey)" if G.img_channels > 1 else ""
     print(f"{label}: {len(args.seeds)} samples{grey} -> {args.out}")
     return 0
@@ -270,6 +282,8 @@ def add_edit(sub) -> None:
                    help="what the box shows (default: the preset's; required for a box .json)")
     e.add_argument("--direction", default="auto", help=f"{DIRECTION_SPECS} (default: auto)")
     e.add_argument("--method", default="lo+dir", choices=list(METHODS), help="(default: lo+dir)")
+    _class_option(e)
+    _reader_option(e)
     e.add_argument("--image", type=Path, nargs="+", help="films to invert and edit instead of --seed")
     e.add_argument("--invert-steps", type=_number(int, 1, 100_000), default=300, help="inversion steps per film")
     e.add_argument("--device", default="auto",
@@ -288,7 +302,7 @@ def cmd_edit(args) -> int:
                       box=args.box, direction=args.direction, method=args.method, disease=args.disease,
                       settings=args.settings, overrides=settings_overrides(args, LOConfig), images=args.image or [],
                       fit=args.fit, voi=args.voi, upsample=args.upsample, invert_steps=args.invert_steps,
-                      device=args.device)
+                      device=args.device, reader=args.reader, label=args.label)
     for path in run_edit(req, args.out, overwrite=args.overwrite, progress=not args.no_progress):
         print(path)
     return 0
@@ -365,10 +379,12 @@ def add_augment(sub) -> None:
     a.add_argument("--box", default=None, help="preset or box JSON (default: the disease's box)")
     a.add_argument("--direction", default="auto", help=f"{DIRECTION_SPECS} (default: auto)")
     a.add_argument("--seed-start", type=_number(int, 0, MAX_SEED), default=REFERENCE_SEED_START,
-                   help="references: the seeds from here that the oracle reads as normal")
+                   help="references: the seeds from here that the reader reads as normal")
     a.add_argument("--latents", type=Path, default=None,
                    help="references: the films inverted by cxr-workbench invert (its latents.pt) instead of seeds")
     a.add_argument("--batch", type=_number(int, 1, 4096), default=8, help="references optimised together (one task)")
+    _class_option(a)
+    _reader_option(a)
     _checkpoint_option(a)
     a.add_argument("--device", default="auto",
                    help="auto (CUDA when present, else CPU; CPU with --workers), cpu or cuda[:N]")
@@ -379,12 +395,13 @@ def add_augment(sub) -> None:
 
 
 def cmd_augment(args) -> int:
-    from cxr_workbench.assets import DEFAULT_GENERATOR, oracle_for, pca_for
+    from cxr_workbench.assets import DEFAULT_GENERATOR, load_reader, pca_for
     from cxr_workbench.devices import pick_device
     from cxr_workbench.distributed import close
     from cxr_workbench.imaging.diseases import check_disease
     from cxr_workbench.method.optimize import LOConfig, named_config
     from cxr_workbench.model.checkpoints import load_generator
+    from cxr_workbench.model.latents import check_class
     from cxr_workbench.studies.augment import make_augmentation, normal_seeds, set_quality
     check_disease(args.disease)
     config = named_config(args.settings, **settings_overrides(args, LOConfig))
@@ -396,20 +413,23 @@ def cmd_augment(args) -> int:
     client = _client(args)  # an unreachable scheduler is refused before any work
     try:
         G = load_generator(args.checkpoint or DEFAULT_GENERATOR, device=device)
-        oracle = oracle_for(G)
+        check_class(G, args.label)
+        reader = load_reader(args.reader)
+        reader.severity(args.disease)
         latents = _latents_file(args.latents, G) if args.latents else None
         seeds = [] if latents is not None else \
-            normal_seeds(G, oracle, -(-args.samples // args.keep_last), start=args.seed_start)
+            normal_seeds(G, reader, -(-args.samples // args.keep_last), start=args.seed_start, label=args.label)
         manifest = make_augmentation(G, seeds, args.disease, args.samples, config, args.out, keep_last=args.keep_last,
                                      method=args.method, box=args.box, direction=args.direction, pca=pca_for(G),
-                                     oracle=oracle, batch=args.batch, client=client, progress=not args.no_progress,
-                                     latents=latents)
+                                     reader=reader, batch=args.batch, client=client, progress=not args.no_progress,
+                                     latents=latents, label=args.label)
     finally:
         if client is not None:
             close(client)
     q = set_quality(manifest)
-    print(f"{len(manifest)} {args.disease} samples -> {args.out}; oracle reads {q['intended']:.0%} as {args.disease}, "
-          f"{q['plausible']:.0%} plausible")
+    plausible = f", {q['plausible']:.0%} plausible" if reader.plausibility else ""
+    print(f"{len(manifest)} {args.disease} samples -> {args.out}; {reader.name} reads {q['intended']:.0%} as "
+          f"{args.disease}{plausible}")
     return 0
 
 
@@ -422,6 +442,8 @@ def add_classify(sub) -> None:
     c.add_argument("--out", type=Path, required=True, help="runs, predictions and tables (resumed)")
     c.add_argument("--full", action="store_true", help="the paper's sizes (10K normal, 1K/5K disease, 5K aug); "
                    "default: the CPU scale, a fiftieth with the same ratios")
+    c.add_argument("--save-models", action="store_true",
+                   help="also write each run's classifier as models/<run>.pt (usable as --reader)")
     _cluster_options(c)
     _common(c, overwrite=False)
     add_settings_options(c, ProtocolConfig, defaults=CPU_SCALE,
@@ -439,7 +461,8 @@ def cmd_classify(args) -> int:
     aug = load_sets(args.sets, cfg.sigmas)
     client = _client(args)
     try:
-        results = run_protocol(cfg, aug, args.out, client=client, progress=not args.no_progress)
+        results = run_protocol(cfg, aug, args.out, client=client, progress=not args.no_progress,
+                               save_models=args.save_models)
     finally:
         if client is not None:
             close(client)

@@ -16,8 +16,8 @@ NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 class Session(NamedTuple):
-    G: object        # the shipped generator
-    oracle: object   # the shipped severity oracle
+    G: object        # the generator (the shipped one by default)
+    oracle: object   # the shipped severity oracle, as a reader (readers.OracleReader: it reads any size)
     pca: object      # the PCA of W for G
     out: Path        # the notebook's output folder (created)
 
@@ -47,17 +47,22 @@ def show_figures_inline() -> bool:
     return True
 
 
-def start(out_dir, quiet: bool = False) -> Session:
-    """Load the shipped generator, oracle and PCA, create the output folder, and show figures
-    inline (``show_figures_inline``)."""
+def start(out_dir, generator=None, quiet: bool = False) -> Session:
+    """Load the generator (``generator``: a file in any format ``load_generator`` reads; None: the
+    shipped one), the shipped oracle as a reader, and the PCA of W (computed once and cached for
+    a generator other than the shipped one); create the output folder, and show figures inline
+    (``show_figures_inline``)."""
     from cxr_workbench.assets import load_default_generator, load_default_oracle, pca_for
     from cxr_workbench.io import check_writable
+    from cxr_workbench.model.checkpoints import load_generator
+    from cxr_workbench.model.readers import OracleReader
     show_figures_inline()
     out = check_writable(out_dir)
-    G = load_default_generator()
+    G = load_default_generator() if generator is None else load_generator(generator)
     if not quiet:
-        print(f"generator: {G.img_resolution} px, {G.num_ws} W+ layers of width {G.w_dim}; outputs in {out}")
-    return Session(G, load_default_oracle(), pca_for(G), out)
+        classes = f", {G.c_dim} classes" if G.c_dim else ""
+        print(f"generator: {G.img_resolution} px, {G.num_ws} W+ layers of width {G.w_dim}{classes}; outputs in {out}")
+    return Session(G, OracleReader(load_default_oracle()), pca_for(G), out)
 
 
 def inject_parameters(nb, parameters: dict):

@@ -17,13 +17,11 @@ from PIL import Image
 
 from cxr_workbench.imaging.diseases import DISEASES, check_disease
 from cxr_workbench.imaging.masks import PRESETS, Box, preset
-from cxr_workbench.imaging.strips import strip_image
+from cxr_workbench.imaging.strips import display_scale, strip_image
 from cxr_workbench.method.directions import WPCA, pc_strip, rank_pcs_for_box, save_direction
 from cxr_workbench.method.optimize import METHOD_LABELS, LOConfig, run_method
 from cxr_workbench.model.latents import apply_direction, synthesize
 from cxr_workbench.studies.figures import loss_figure
-
-DISPLAY_SCALE = 4  # 64-px images are shown at 256 px
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -93,13 +91,13 @@ class PCBrowser:
     def redraw(self):
         img = synthesize(self.G, self.current_ws())
         self.current_image = img[0]
-        self.image.value = png_bytes(strip_image([img], self.box, scale=DISPLAY_SCALE))
+        self.image.value = png_bytes(strip_image([img], self.box, scale=display_scale(self.G.img_resolution)))
 
     def draw_strip(self, sigmas=(-3, -1.5, 0, 1.5, 3)):
         imgs = pc_strip(self.G, self.w_ref[0], self.pca, self.pc.value, sigmas=sigmas, layers=self.layer_list,
                         sign=self.sign.value)
         self.strip_images = imgs
-        self.strip.value = png_bytes(strip_image([imgs], self.box, scale=2))
+        self.strip.value = png_bytes(strip_image([imgs], self.box, scale=display_scale(self.G.img_resolution, 128)))
 
     def draw_ranking(self, n_pcs: int = 10):
         if self.box is None:
@@ -155,6 +153,7 @@ class ROIDrawer:
     def __init__(self, image: torch.Tensor, box: Box | None = None, json_path="box.json"):
         from jupyter_bbox_widget import BBoxWidget
         self.resolution = image.shape[-1]
+        self.scale = display_scale(self.resolution)  # screen px per generator px; boxes stay in generator px
         self._image = image
         self.box: Box | None = None
         self.fields = {k: ipw.BoundedIntText(min=0, max=self.resolution, description=k,
@@ -184,7 +183,7 @@ class ROIDrawer:
 
     def _encode(self) -> str:
         import base64
-        return base64.b64encode(png_bytes(strip_image([self._image[None]], None, scale=DISPLAY_SCALE))).decode()
+        return base64.b64encode(png_bytes(strip_image([self._image[None]], None, scale=self.scale))).decode()
 
     def on_change(self, callback):
         """Call ``callback(box)`` whenever a new box is applied (e.g. to hand it to a runner)."""
@@ -198,7 +197,7 @@ class ROIDrawer:
         try:
             for k in self.fields:
                 self.fields[k].value = getattr(box, k)
-            s = DISPLAY_SCALE
+            s = self.scale
             self.canvas.bboxes = [dict(x=box.x0 * s, y=box.y0 * s, width=box.width * s, height=box.height * s,
                                        label="")]  # exactly one box on the canvas
             self.presets.value = preset_name
@@ -226,8 +225,8 @@ class ROIDrawer:
     def _from_canvas(self):
         if self._syncing or not self.canvas.bboxes:
             return
-        b, s = self.canvas.bboxes[-1], DISPLAY_SCALE
-        if b["width"] < s or b["height"] < s:  # a click, not a drag: keep the current box
+        b, s = self.canvas.bboxes[-1], self.scale
+        if b["width"] < max(s, 2) or b["height"] < max(s, 2):  # a click, not a drag: keep the current box
             if self.box is not None:
                 self.set_box(self.box, self.presets.value)
             return
@@ -289,7 +288,8 @@ class OptimizationRunner:
             self.progress.value = offset + step
             for k in history:
                 history[k].append(info[k])
-            self.strip.value = png_bytes(strip_image([info["images"][0]], self.box, scale=2, labels=[label]))
+            small = display_scale(self.G.img_resolution, 128)
+            self.strip.value = png_bytes(strip_image([info["images"][0]], self.box, scale=small, labels=[label]))
             self.loss_plot.value = figure_png(loss_figure(history, title=f"{label} (every {self.update_every} steps)"))
             self.message.value = f"{label}: step {step}, loss {info['total']:.4f}"
             return self._stop.is_set()
@@ -319,7 +319,8 @@ class OptimizationRunner:
                     break
             self.progress.value = self.progress.max  # finished (early convergence included)
             order = [m for m in ("lo", "linear", "lo+dir") if m in self.results]
-            self.strip.value = png_bytes(strip_image([self.results[m].sequence(0) for m in order], self.box, scale=2,
+            self.strip.value = png_bytes(strip_image([self.results[m].sequence(0) for m in order], self.box,
+                                                     scale=display_scale(self.G.img_resolution, 128),
                                                      labels=[METHOD_LABELS[m] for m in order]))
             self.message.value = "; ".join(f"{m}: {t.steps} steps, {t.status}, {t.wall_time:.1f} s"
                                            for m, t in self.results.items())
