@@ -18,6 +18,7 @@ from cxr_workbench.io import atomic_write
 from cxr_workbench.model.checkpoints import generator_key, torch_load
 from cxr_workbench.model.latents import (
     apply_direction,
+    check_class,
     check_direction,
     check_layers,
     random_classes,
@@ -465,9 +466,8 @@ DIRECTION_SPECS = "auto (the most box-local PC), local (the most box-local combi
 def class_direction(G, k: int, n: int = 4096, seed: int = 0) -> torch.Tensor:
     """Toward class ``k`` of a conditional generator, in W: the mean w of class k minus the mean w of
     the other classes, over the same ``n`` z (made unit). [w_dim]"""
-    from cxr_workbench.model.latents import check_class
-    if not getattr(G, "c_dim", 0) or G.c_dim < 2:
-        raise ValueError(f"direction class:{k}: the generator has {getattr(G, 'c_dim', 0)} classes; a class direction "
+    if G.c_dim < 2:
+        raise ValueError(f"direction class:{k}: the generator has {G.c_dim} classes; a class direction "
                          "needs a conditional generator with at least 2")
     k = check_class(G, k)
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(G.w_avg.device)

@@ -92,7 +92,7 @@ def check_direction(u, w_dim: int, num_ws: int | None = None) -> torch.Tensor:
 
 def check_class(G, label) -> int:
     """A class index for G: 0..c_dim - 1 for a conditional generator, 0 for an unconditional one."""
-    c_dim = getattr(G, "c_dim", 0)
+    c_dim = G.c_dim
     if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < max(c_dim, 1):
         raise ValueError(f"class={label!r}; expected " + (f"a class in 0..{c_dim - 1}" if c_dim else
                                                           "0: the generator is unconditional (c_dim = 0)"))
@@ -102,12 +102,12 @@ def check_class(G, label) -> int:
 def class_input(G, label, n: int) -> torch.Tensor | None:
     """The class input of ``n`` latents of class ``label``: [n] indices, None when G is unconditional."""
     label = check_class(G, label)
-    return torch.full([n], label, dtype=torch.long) if getattr(G, "c_dim", 0) else None
+    return torch.full([n], label, dtype=torch.long) if G.c_dim else None
 
 
 def random_classes(G, n: int, gen: torch.Generator) -> torch.Tensor | None:
     """Classes drawn uniformly for ``n`` latents (None when G is unconditional): W as a whole."""
-    return torch.randint(G.c_dim, [n], generator=gen) if getattr(G, "c_dim", 0) else None
+    return torch.randint(G.c_dim, [n], generator=gen) if G.c_dim else None
 
 
 def reference_latents(G, seeds, psi: float = 1.0, label: int = 0) -> torch.Tensor:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cxr_workbench.imaging.diseases import DISEASES, check_disease
+from cxr_workbench.imaging.diseases import DISEASES, check_disease, reads_as
 
 DEFAULT_CLASSES = ("normal", "cardiomegaly", "opacity")
 
@@ -56,7 +56,7 @@ def reader_input(images: torch.Tensor, resolution: int | None) -> torch.Tensor:
 class Reader:
     """Named readings of images; see the module docstring. Subclasses set ``name``, ``diseases``
     ({disease: reading}), ``resolution`` (None: any size) and ``plausibility`` (whether a bool
-    ``plausible`` reading is among the readings), and implement ``_read``."""
+    ``plausible`` reading is among the readings), and implement ``_read`` and ``reads_as``."""
 
     name: str
     diseases: dict[str, str]
@@ -82,8 +82,7 @@ class Reader:
 
     def reads_as(self, pred: dict, disease: str) -> np.ndarray:
         """Where ``pred`` (this reader's readings) shows ``disease``: bool [N]."""
-        spec = DISEASES[disease]
-        return np.asarray(pred[self.severity(disease)]) > spec.threshold
+        raise NotImplementedError
 
     def reads_normal(self, pred: dict) -> np.ndarray:
         """Where ``pred`` shows none of the diseases this reader reads: bool [N]."""
@@ -108,6 +107,9 @@ class OracleReader(Reader):
 
     def _read(self, x):
         return self.oracle.predict(x)
+
+    def reads_as(self, pred, disease):
+        return reads_as(pred, disease)  # the disease table's thresholds, as for the phantoms' truth
 
 
 class ClassifierReader(Reader):

@@ -74,13 +74,13 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
     leaves no file under a final name.
     """
     cfg, disease = req.check()
+    reader = load_reader(req.reader)
+    reader.severity(disease)  # one that cannot read the disease is refused before any work
     with output_set(out_dir, EDIT_OUTPUTS, overwrite=overwrite) as staging:
         G = load_generator(req.checkpoint, device=pick_device(req.device))
         plan = plan_edit(G, None if req.method == "lo" else pca_for(G), box=req.box, disease=disease,
                          direction=req.direction, method=req.method, layers=cfg.layers, cache_dir=cache_dir())
         box, u = plan.box, plan.u
-        reader = load_reader(req.reader)
-        reader.severity(disease)  # one that cannot read the disease is refused before the run
         oracle = oracle_for(G)  # the inversion's feature loss and its report: the oracle's own features
         films, inversion = None, []
         if req.images:

@@ -401,7 +401,6 @@ def cmd_augment(args) -> int:
     from cxr_workbench.imaging.diseases import check_disease
     from cxr_workbench.method.optimize import LOConfig, named_config
     from cxr_workbench.model.checkpoints import load_generator
-    from cxr_workbench.model.latents import check_class
     from cxr_workbench.studies.augment import make_augmentation, normal_seeds, set_quality
     check_disease(args.disease)
     config = named_config(args.settings, **settings_overrides(args, LOConfig))
@@ -413,7 +412,6 @@ def cmd_augment(args) -> int:
     client = _client(args)  # an unreachable scheduler is refused before any work
     try:
         G = load_generator(args.checkpoint or DEFAULT_GENERATOR, device=device)
-        check_class(G, args.label)
         reader = load_reader(args.reader)
         reader.severity(args.disease)
         latents = _latents_file(args.latents, G) if args.latents else None
