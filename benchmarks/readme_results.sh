@@ -3,16 +3,17 @@
 # step skips what its folder already holds):
 #   t2_ours.csv, t2_literal.csv   Table 2 (our settings, sigma 0.3/1.0/2.0; the paper's as printed, sigma 0.3)
 #   t2_u_<direction>.csv          the choice of u (auto, local, local+: LO + direction, 8 references, sigma 0.3)
-#   aug/<disease>_s<sigma>        the augmentation sets (100 samples each)
-#   cls/                          Tables 3 and 4 from those sets
+#   aug/<disease>_s<sigma>        the augmentation sets (100 samples each: boxes varied per reference,
+#                                 points spread, labels checked by the oracle; sigma 1.0 and 2.0)
+#   cls/                          Tables 3 and 4 from those sets (the 20-per-class block, 8 seeds)
 #
 #   benchmarks/readme_results.sh OUT [DEVICE] [WORKERS]
 #
 # DEVICE (auto, cpu, cuda) runs the trajectories; WORKERS local Dask processes train the
 # classifiers. On the 2-core CPU box this is a day of work; on one GPU with 16 cores, minutes.
 # CXR (default: cxr-workbench) and PY (default: python) name the commands; SEEDS (20), SAMPLES
-# (100), MAX_STEPS (the settings' cap), DIRECTIONS (auto local local+) and CLS_ARGS (extra classify
-# options) shrink it for a smoke run.
+# (100), MAX_STEPS (the settings' cap), DIRECTIONS (auto local local+), SET_SIGMAS (1.0 2.0), SET_ARGS
+# (the sets' augment options) and CLS_ARGS (the classify options) shrink it for a smoke run.
 set -euo pipefail
 OUT=${1:?usage: benchmarks/readme_results.sh OUT [DEVICE] [WORKERS]}
 DEVICE=${2:-auto}
@@ -37,15 +38,16 @@ table t2_literal --seeds "$SEEDS" --settings literal --sigmas 0.3 & pids+=($!)
 for d in ${DIRECTIONS:-auto local local+}; do  # u for the 8-reference comparison
   table "t2_u_${d/+/plus}" --direction "$d" --methods lo+dir --seeds $((SEEDS < 8 ? SEEDS : 8)) --sigmas 0.3 & pids+=($!)
 done
-for sigma in 0.3 1.0 2.0; do
+SET_SIGMAS=${SET_SIGMAS:-1.0 2.0}
+sets=()
+for sigma in $SET_SIGMAS; do
   for disease in cardiomegaly opacity; do
     $CXR augment --disease $disease --samples "$SAMPLES" --sigma $sigma --batch 25 --device "$DEVICE" $CAP --no-progress \
-      --out "$OUT/aug/${disease}_s$sigma" >> "$OUT/aug.log" 2>&1
+      ${SET_ARGS:---keep-last 2 --points spread --vary-box --verify} --out "$OUT/aug/${disease}_s$sigma" >> "$OUT/aug.log" 2>&1
+    sets+=("$OUT/aug/${disease}_s$sigma")
   done
 done
-S="$OUT/aug"
-$CXR classify --sets $S/cardiomegaly_s0.3 $S/opacity_s0.3 $S/cardiomegaly_s1.0 $S/opacity_s1.0 \
-  $S/cardiomegaly_s2.0 $S/opacity_s2.0 --sigmas 0.3 1.0 2.0 --workers "$WORKERS" --no-progress \
-  ${CLS_ARGS:-} --out "$OUT/cls" > "$OUT/cls.log" 2>&1
+$CXR classify --sets "${sets[@]}" --sigmas $SET_SIGMAS --workers "$WORKERS" --no-progress \
+  ${CLS_ARGS:---n-disease 20 --seeds 8} --out "$OUT/cls" > "$OUT/cls.log" 2>&1
 for pid in "${pids[@]}"; do wait "$pid" || { echo "a Table 2 sweep failed; see $OUT/t2_*.log" >&2; exit 1; }; done
 echo "done: $OUT"

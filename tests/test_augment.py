@@ -7,10 +7,13 @@ import torch
 from conftest import tiny_generator
 from PIL import Image
 
+from cxr_workbench.imaging.diseases import DISEASES
+from cxr_workbench.imaging.masks import MIN_SIDE, preset, reference_box
 from cxr_workbench.method.directions import compute_pca
 from cxr_workbench.method.optimize import LOConfig
 from cxr_workbench.model.checkpoints import generator_key
 from cxr_workbench.model.oracle import SeverityOracle
+from cxr_workbench.model.readers import Reader
 from cxr_workbench.studies import augment
 from cxr_workbench.studies.augment import make_augmentation, read_manifest, read_set_images, set_quality, to_uint16
 
@@ -32,7 +35,8 @@ def make(model, out, n=5, **kw):
 
 def test_a_set_keeps_the_last_points_as_16_bit_pngs_with_a_manifest(model, tmp_path):
     m = make(model, tmp_path / "set")
-    assert list(m.columns) == list(augment.MANIFEST_COLUMNS + augment.READER_COLUMNS) and len(m) == 5
+    assert list(m.columns) == list(augment.MANIFEST_COLUMNS + augment.READER_COLUMNS + augment.SET_COLUMNS)
+    assert len(m) == 5 and m["in_set"].all()
     assert set(m["reader"]) == {"oracle"} and (m["severity"] == m["ctr"]).all()
     assert (m["read_as"] == (m["ctr"] > 0.5)).all()
     # 5 samples at 2 per reference: seeds 10, 11 give points 4 and 5, seed 12 only point 5
@@ -121,9 +125,13 @@ def test_set_quality_known_answers():
     m = pd.DataFrame(dict(disease="cardiomegaly", ctr=[0.4, 0.55, 0.6, 0.7], opacity_burden=0.0,
                           plausible=[True, True, False, True]))
     assert set_quality(m) == dict(disease="cardiomegaly", n=4, intended=0.75, plausible=0.75,
-                                  intended_and_plausible=0.5)
+                                  intended_and_plausible=0.5, edited=4, edits_passed=0.5)
     o = m.assign(disease="opacity", opacity_burden=[0.0, 0.02, 0.005, 0.3], plausible=[True, False, True, True])
     assert set_quality(o)["intended"] == 0.5 and set_quality(o)["intended_and_plausible"] == 0.25
+    # a verified set: the figures of its samples, and the share of all its edits that passed
+    v = m.assign(in_set=[False, True, False, True])
+    assert set_quality(v) == dict(disease="cardiomegaly", n=2, intended=1.0, plausible=1.0,
+                                  intended_and_plausible=1.0, edited=4, edits_passed=0.5)
 
 
 def test_latents_are_references_too(model, tmp_path):
@@ -205,3 +213,134 @@ def test_a_manifest_naming_a_file_outside_the_set_is_refused(model, tmp_path):
     m.loc[0, "file"] = "../../etc/passwd"
     with pytest.raises(ValueError, match="etc/passwd"):
         read_set_images(tmp_path / "set", m)
+
+
+class Brightness(Reader):
+    """A reader for the tests: the mean image value; 'disease' above a threshold."""
+    name, resolution, diseases = "brightness", None, {"cardiomegaly": "mean", "opacity": "mean"}
+
+    def __init__(self, threshold):
+        self.threshold = threshold
+
+    def _read(self, x):
+        return {"mean": x.mean((1, 2, 3)).numpy()}
+
+    def reads_as(self, pred, disease):
+        return pred["mean"] > self.threshold
+
+
+@pytest.fixture(scope="module")
+def half_reader(model):
+    """A reader that passes about half of the tiny generator's edits."""
+    from cxr_workbench.model.latents import reference_latents
+    G = model[0]
+    with torch.no_grad():
+        means = G.synthesis(reference_latents(G, range(100, 164))).mean((1, 2, 3))
+    return Brightness(float(means.median()))
+
+
+def make_varied(model, reader, out, n=6, seeds=range(10, 40), **kw):
+    G, pca, _ = model
+    return make_augmentation(G, seeds, "opacity", n, FAST, out, keep_last=2, pca=pca, reader=reader, batch=3,
+                             progress=False, points="spread", vary_box=True, verify=True, **kw)
+
+
+def test_kept_points_last_or_spread_over_the_second_half():
+    assert augment.kept_points(12, 4) == [8, 9, 10, 11]
+    assert augment.kept_points(12, 4, "spread") == [6, 8, 9, 11]
+    assert augment.kept_points(12, 2, "spread") == [6, 11] and augment.kept_points(12, 1, "spread") == [11]
+    assert augment.kept_points(5, 3, "spread") == [2, 3, 4]
+    with pytest.raises(ValueError, match="keep=4 points spread over the second half of n=5; expected at most 3"):
+        augment.kept_points(5, 4, "spread")
+    with pytest.raises(ValueError, match="points='middle'"):
+        augment.kept_points(5, 1, "middle")
+
+
+def test_a_verified_varied_set_holds_only_samples_that_pass(model, half_reader, tmp_path):
+    m = make_varied(model, half_reader, tmp_path / "set")
+    chosen = m[m["in_set"]]
+    assert len(chosen) == 6 and chosen["read_as"].all() and len(m) > 6  # some edits failed and were kept aside
+    assert (~m["read_as"] & m["in_set"]).sum() == 0
+    # spread points: 3 and 5 of n = 5 (0-based 2 and 4); a reference's box is its own, from the opacity zones
+    assert set(m["point_index"]) == {3, 5}
+    boxes = {ref: json.loads(b) for ref, b in zip(m["reference"], m["box"])}
+    zones = {s.split(":")[0] for s in m["u_source"]}
+    assert zones <= {z for z, _ in DISEASES["opacity"].zones} and len(set(map(json.dumps, boxes.values()))) > 1
+    for ref, b in boxes.items():
+        zone, box = reference_box("opacity", ref, 16)
+        assert b == box.to_dict()
+    # references edited in order, whole batches of 3, until enough passed
+    used = sorted(set(m["reference"]))
+    assert used == list(range(10, 10 + len(used))) and len(used) % 3 == 0
+    images = read_set_images(tmp_path / "set")
+    assert images.shape == (6, 1, 16, 16)
+    assert (images.mean((1, 2, 3)) > half_reader.threshold - 1e-4).all()  # 16-bit rounding
+    head = json.loads((tmp_path / "set" / "set.json").read_text())
+    assert head["points"] == "spread" and head["vary_box"] and head["verify"] and head["reader"] == "brightness"
+    assert set(head["u"]) == {z for z, _ in DISEASES["opacity"].zones}
+    q = set_quality(m)
+    assert q["n"] == 6 and q["intended"] == 1.0 and q["edited"] == len(m) and 0 < q["edits_passed"] < 1
+    # finished: a second run changes nothing
+    again = make_varied(model, half_reader, tmp_path / "set")
+    pd.testing.assert_frame_equal(again, m)
+
+
+def test_a_killed_verified_set_resumes_to_the_same_set(model, half_reader, tmp_path, monkeypatch):
+    whole = make_varied(model, half_reader, tmp_path / "whole")
+    real = augment.edit_references
+    calls = []
+
+    def dies_on_the_second_batch(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(augment, "edit_references", dies_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        make_varied(model, half_reader, tmp_path / "parts")
+    monkeypatch.setattr(augment, "edit_references", real)
+    pd.testing.assert_frame_equal(make_varied(model, half_reader, tmp_path / "parts"), whole)
+
+
+def test_a_verified_set_says_when_its_references_run_out(model, tmp_path):
+    never = Brightness(10.0)
+    with pytest.raises(ValueError, match="0 of 12 samples from 6 references pass the label check .* expected 6"):
+        make_varied(model, never, tmp_path / "set", seeds=range(10, 16))
+    with pytest.raises(ValueError, match="verify=True needs a reader"):
+        make_varied(model, None, tmp_path / "other")
+    with pytest.raises(ValueError, match="box='heart' with vary_box=True"):
+        make_varied(model, never, tmp_path / "other", box="heart")
+
+
+def test_reference_boxes_follow_the_zone_weights_and_stay_in_the_image():
+    from collections import Counter
+    drawn = [reference_box("opacity", r, 64) for r in range(4000)]
+    counts = Counter(z for z, _ in drawn)
+    for zone, weight in DISEASES["opacity"].zones:
+        assert abs(counts[zone] / 4000 - weight) < 0.025
+    assert reference_box("opacity", 7, 64) == reference_box("opacity", 7, 64)  # the same box on a resume
+    assert reference_box("opacity", 7, 64) != reference_box("opacity", 7, 64, salt=1)
+    for zone, b in drawn:
+        base = preset(zone, 64)
+        assert 0 <= b.x0 < b.x1 <= 64 and 0 <= b.y0 < b.y1 <= 64 and min(b.width, b.height) >= MIN_SIDE
+        assert 0.69 * base.width - 1 <= b.width <= 1.15 * base.width + 1
+        assert abs((b.x0 + b.x1) - (base.x0 + base.x1)) / 2 <= 0.15 * base.width + 1
+    assert {z for z, _ in (reference_box("cardiomegaly", r, 64) for r in range(50))} == {"heart"}
+
+
+def test_diversity_known_answers():
+    from cxr_workbench.method.metrics import mean_pairwise_distance
+
+    class Features:
+        def predict(self, x):
+            return {"features": x.flatten(1).numpy()}
+
+    assert mean_pairwise_distance(np.array([[0.0, 0.0], [3.0, 4.0]])) == 5.0
+    assert mean_pairwise_distance(np.array([[0.0], [1.0], [3.0]])) == pytest.approx(2.0)
+    real = torch.tensor([[0.0], [1.0], [3.0]])[:, :, None, None]
+    same = augment.set_diversity(real[[0, 0, 0]], real, Features())
+    assert same == dict(set=0.0, real=pytest.approx(2.0), ratio=0.0)
+    assert augment.set_diversity(real, real, Features())["ratio"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"features of shape \(1, 1\)"):
+        mean_pairwise_distance(np.zeros((1, 1)))

@@ -95,8 +95,8 @@ def test_training_sets_follow_the_rows(data):
 def test_plan_has_every_cell_of_tables_3_and_4():
     cfg = replace(CPU_SCALE, sigmas=(0.3, 1.0, 2.0))
     runs = plan_runs(cfg)
-    # per column and disease size: real, rand, ours at 3 sigmas, ours+rand: 6 cells x 4 seeds
-    assert len(runs) == 3 * 2 * 6 * 4 and len({run_name(r) for r in runs}) == len(runs)
+    # per column and disease size: real, rand, ours and ours+rand at 3 sigmas each: 8 cells x 4 seeds
+    assert len(runs) == 3 * 2 * 8 * 4 and len({run_name(r) for r in runs}) == len(runs)
     assert CPU_SCALE.n_normal / CPU_SCALE.n_disease[0] == 10 and CPU_SCALE.n_aug == CPU_SCALE.n_disease[1]
 
 
@@ -146,3 +146,22 @@ def test_protocol_config_refuses_nonsense():
                     (dict(n_disease=()), "n_disease=()"), (dict(lr=float("nan")), "lr=nan")):
         with pytest.raises(ValueError, match=msg):
             replace(TINY, **kw).validate()
+
+
+def test_sigma_is_chosen_on_validation_never_on_test():
+    from cxr_workbench.studies.classify import chosen_on_validation
+    rows = []
+    for seed in (0, 1):
+        rows.append(dict(column="N vs O", n_disease=20, row="rand", sigma=None, seed=seed, val_auroc=0.7,
+                         test_auroc=0.70 + 0.01 * seed))
+        # sigma 1.0 wins on validation, sigma 0.3 on test: the choice must be 1.0
+        for sigma, val, test in ((0.3, 0.75, 0.95), (1.0, 0.80, 0.72 + 0.01 * seed)):
+            rows.append(dict(column="N vs O", n_disease=20, row="ours", sigma=sigma, seed=seed, val_auroc=val,
+                             test_auroc=test))
+    res = pd.DataFrame(rows)
+    picked = chosen_on_validation(res)
+    assert set(picked["sigma"]) == {1.0} and set(picked["row"]) == {"ours (val)"} and len(picked) == 2
+    table = protocol_table(res).set_index("row")
+    assert table.loc["ours (val)", "N vs O"] == "72.50 ± 0.71* [sigma 1]"  # paired: +2.0 on both seeds
+    assert table.loc["ours (val)", "p N vs O"] == 0.0
+    assert list(table.index) == ["rand", "ours", "ours", "ours (val)"]

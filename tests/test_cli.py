@@ -85,6 +85,15 @@ def test_augment_then_classify_end_to_end(tmp_path, capsys):
     assert manifest["severity"].between(0, 1).all() and manifest["read_as"].isin([True, False]).all()
     head = json.loads((tmp_path / "by_classifier" / "set.json").read_text())
     assert head["reader"] == "classifier NCO_d4_real_seed0.pt"
+    # a varied, verified set with spread points, labels checked by that classifier
+    torch.save({"ws": reference_latents(load_default_generator(), [5, 6])}, tmp_path / "lat2.pt")
+    assert main(["augment", "--disease", "opacity", "--samples", "3", "--keep-last", "2", "--max-steps", "2",
+                 "--points", "spread", "--vary-box", "--verify", "--reader", str(model),
+                 "--latents", str(tmp_path / "lat2.pt"), "--out", str(tmp_path / "varied"), "--no-progress"]) == 0
+    assert "3 opacity samples" in capsys.readouterr().out
+    manifest = pd.read_csv(tmp_path / "varied" / "manifest.csv")
+    assert manifest["in_set"].sum() == 3 and manifest.loc[manifest["in_set"], "read_as"].all()
+    assert set(manifest["point_index"]) <= {7, 12} and manifest["u_source"].str.startswith("lung_").all()
     # one that cannot read the disease is refused in one line
     assert main(["augment", "--disease", "opacity", "--samples", "2", "--max-steps", "2", "--reader",
                  str(tmp_path / "cls" / "models" / "NC_d4_real_seed0.pt"), "--out", str(tmp_path / "x"),

@@ -74,3 +74,16 @@ def test_angle_known_answers():
     assert torch.isfinite(p.grad).all()
     with pytest.raises(ValueError, match="form='cosine'"):
         angle_loss(pts, ref, u, theta, form="cosine")
+
+
+def test_image_loss_takes_a_box_per_reference():
+    torch.manual_seed(0)
+    ref, x = torch.randn(3, 1, 16, 16), torch.randn(3, 4, 1, 16, 16)
+    boxes = [Box(0, 0, 8, 8, 16), Box(4, 6, 14, 10, 16), Box(10, 2, 16, 16, 16)]
+    c = target_schedule(0.3, 4)
+    each = image_loss(ref, x, boxes, c)
+    for r, b in enumerate(boxes):  # the same as each reference alone with its box
+        torch.testing.assert_close(each[r:r + 1], image_loss(ref[r:r + 1], x[r:r + 1], b, c))
+    torch.testing.assert_close(image_loss(ref, x, boxes[:1] * 3, c), image_loss(ref, x, boxes[0], c))
+    with pytest.raises(ValueError, match="2 boxes for 3 references"):
+        image_loss(ref, x, boxes[:2], c)

@@ -164,3 +164,25 @@ def test_references_that_do_not_fit_memory_run_in_chunks(G):
         torch.testing.assert_close(chunked.points[i], t.points[0])
         torch.testing.assert_close(chunked.reference_images[i], t.reference_images[0])
     assert chunked.steps == max(t.steps for t in alone)
+
+
+def test_a_box_and_a_direction_per_reference(G):
+    w = reference_latents(G, [0, 1])
+    u = torch.ones(G.w_dim)
+    shared = optimize_trajectory(G, w, BOX, u=u, config=FAST, progress=False)
+    listed = run_method(G, "lo+dir", w, [BOX, BOX], u=[u, u], config=FAST, progress=False)
+    torch.testing.assert_close(listed.points, shared.points)  # a list of the same is the shared case
+    other_box, other_u = Box(0, 8, 8, 16, 16), torch.linspace(-1, 1, G.w_dim)
+    mixed = run_method(G, "lo+dir", w, [BOX, other_box], u=[u, other_u], config=FAST, progress=False)
+    assert (mixed.points[1] - shared.points[1]).abs().amax() > 1e-3  # the second reference has its own edit
+    # the first reference's steps follow its own u: its points lie in the cone around u, not around other_u
+    steps = (mixed.points[0, :, :3] - w[0, None, :3]).flatten(1)
+    cos_u = torch.nn.functional.cosine_similarity(steps, u.repeat(3)[None], dim=1)
+    cos_other = torch.nn.functional.cosine_similarity(steps, other_u.repeat(3)[None], dim=1)
+    assert (cos_u > cos_other).all()
+    lin = run_method(G, "linear", w, [BOX, other_box], u=[u, other_u], config=FAST)
+    torch.testing.assert_close(lin.points[1], translate_along(G, w[1:], other_u, FAST).points[0])
+    with pytest.raises(ValueError, match="3 directions for 2 references"):
+        run_method(G, "lo+dir", w, BOX, u=[u, u, u], config=FAST, progress=False)
+    with pytest.raises(ValueError, match="3 boxes for 2 references"):
+        run_method(G, "lo+dir", w, [BOX] * 3, u=u, config=FAST, progress=False)

@@ -17,13 +17,23 @@ class Disease:
     sign: int         # +1: the box brightens as the disease grows (a heart covering dark lung, an opacity)
     box: str          # the preset box (imaging.masks.PRESETS) it is edited in by default
     description: str
+    # Varied sets (augment --vary-box): preset boxes where the disease occurs, with weights, and
+    # the jitter of each reference's box: centre shift (fraction of the side), side scale range.
+    zones: tuple[tuple[str, float], ...] = ()
+    jitter: tuple[float, float, float] = (0.0, 1.0, 1.0)
 
 
 DISEASES: dict[str, Disease] = {
     "cardiomegaly": Disease("cardiomegaly", reading="ctr", threshold=0.5, sign=+1, box="heart",
-                            description="cardiothoracic ratio above 0.5"),
+                            description="cardiothoracic ratio above 0.5", zones=(("heart", 1.0),),
+                            jitter=(0.08, 0.85, 1.1)),
+    # The phantoms' opacities: either lung, upper / middle / lower zone with 0.15 / 0.25 / 0.6
+    # (phantom.sample_params); the middle zone's share is split between the upper and lower boxes.
     "opacity": Disease("opacity", reading="opacity_burden", threshold=0.01, sign=+1, box="lung_lower_right",
-                       description="more than 1 % of the lung area opacified"),
+                       description="more than 1 % of the lung area opacified",
+                       zones=(("lung_upper_right", 0.1375), ("lung_upper_left", 0.1375),
+                              ("lung_lower_right", 0.3625), ("lung_lower_left", 0.3625)),
+                       jitter=(0.15, 0.7, 1.15)),
 }
 
 

@@ -161,3 +161,28 @@ def disease_for_box(spec, disease: str | None = None) -> str:
         return PRESETS[spec]["disease"]
     raise ValueError(f"box={spec if isinstance(spec, str) else 'custom'!s} is not a preset, so its disease is unknown; "
                      f"give one of {sorted(DISEASES)} (--disease)")
+
+
+def jittered_box(box: Box, rng, shift: float, scale: tuple[float, float]) -> Box:
+    """``box`` moved by up to ``shift`` of its sides and each side scaled by a factor drawn from
+    ``scale``, kept inside the image and at least ``MIN_SIDE`` px (numpy ``rng``)."""
+    r = box.resolution
+    w, h = (max(MIN_SIDE, min(r - 1, round(side * rng.uniform(*scale)))) for side in (box.width, box.height))
+    cx = (box.x0 + box.x1) / 2 + rng.uniform(-shift, shift) * box.width
+    cy = (box.y0 + box.y1) / 2 + rng.uniform(-shift, shift) * box.height
+    x0 = min(max(round(cx - w / 2), 0), r - w)
+    y0 = min(max(round(cy - h / 2), 0), r - h)
+    return Box(x0, y0, x0 + w, y0 + h, r)
+
+
+def reference_box(disease: str, reference: int, resolution: int, salt: int = 0) -> tuple[str, Box]:
+    """The zone and box of one reference of a varied set: a zone where ``disease`` occurs, drawn
+    with its weight (``diseases.Disease.zones``), then jittered; the same for the same reference,
+    disease and ``salt`` (the set's seed)."""
+    import numpy as np
+    spec = DISEASES[check_disease(disease)]
+    rng = np.random.default_rng([int(reference), int(salt), sorted(DISEASES).index(disease)])
+    names, weights = zip(*spec.zones)
+    zone = names[rng.choice(len(names), p=np.asarray(weights) / sum(weights))]
+    shift, lo, hi = spec.jitter
+    return zone, jittered_box(preset(zone, resolution), rng, shift, (lo, hi))

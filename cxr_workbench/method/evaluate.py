@@ -23,8 +23,9 @@ METRIC_COLUMNS = ("PV", "PV_all", "S", "M", "monotonicity", "leakage", "severity
                   "plausible_fraction")
 
 
-def measure(traj: Trajectory, box: Box, disease: str, reader=None) -> list[dict]:
-    """PV, companions and (with a reader) the severity trend, one dict per reference.
+def measure(traj: Trajectory, box: Box | list[Box], disease: str, reader=None) -> list[dict]:
+    """PV, companions and (with a reader) the severity trend, one dict per reference (``box``: one,
+    or one per reference).
 
     Sequences are the reference image followed by the n edits; the sign PV rewards is the
     disease's (``diseases.DISEASES``). ``reader``: a ``readers.Reader`` or the severity oracle; the
@@ -38,8 +39,9 @@ def measure(traj: Trajectory, box: Box, disease: str, reader=None) -> list[dict]
     rows = []
     for r in range(traj.images.shape[0]):
         seq = traj.sequence(r).cpu()  # the metrics run on the CPU, the generator may not
-        row = pv_metric(seq, box, spec.sign).to_dict()
-        row["PV_all"] = pv_metric(seq, box, spec.sign, average="all").PV
+        b = box if isinstance(box, Box) else box[r]
+        row = pv_metric(seq, b, spec.sign).to_dict()
+        row["PV_all"] = pv_metric(seq, b, spec.sign, average="all").PV
         if reader is not None:
             pred = reader.predict(seq)
             values = pred[reading]

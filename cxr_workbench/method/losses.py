@@ -4,6 +4,8 @@ All are batched over R references and n trajectory points and differentiable.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -68,19 +70,23 @@ def target_schedule(c: float, n: int, schedule: str = "ramp") -> torch.Tensor:
     raise ValueError(f"schedule={schedule!r}; expected one of {SCHEDULES}")
 
 
-def image_loss(x_ref: torch.Tensor, x: torch.Tensor, box: Box, targets: torch.Tensor,
+def image_loss(x_ref: torch.Tensor, x: torch.Tensor, box: Box | Sequence[Box], targets: torch.Tensor,
                distance: str = "l1") -> torch.Tensor:
     """Eq. 1: ``L_X = |D(x_M, x_i,M) - c_i| + D(x*_M, x*_i,M)`` per point.
 
-    x_ref: [R, C, H, W]; x: [R, n, C, H, W]; targets c_i: [n]. Returns [R, n].
-    D inside is the mean over the box crop, outside the masked mean over the complement.
+    x_ref: [R, C, H, W]; x: [R, n, C, H, W]; targets c_i: [n]; ``box`` one Box for all references
+    or one per reference. Returns [R, n]. D inside is the mean over the box, outside the mean over
+    the complement.
     """
-    if x.shape[-1] != box.resolution:
-        raise ValueError(f"images are {x.shape[-1]} px but the box is for {box.resolution} px")
+    boxes = [box] if isinstance(box, Box) else list(box)
+    if len(boxes) not in (1, x.shape[0]):
+        raise ValueError(f"{len(boxes)} boxes for {x.shape[0]} references; expected one, or one per reference")
+    if any(x.shape[-1] != b.resolution for b in boxes):
+        raise ValueError(f"images are {x.shape[-1]} px but a box is for {boxes[0].resolution} px")
     d = pixel_distance_maps(x_ref, x, distance)  # [R, n, H, W]
-    mask = box.mask(device=d.device)
-    inside = d[..., box.y0:box.y1, box.x0:box.x1].mean((-2, -1))
-    outside = (d * (1 - mask)).sum((-2, -1)) / (1 - mask).sum()
+    mask = torch.stack([b.mask(device=d.device) for b in boxes])[:, None]  # [1 or R, 1, H, W]
+    inside = (d * mask).sum((-2, -1)) / mask.sum((-2, -1))
+    outside = (d * (1 - mask)).sum((-2, -1)) / (1 - mask).sum((-2, -1))
     return (inside - targets.to(d)).abs() + outside
 
 

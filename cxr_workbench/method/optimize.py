@@ -127,18 +127,23 @@ def _prepare(G, w_ref: torch.Tensor, box: Box | None, config: LOConfig):
     if w_ref.ndim != 3 or w_ref.shape[1:] != (G.num_ws, G.w_dim):
         raise ValueError(f"w_ref has shape {tuple(w_ref.shape)}; expected [R, {G.num_ws}, {G.w_dim}] "
                          f"or [{G.num_ws}, {G.w_dim}]")
-    if box is not None and box.resolution != G.img_resolution:
-        raise ValueError(f"box is for {box.resolution} px but the generator makes {G.img_resolution} px; "
-                         "use box.at_resolution()")
+    boxes = [] if box is None else [box] if isinstance(box, Box) else list(box)
+    if len(boxes) > 1 and len(boxes) != w_ref.shape[0]:
+        raise ValueError(f"{len(boxes)} boxes for {w_ref.shape[0]} references; expected one, or one per reference")
+    for b in boxes:
+        if b.resolution != G.img_resolution:
+            raise ValueError(f"box is for {b.resolution} px but the generator makes {G.img_resolution} px; "
+                             "use box.at_resolution()")
     layers = check_layers(config.layers, G.num_ws)
     return w_ref.detach().to(G.w_avg.device, torch.float32), layers
 
 
-def objective_terms(x_ref, images, box: Box, points, ref, u_flat, config: LOConfig) -> dict:
+def objective_terms(x_ref, images, box, points, ref, u_flat, config: LOConfig) -> dict:
     """The terms of Eq. 3 (+ Eq. 4 when ``u_flat`` is given), per reference.
 
-    x_ref: [R, C, H, W]; images: [R, n, C, H, W]; points: [R, n, D] moving layers flattened;
-    ref: [R, D]; u_flat: [D] unit or None. Returns dict of [R] tensors, ``total`` included.
+    x_ref: [R, C, H, W]; images: [R, n, C, H, W]; box: a Box or one per reference; points:
+    [R, n, D] moving layers flattened; ref: [R, D]; u_flat: [D] or [R, D] unit, or None. Returns
+    dict of [R] tensors, ``total`` included.
     """
     targets = target_schedule(config.c, images.shape[1], config.schedule).to(images.device)
     terms = dict(image=image_loss(x_ref, images, box, targets, config.distance).sum(1),
@@ -150,14 +155,24 @@ def objective_terms(x_ref, images, box: Box, points, ref, u_flat, config: LOConf
     return terms
 
 
-def evaluate_objective(G, traj: "Trajectory", box: Box, u: torch.Tensor | None, layers=None) -> dict:
+def directions_on_layers(G, u, R: int, layers) -> torch.Tensor:
+    """u on the moving ``layers`` for each of R references: [R, L * w_dim] unit rows. ``u`` is one
+    direction ([w_dim] or [num_ws, w_dim]) for all references or a list of R (varied boxes)."""
+    us = list(u) if isinstance(u, (list, tuple)) else [u] * R
+    if len(us) != R:
+        raise ValueError(f"{len(us)} directions for {R} references; expected one, or one per reference")
+    return torch.stack([direction_on_layers(check_direction(v, G.w_dim, G.num_ws), layers) for v in us])
+
+
+def evaluate_objective(G, traj: "Trajectory", box, u, layers=None) -> dict:
     """The objective of a finished trajectory, measured on ``layers`` (default: all W+ layers), so
-    trajectories found on different layer sets can be compared. Returns floats (mean over R)."""
+    trajectories found on different layer sets can be compared. ``box`` and ``u``: one, or one per
+    reference. Returns floats (mean over R)."""
     layers = check_layers(layers, G.num_ws)
     R, n = traj.points.shape[:2]
     def flat(w):
         return flatten_layers(w, layers)
-    u_flat = None if u is None else direction_on_layers(check_direction(u, G.w_dim, G.num_ws), layers)
+    u_flat = None if u is None else directions_on_layers(G, u, R, layers).to(traj.points)
     with torch.no_grad():
         terms = objective_terms(traj.reference_images, traj.images, box, flat(traj.points), flat(traj.w_ref),
                                 u_flat, traj.config)
@@ -171,7 +186,8 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, *, u: torch.Tensor | N
     """Find n latent points whose images change only inside ``box`` (Baseline LO when u is None,
     LO + direction otherwise).
 
-    w_ref: [R, num_ws, w_dim] (or [num_ws, w_dim]); u: [w_dim] direction in W (its sign matters).
+    w_ref: [R, num_ws, w_dim] (or [num_ws, w_dim]); u: [w_dim] direction in W or [num_ws, w_dim] in W+
+    (its sign matters), or a list of one per reference; ``box``: a Box, or a list of one per reference.
     ``callback(step, info)`` is called every ``callback_every`` steps with the current losses and
     images (``info["images"]`` [R, n, C, H, W]); returning True stops the run.
     """
@@ -186,9 +202,8 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, *, u: torch.Tensor | N
         start = torch.randn(R, L * w_dim, generator=gen)
         u_flat = None
     else:
-        u = check_direction(u, w_dim, G.num_ws).to(device)
-        u_flat = direction_on_layers(u, layers)
-        start = u_flat.cpu()[None].expand(R, -1)
+        u_flat = directions_on_layers(G, u, R, layers).to(device)  # [R, L * w_dim]
+        start = u_flat.cpu()
     start = (start / start.norm(dim=-1, keepdim=True)).to(device)
     steps_along = torch.arange(1, n + 1, device=device, dtype=torch.float32) * config.init_spacing * config.sigma
     jitter = 1e-3 * config.sigma * torch.randn(R, n, L * w_dim, generator=gen).to(device)
@@ -296,10 +311,11 @@ def references_per_loop(G, n: int, memory: int = BATCH_MEMORY) -> int:
     return max(1, memory // (n * activation_bytes(G)))
 
 
-def run_method(G, method: str, w_ref, box: Box, *, u=None, config: LOConfig | None = None,
+def run_method(G, method: str, w_ref, box, *, u=None, config: LOConfig | None = None,
                memory: int = BATCH_MEMORY, **kw) -> Trajectory:
-    """One entry point for the three methods compared in the paper. ``kw`` (progress, callback ...)
-    goes to ``optimize_trajectory``; linear translation has no loop and ignores it.
+    """One entry point for the three methods compared in the paper. ``box`` and ``u``: one for all
+    references, or a list of one per reference. ``kw`` (progress, callback ...) goes to
+    ``optimize_trajectory``; linear translation has no loop and ignores it.
 
     References whose images would not fit ``memory`` bytes in one loop (``references_per_loop``:
     large generators, many references) are optimised in chunks, one after the other, and their
@@ -308,14 +324,19 @@ def run_method(G, method: str, w_ref, box: Box, *, u=None, config: LOConfig | No
         raise ValueError(f"method={method!r}; expected one of {METHODS}")
     if method != "lo" and u is None:
         raise ValueError(f"method {method!r} needs a direction u")
-    if method == "linear":
-        return translate_along(G, w_ref, u, config)
-    u = u if method == "lo+dir" else None
     w_ref = w_ref[None] if w_ref.ndim == 2 else w_ref
+    if method == "linear":
+        if not isinstance(u, (list, tuple)):
+            return translate_along(G, w_ref, u, config)
+        return join_trajectories([translate_along(G, w_ref[i:i + 1], v, config) for i, v in enumerate(u)])
+    u = u if method == "lo+dir" else None
     per = references_per_loop(G, (config or LOConfig()).n, memory)
     if len(w_ref) <= per:
         return optimize_trajectory(G, w_ref, box, u=u, config=config, **kw)
-    parts = [optimize_trajectory(G, w_ref[i:i + per], box, u=u, config=config, **kw) for i in range(0, len(w_ref), per)]
+    def rows(x, i):  # a per-reference list is split with the references; a shared box or u is not
+        return x[i:i + per] if isinstance(x, (list, tuple)) else x
+    parts = [optimize_trajectory(G, w_ref[i:i + per], rows(box, i), u=rows(u, i), config=config, **kw)
+             for i in range(0, len(w_ref), per)]
     return join_trajectories(parts)
 
 

@@ -14,8 +14,13 @@ disease, "as the monotonicity is maintained" (paper). A set is a folder::
                   sample's PNG, and the reader's name, its reading of the disease (severity) and
                   whether it reads the sample as the disease (read_as). The reader is the phantom
                   oracle unless another is given (``readers``); ctr and opacity_burden are the
-                  oracle's readings (empty with another reader)
+                  oracle's readings (empty with another reader); and whether the sample is in the set
+                  (``in_set``: all are, unless the set is verified)
     images/       16-bit PNGs (the model's [-1, 1] range mapped to 0..65535)
+
+A set may carry variety and checked labels (docs/method.md, "Sets worth training on"): points
+spread over each trajectory, a box per reference drawn from the zones where the disease occurs,
+and a label check by the reader that keeps only the samples it reads as the disease.
 
 Batches of references are written as they finish (images first, then the manifest that names
 them), so a killed run resumes where it stopped without duplicates, and a sample is never named
@@ -41,11 +46,12 @@ import torch
 
 from cxr_workbench.assets import cache_dir
 from cxr_workbench.distributed import fan_out
-from cxr_workbench.imaging.diseases import check_disease, reads_as
-from cxr_workbench.imaging.masks import Box
+from cxr_workbench.imaging.diseases import DISEASES, check_disease, reads_as
+from cxr_workbench.imaging.masks import Box, reference_box
 from cxr_workbench.io import atomic_write, check_writable, write_json, writer_lock
 from cxr_workbench.method.directions import plan_edit
 from cxr_workbench.method.evaluate import measure
+from cxr_workbench.method.metrics import mean_pairwise_distance
 from cxr_workbench.method.optimize import METHODS, LOConfig, named_config, run_method
 from cxr_workbench.model.checkpoints import generator_key
 from cxr_workbench.model.latents import check_class, check_latents, reference_latents
@@ -55,6 +61,7 @@ MANIFEST_COLUMNS = ("file", "label", "disease", "reference", "point_index", "box
                     "method", "config_hash", "generator", "ctr", "opacity_burden", "plausible", "trajectory_pv",
                     "trajectory_trend", "sha256")
 READER_COLUMNS = ("reader", "severity", "read_as")  # manifests written before readers were plug-ins lack them
+SET_COLUMNS = ("in_set",)  # ... and before sets were verified
 SAMPLE_NAME = re.compile(r"(\d{7})_(\d{3})\.png")  # images/<reference>_<point>.png
 
 
@@ -64,11 +71,18 @@ def to_uint16(images: torch.Tensor) -> np.ndarray:
     return x.round().to(torch.int32).numpy().astype(np.uint16)
 
 
+def in_set(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the set's samples (a verified set's folder also holds the edits that failed its
+    label check; manifests from before verification have no ``in_set`` column: all are in)."""
+    return manifest[manifest["in_set"].astype(bool)] if "in_set" in manifest else manifest
+
+
 def read_set_images(set_dir, manifest: pd.DataFrame | None = None) -> torch.Tensor:
-    """The images of a set, in manifest order: [N, 1, H, W] in [-1, 1]."""
+    """The images of a set's samples (``manifest``: these rows instead), in manifest order:
+    [N, 1, H, W] in [-1, 1]."""
     from PIL import Image
     set_dir = Path(set_dir)
-    manifest = read_manifest(set_dir) if manifest is None else manifest
+    manifest = in_set(read_manifest(set_dir)) if manifest is None else manifest
     if manifest.empty:
         raise ValueError(f"{set_dir}: the set's manifest lists no sample; expected at least one")
     for f in manifest["file"]:
@@ -101,8 +115,10 @@ def read_manifest(set_dir) -> pd.DataFrame:
 
 
 def set_quality(manifest: pd.DataFrame) -> dict:
-    """How the set's reader read it: the share read as the intended disease (for the oracle: CTR
-    above 0.5 for cardiomegaly, burden above the phantom threshold for opacity), plausible, and both."""
+    """How the set's reader read its samples: the share read as the intended disease (for the
+    oracle: CTR above 0.5 for cardiomegaly, burden above the phantom threshold for opacity),
+    plausible, and both; and of all the edits made for it (``edited``; more than ``n`` in a
+    verified set) the share that passed that check (``edits_passed``)."""
     if manifest.empty:
         raise ValueError("an empty manifest; expected at least one sample")
     disease = check_disease(str(manifest["disease"].iloc[0]))
@@ -111,15 +127,32 @@ def set_quality(manifest: pd.DataFrame) -> dict:
     else:  # a manifest from before readers were plug-ins: the oracle's readings
         intended = pd.Series(reads_as(manifest, disease), index=manifest.index)
     plausible = manifest["plausible"].astype(bool)
-    return dict(disease=disease, n=len(manifest), intended=float(intended.mean()), plausible=float(plausible.mean()),
-                intended_and_plausible=float((intended & plausible).mean()))
+    chosen = in_set(manifest).index
+    i, p = intended[chosen], plausible[chosen]
+    return dict(disease=disease, n=len(chosen), intended=float(i.mean()), plausible=float(p.mean()),
+                intended_and_plausible=float((i & p).mean()), edited=len(manifest),
+                edits_passed=float((intended & plausible).mean()))
 
 
-def edit_references(G, *, seeds: list[int], box: Box, u, config: LOConfig, method: str, keep: list[int],
-                    disease: str, reader=None, ws: torch.Tensor | None = None, label: int = 0) -> dict:
+def kept_points(n: int, k: int, points: str = "last") -> list[int]:
+    """Which of a trajectory's n points (0-based) a set keeps, k of them: the ``last`` k, or k
+    ``spread`` evenly from the middle of the sequence to its end (the last always kept)."""
+    if points not in POINTS:
+        raise ValueError(f"points={points!r}; expected one of {POINTS}")
+    if points == "last" or k == 1:
+        return list(range(n - k, n))
+    if k > n - n // 2:
+        raise ValueError(f"keep={k} points spread over the second half of n={n}; expected at most {n - n // 2}")
+    return sorted({int(round(v)) for v in np.linspace(n // 2, n - 1, k)})
+
+
+def edit_references(G, *, seeds: list[int], box, u, config: LOConfig, method: str, keep: list[int],
+                    disease: str, reader=None, ws: torch.Tensor | None = None, label: int = 0,
+                    points: str = "last") -> dict:
     """One batch: trajectories for ``seeds`` of class ``label`` (or for the W+ latents ``ws``
-    [B, num_ws, w_dim], ``seeds`` then naming them), the last ``keep[r]`` points of reference r.
-    ``reader``: a ``readers.Reader`` or the severity oracle (None: no readings).
+    [B, num_ws, w_dim], ``seeds`` then naming them), ``keep[r]`` points of reference r (``kept_points``).
+    ``box`` and ``u``: one for all references, or a list of one per reference. ``reader``: a
+    ``readers.Reader`` or the severity oracle (None: no readings).
 
     Returns per kept sample (reference-major): seed, point index (1..n), uint16 image [H, W], the
     reader's readings (the oracle's ctr and burden, NaN / False without them), its reading of the
@@ -132,7 +165,7 @@ def edit_references(G, *, seeds: list[int], box: Box, u, config: LOConfig, metho
         raise FloatingPointError(f"the {method} run for seeds {seeds} went non-finite ({traj.message}); "
                                  "try a smaller lr, sigma or c")
     n = traj.images.shape[1]
-    picks = [(r, i) for r, k in enumerate(keep) for i in range(n - k, n)]
+    picks = [(r, i) for r, k in enumerate(keep) for i in kept_points(n, k, points)]
     measured = measure(traj, box, disease, reader)
     images = torch.stack([traj.images[r, i] for r, i in picks])  # [S, C, H, W]
     nan = [math.nan] * len(picks)
@@ -148,12 +181,18 @@ def edit_references(G, *, seeds: list[int], box: Box, u, config: LOConfig, metho
     return out
 
 
-def _header(G, *, disease, box_name, box, method, keep_last, config, u, u_source) -> dict:
-    settings = dict(disease=disease, box=box.to_dict(), method=method, keep_last=keep_last, config=asdict(config),
-                    u=None if u is None else [round(float(v), 7) for v in u.flatten()], u_source=u_source)
+def _header(G, *, disease, box_name, box, method, keep_last, config, u, u_source, extra: dict) -> dict:
+    """What the set is. ``box`` and ``u``: the box and direction, or (varied boxes) descriptions of
+    them; ``extra``: settings that differ from the defaults (absent otherwise, so older sets resume)."""
+    settings = dict(disease=disease, box=box, method=method, keep_last=keep_last, config=asdict(config),
+                    u=u, u_source=u_source, **extra)
     settings = json.loads(json.dumps(settings))  # as it will read back (tuples become lists)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return dict(generator=generator_key(G), box_name=box_name, config_hash=digest, **settings)
+
+
+def _u_list(u) -> list | None:
+    return None if u is None else [round(float(v), 7) for v in u.flatten()]
 
 
 def _check_resume(path: Path, header: dict) -> None:
@@ -169,17 +208,22 @@ def _check_resume(path: Path, header: dict) -> None:
     def flat(h):
         return {**{k: v for k, v in h.items() if k not in ("config", "config_hash")}, **h.get("config", {})}
     a, b = flat(old), flat(header)
-    diff = {k: (a.get(k), b[k]) for k in b if a.get(k) != b[k] and k not in ("u", "batch")}
+    keys = set(a) | set(b)
+    diff = {k: (a.get(k), b.get(k)) for k in sorted(keys) if a.get(k) != b.get(k) and k not in ("u", "batch")}
     if diff or a.get("u") != b["u"]:
         raise ValueError(f"{path} holds a set made with other settings (set, requested): "
                          f"{diff or {'u': 'another direction'}}; resume with the same settings or choose another "
                          "folder")
 
 
+POINTS = ("last", "spread")
+
+
 def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig | None = None, out_dir=None, *,
                       keep_last: int = 4, method: str = "lo+dir", box: str | None = None, direction: str = "auto",
                       pca=None, reader=None, batch: int = 8, client=None, progress: bool = True,
-                      latents: torch.Tensor | None = None, label: int = 0) -> pd.DataFrame:
+                      latents: torch.Tensor | None = None, label: int = 0, points: str = "last",
+                      vary_box: bool = False, verify: bool = False) -> pd.DataFrame:
     """Write (or finish) an augmentation set of ``n_samples`` images of ``disease`` into ``out_dir``.
 
     ``seeds``: reference seeds, used in order, ``keep_last`` samples each (the last reference may
@@ -189,7 +233,16 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
     or a file; needs ``pca`` for auto/pc. ``reader`` (a ``readers.Reader`` or the severity oracle)
     reads every sample; ``label``: the references' class for a conditional generator. ``batch``
     references are optimised together, one task each; with a Dask ``client`` the tasks run on its
-    workers. Returns the manifest.
+    workers.
+
+    Variety and labels: ``points="spread"`` keeps points spread over the second half of each
+    trajectory instead of the last ones (``kept_points``). ``vary_box`` gives each reference its own
+    box, a zone where the disease occurs drawn with its weight and jittered (``masks.reference_box``),
+    edited along the direction ``direction`` gives for that zone. ``verify`` lets a sample into the
+    set only when the reader reads it as the disease (and as plausible, where it judges that):
+    references are edited in order until ``n_samples`` pass; the samples that did not, and any
+    beyond the set's size, stay in the folder with ``in_set`` False (``set_quality`` reports the
+    share). ``seeds`` then needs room for the dropped ones. Returns the manifest.
     """
     config = (config or named_config("augment")).validate()
     disease = check_disease(disease)
@@ -204,8 +257,14 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
     if not isinstance(keep_last, int) or not 1 <= keep_last <= config.n:
         raise ValueError(f"keep_last={keep_last!r} is larger than the trajectory's n={config.n} points (or below 1); "
                          f"expected 1..{config.n}")
+    kept_points(config.n, keep_last, points)  # a spread that does not fit is refused here
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch={batch!r}; expected a positive integer")
+    if verify and reader is None:
+        raise ValueError("verify=True needs a reader to check each sample's label; give one (the oracle, say)")
+    if vary_box and box is not None:
+        raise ValueError(f"box={box!r} with vary_box=True; the boxes of a varied set are drawn from the disease's "
+                         "zones: give one or the other")
     if latents is not None:
         latents = check_latents(latents, G)
         seeds = range(len(latents))
@@ -217,14 +276,33 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
     if out_dir is None:
         raise ValueError("out_dir=None; expected a folder for the set")
     out_dir = check_writable(out_dir)
-    plan = plan_edit(G, pca, box=box, disease=disease, direction=direction, method=method, layers=config.layers,
-                     cache_dir=cache_dir())
-    box_obj, u, u_source = plan.box, plan.u, plan.u_source
-    header = _header(G, disease=disease, box_name=plan.box_name, box=box_obj, method=method, keep_last=keep_last,
-                     config=config, u=u, u_source=u_source)
+    res = G.img_resolution
+    extra = {k: v for k, v in dict(points=points, vary_box=vary_box, verify=verify).items()
+             if v != dict(points="last", vary_box=False, verify=False)[k]}
+    if vary_box:  # one plan per zone, the box jittered per reference
+        zones = {z: plan_edit(G, pca, box=z, disease=disease, direction=direction, method=method,
+                              layers=config.layers, cache_dir=cache_dir()) for z, _ in DISEASES[disease].zones}
+        box_name = "zones"
+        box_desc = dict(zones=[list(z) for z in DISEASES[disease].zones], jitter=list(DISEASES[disease].jitter))
+        u_desc = {z: _u_list(p.u) for z, p in zones.items()}
+        u_source = "; ".join(f"{z}: {p.u_source}" for z, p in zones.items())
+    else:
+        plan = plan_edit(G, pca, box=box, disease=disease, direction=direction, method=method, layers=config.layers,
+                         cache_dir=cache_dir())
+        box_name, box_desc, u_desc, u_source = plan.box_name, plan.box.to_dict(), _u_list(plan.u), plan.u_source
+
+    def edit_of(ref: int) -> tuple[Box, torch.Tensor | None, str]:
+        """The box, direction and the direction's source of one reference."""
+        if not vary_box:
+            return plan.box, plan.u, plan.u_source
+        zone, b = reference_box(disease, ref, res)
+        return b, zones[zone].u, f"{zone}: {zones[zone].u_source}"
+
+    header = _header(G, disease=disease, box_name=box_name, box=box_desc, method=method, keep_last=keep_last,
+                     config=config, u=u_desc, u_source=u_source, extra=extra)
     header["n_samples"] = n_samples
     header["batch"] = batch  # recorded, not compared: another batch size still resumes (see _verified)
-    header["references"] = _references_key(seeds[:needed], latents)
+    header["references"] = _references_key(seeds if verify else seeds[:needed], latents)
     # Only what differs from the defaults, so sets made before these existed still resume.
     if label:
         header["class"] = label
@@ -240,33 +318,79 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
         else:  # a new set, or one whose earlier run wrote no sample: these settings are the set's
             write_json(out_dir / "set.json", header)
         (out_dir / "images").mkdir(exist_ok=True)
-        planned = [(s, min(keep_last, n_samples - i * keep_last)) for i, s in enumerate(seeds[:needed])]
+        planned = [(s, keep_last) for s in seeds] if verify else \
+            [(s, min(keep_last, n_samples - i * keep_last)) for i, s in enumerate(seeds[:needed])]
         batches = [planned[i:i + batch] for i in range(0, len(planned), batch)]
-        rows = _verified(out_dir, rows, batches, config.n)
-        done = {int(r["reference"]) for r in rows}
-        tasks = [dict(seeds=[s for s, _ in b], keep=[k for _, k in b]) for b in batches
-                 if not all(s in done for s, _ in b)]
-        if latents is not None:
-            for t in tasks:
-                t["ws"] = latents[t["seeds"]].detach().float()
-        shared = dict(G=G, box=box_obj, u=u, config=config, method=method, disease=disease, reader=reader, label=label)
-        for _, res in fan_out(edit_references, tasks, shared, client, progress, desc=f"{disease} set"):
-            for j, (seed, point) in enumerate(zip(res["seed"], res["point"])):
-                name = f"images/{seed:07d}_{point:03d}.png"
-                png = _png_bytes(res["images"][j])
-                atomic_write(out_dir / name, lambda f, b=png: f.write(b))
-                rows.append(dict(file=name, label=disease, disease=disease, reference=seed, point_index=point,
-                                 box=json.dumps(box_obj.to_dict()), u_source=u_source, sigma=config.sigma,
-                                 method=method, config_hash=header["config_hash"], generator=header["generator"],
-                                 ctr=res["ctr"][j], opacity_burden=res["opacity_burden"][j],
-                                 plausible=bool(res["plausible"][j]), trajectory_pv=res["trajectory_pv"][j],
-                                 trajectory_trend=res["trajectory_trend"][j], sha256=hashlib.sha256(png).hexdigest(),
-                                 reader=reader_name, severity=res["severity"][j], read_as=res["read_as"][j]))
-            _write_manifest(manifest_path, rows)
-        manifest = _write_manifest(manifest_path, rows)
-    if len(manifest) != n_samples:  # every step above should make this impossible; never report a short set
-        raise RuntimeError(f"{out_dir} holds {len(manifest)} samples after the run; expected {n_samples}")
+        rows = _verified(out_dir, rows, batches, kept_points_of=lambda k: kept_points(config.n, k, points))
+        order = {s: i for i, (s, _) in enumerate(planned)}
+
+        def write(rows):
+            return _write_manifest(manifest_path, rows, n_samples if verify else None, order)
+
+        shared = dict(G=G, config=config, method=method, disease=disease, reader=reader, label=label, points=points)
+        while True:
+            done = {int(r["reference"]) for r in rows}
+            todo = [b for b in batches if not all(s in done for s, _ in b)]
+            if verify:
+                passed = sum(map(_passed, rows))
+                if passed >= n_samples:
+                    break
+                # enough references for the rest at the pass rate so far (all of them at first)
+                rate = max(passed / len(rows), 0.05) if rows else 1.0
+                want, wave = math.ceil((n_samples - passed) / (keep_last * rate)), []
+                while todo and sum(map(len, wave)) < want:
+                    wave.append(todo.pop(0))
+                if not wave:
+                    raise ValueError(f"{passed} of {len(rows)} samples from {len(done)} references pass the label "
+                                     f"check ({reader_name} reads them as {disease}, plausible); expected "
+                                     f"{n_samples}: give more references, or a more local direction or a larger "
+                                     "sigma")
+            else:
+                wave = todo
+            tasks = []
+            for b in wave:
+                refs = [s for s, _ in b]
+                edits = [edit_of(s) for s in refs]
+                tasks.append(dict(seeds=refs, keep=[k for _, k in b], box=[e[0] for e in edits],
+                                  u=None if edits[0][1] is None else [e[1] for e in edits]))
+                if latents is not None:
+                    tasks[-1]["ws"] = latents[refs].detach().float()
+            for _, res_ in fan_out(edit_references, tasks, shared, client, progress, desc=f"{disease} set"):
+                for j, (seed, point) in enumerate(zip(res_["seed"], res_["point"])):
+                    name = f"images/{seed:07d}_{point:03d}.png"
+                    png = _png_bytes(res_["images"][j])
+                    atomic_write(out_dir / name, lambda f, b=png: f.write(b))
+                    b, _, source = edit_of(seed)
+                    rows.append(dict(file=name, label=disease, disease=disease, reference=seed, point_index=point,
+                                     box=json.dumps(b.to_dict()), u_source=source, sigma=config.sigma,
+                                     method=method, config_hash=header["config_hash"], generator=header["generator"],
+                                     ctr=res_["ctr"][j], opacity_burden=res_["opacity_burden"][j],
+                                     plausible=bool(res_["plausible"][j]), trajectory_pv=res_["trajectory_pv"][j],
+                                     trajectory_trend=res_["trajectory_trend"][j],
+                                     sha256=hashlib.sha256(png).hexdigest(), reader=reader_name,
+                                     severity=res_["severity"][j], read_as=res_["read_as"][j]))
+                write(rows)
+            if not verify:
+                break
+        manifest = write(rows)
+    in_set = int(manifest["in_set"].sum())
+    if in_set != n_samples:  # every step above should make this impossible; never report a short set
+        raise RuntimeError(f"{out_dir} holds {in_set} samples after the run; expected {n_samples}")
     return manifest
+
+
+def set_diversity(images: torch.Tensor, real: torch.Tensor, oracle) -> dict:
+    """How much variety a set carries, against real images of its disease: the mean pairwise
+    distance of the oracle's features of the set's ``images`` and of ``real`` [N, 1, H, W], and
+    their ratio (1: as varied as real films of the disease; near 0: copies of one image)."""
+    spread = [mean_pairwise_distance(oracle.predict(x)["features"]) for x in (images, real)]
+    return dict(set=spread[0], real=spread[1], ratio=spread[0] / spread[1])
+
+
+def _passed(row: dict) -> bool:
+    """A sample's label check: read as the set's disease and plausible (a reader that does not
+    judge plausibility calls every image plausible)."""
+    return bool(row["read_as"]) and bool(row["plausible"])  # verify needs a reader: read_as is never NaN
 
 
 def _references_key(seeds: list[int], latents: torch.Tensor | None) -> str:
@@ -283,7 +407,7 @@ def _png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _verified(out_dir: Path, rows: list[dict], batches: list[list[tuple[int, int]]], n: int) -> list[dict]:
+def _verified(out_dir: Path, rows: list[dict], batches: list[list[tuple[int, int]]], *, kept_points_of) -> list[dict]:
     """The manifest rows of batches whose references are all complete and intact: each has exactly
     its planned points, once each, every image present with its recorded hash. The other rows and
     their images are dropped and their batches made again whole: the references of a batch share one
@@ -298,8 +422,10 @@ def _verified(out_dir: Path, rows: list[dict], batches: list[list[tuple[int, int
         by_ref.setdefault(int(r["reference"]), []).append(r)
 
     def intact(ref: int) -> bool:
-        group, k = by_ref.get(ref, []), planned[ref]
-        expected = [f"images/{ref:07d}_{p:03d}.png" for p in range(n - k + 1, n + 1)]
+        if ref not in by_ref:
+            return False
+        group, k = by_ref[ref], planned[ref]
+        expected = [f"images/{ref:07d}_{p + 1:03d}.png" for p in kept_points_of(k)]
         return sorted(str(r["file"]) for r in group) == expected and all(
             (out_dir / r["file"]).is_file()
             and hashlib.sha256((out_dir / r["file"]).read_bytes()).hexdigest() == r["sha256"] for r in group)
@@ -318,8 +444,17 @@ def _verified(out_dir: Path, rows: list[dict], batches: list[list[tuple[int, int
     return good
 
 
-def _write_manifest(path: Path, rows: list[dict]) -> pd.DataFrame:
+def _write_manifest(path: Path, rows: list[dict], verify_size: int | None = None, order: dict | None = None
+                    ) -> pd.DataFrame:
+    """The manifest of ``rows``, written atomically. Every row is in the set, or with
+    ``verify_size`` the first that many that pass the label check, in the references' ``order``."""
     frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS + READER_COLUMNS))
+    frame[SET_COLUMNS[0]] = True
+    if verify_size is not None:
+        frame = frame.iloc[sorted(range(len(frame)), key=lambda i: (order[int(frame["reference"].iloc[i])],
+                                                                       int(frame["point_index"].iloc[i])))]
+        passed = np.array([_passed(r) for r in frame.to_dict("records")], bool)
+        frame["in_set"] = passed & (np.cumsum(passed) <= verify_size)
     frame = frame.sort_values(["reference", "point_index"]).reset_index(drop=True)
     atomic_write(path, lambda f: frame.to_csv(f, index=False), "w")
     return frame

@@ -211,14 +211,13 @@ def run_name(r: dict) -> str:
 
 
 def plan_runs(cfg: ProtocolConfig) -> list[dict]:
-    """Every run of Tables 3 and 4: columns x disease sizes x rows (ours rows once per sigma) x seeds."""
+    """Every run of Tables 3 and 4: columns x disease sizes x rows (ours rows once per sigma, so
+    that the sigma can be chosen on validation: ``chosen_on_validation``) x seeds."""
     runs = []
     for column in COLUMNS:
         for n_disease in cfg.n_disease:
             for row in ROWS:
                 for sigma in (cfg.sigmas if "ours" in row else (None,)):
-                    if row == "ours+rand" and sigma != cfg.sigmas[0]:
-                        continue  # the combination at the main sigma only, as in the paper
                     runs += [dict(column=column, n_disease=n_disease, row=row, sigma=sigma, seed=s) for s in cfg.seeds]
     return runs
 
@@ -305,18 +304,38 @@ def _checked_runs(rows: list[dict], pred_dir: Path) -> list[dict]:
     return good
 
 
+def chosen_on_validation(results: pd.DataFrame) -> pd.DataFrame:
+    """The "ours" rows with their sigma chosen on validation only: per column, disease size and row,
+    the runs of the sigma with the best mean validation AUROC over the seeds, named
+    ``<row> (val)``; their test AUROCs are never looked at in the choice."""
+    ours = results[results["row"].isin(("ours", "ours+rand"))]
+    if ours.empty:
+        return ours
+    keys = ["column", "n_disease", "row"]
+    best = (ours.groupby(keys + ["sigma"])["val_auroc"].mean().reset_index()
+            .sort_values("val_auroc", ascending=False).drop_duplicates(keys))
+    picked = ours.merge(best[keys + ["sigma"]], on=keys + ["sigma"])
+    return picked.assign(row=picked["row"] + " (val)")
+
+
 def protocol_table(results: pd.DataFrame) -> pd.DataFrame:
     """Tables 3 and 4: test AUROC (x100) mean ± std over seeds per (disease size, row, sigma) and
     column, with the p-value of a paired t-test (same seeds) against random augmentation;
-    '*' marks p < 0.05. ``sigma`` is text, empty for the rows without edits (real, rand)."""
+    '*' marks p < 0.05. ``sigma`` is text, empty for the rows without edits (real, rand). Where
+    the "ours" rows ran at several sigmas, rows ``<row> (val)`` follow with the sigma chosen on
+    validation (``chosen_on_validation``), named in each cell: "[sigma 1]"."""
     from scipy.stats import ttest_rel
     df = results.copy()
+    if df.loc[df["row"] == "ours", "sigma"].nunique() > 1:
+        chosen = chosen_on_validation(results)
+        df = pd.concat([df, chosen.assign(chosen_sigma=chosen["sigma"], sigma=math.nan)], ignore_index=True)
     df["sigma"] = df["sigma"].fillna(-1.0)
     out = []
     for (n_d, row, sigma), g in df.groupby(["n_disease", "row", "sigma"], sort=False):
         entry = dict(n_disease=int(n_d), row=row, sigma="" if sigma < 0 else f"{sigma:g}")  # real, rand: no sigma
         for column in COLUMNS:
-            s = g[g["column"] == column].set_index("seed")["test_auroc"] * 100
+            cell = g[g["column"] == column]
+            s = cell.set_index("seed")["test_auroc"] * 100
             if s.empty:
                 continue
             rand = df[(df["column"] == column) & (df["n_disease"] == n_d) & (df["row"] == "rand")]
@@ -326,10 +345,11 @@ def protocol_table(results: pd.DataFrame) -> pd.DataFrame:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 p = float(ttest_rel(s[common], ref[common]).pvalue) if row != "rand" and len(common) >= 2 else math.nan
             mark = "*" if p < 0.05 else ""
-            entry[column] = f"{s.mean():.2f} ± {s.std():.2f}{mark}"
+            picked = f" [sigma {cell['chosen_sigma'].iloc[0]:g}]" if row.endswith("(val)") else ""
+            entry[column] = f"{s.mean():.2f} ± {s.std():.2f}{mark}{picked}"
             entry[f"p {column}"] = p
         out.append(entry)
-    order = {r: i for i, r in enumerate(ROWS)}
+    order = {r: i for i, r in enumerate(ROWS + tuple(f"{r} (val)" for r in ROWS[2:]))}
     table = pd.DataFrame(out)
     table["_o"] = table["row"].map(order)
     return table.sort_values(["n_disease", "_o", "sigma"]).drop(columns="_o").reset_index(drop=True)

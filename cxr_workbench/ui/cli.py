@@ -368,13 +368,19 @@ def add_augment(sub) -> None:
     from cxr_workbench.imaging.diseases import DISEASES
     from cxr_workbench.method.directions import DIRECTION_SPECS
     from cxr_workbench.method.optimize import METHODS
-    from cxr_workbench.studies.augment import REFERENCE_SEED_START
+    from cxr_workbench.studies.augment import POINTS, REFERENCE_SEED_START
     a = sub.add_parser("augment", formatter_class=HelpFormatter,
                        help="an augmentation set: edits of normal references, labelled with the box's disease")
     a.add_argument("--disease", required=True, help=" or ".join(DISEASES))
     a.add_argument("--samples", type=_number(int, 1, 10_000_000), required=True, help="samples in the set")
     a.add_argument("--out", type=Path, required=True, help="set folder (resumed if it holds this set)")
     a.add_argument("--keep-last", type=_number(int, 1, 1000), default=4, help="samples per reference: its last points")
+    a.add_argument("--points", choices=POINTS, default="last",
+                   help="which points of each trajectory: the last, or spread over its second half")
+    a.add_argument("--vary-box", action="store_true",
+                   help="a box per reference: a zone where the disease occurs, jittered (u chosen per zone)")
+    a.add_argument("--verify", action="store_true",
+                   help="only samples the reader reads as the disease (and plausible) enter the set")
     a.add_argument("--method", choices=METHODS, default="lo+dir")
     a.add_argument("--box", default=None, help="preset or box JSON (default: the disease's box)")
     a.add_argument("--direction", default="auto", help=f"{DIRECTION_SPECS} (default: auto)")
@@ -401,11 +407,14 @@ def cmd_augment(args) -> int:
     from cxr_workbench.imaging.diseases import check_disease
     from cxr_workbench.method.optimize import LOConfig, named_config
     from cxr_workbench.model.checkpoints import load_generator
-    from cxr_workbench.studies.augment import make_augmentation, normal_seeds, set_quality
+    from cxr_workbench.studies.augment import kept_points, make_augmentation, normal_seeds, set_quality
     check_disease(args.disease)
     config = named_config(args.settings, **settings_overrides(args, LOConfig))
     if args.keep_last > config.n:
         raise ValueError(f"--keep-last {args.keep_last} is larger than the trajectory's n={config.n} points")
+    kept_points(config.n, args.keep_last, args.points)  # a spread that does not fit, before any work
+    if args.vary_box and args.box:
+        raise ValueError(f"--box {args.box} with --vary-box: a varied set draws its boxes; give one or the other")
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} is a file; expected a folder")
     device = pick_device(args.device, dask=bool(args.workers or args.scheduler))  # before a cluster starts
@@ -415,19 +424,23 @@ def cmd_augment(args) -> int:
         reader = load_reader(args.reader)
         reader.severity(args.disease)
         latents = _latents_file(args.latents, G) if args.latents else None
+        needed = -(-args.samples // args.keep_last)
+        # a verified set drops what fails its check: room for 3 references in 4 to fail
         seeds = [] if latents is not None else \
-            normal_seeds(G, reader, -(-args.samples // args.keep_last), start=args.seed_start, label=args.label)
+            normal_seeds(G, reader, 4 * needed if args.verify else needed, start=args.seed_start, label=args.label)
         manifest = make_augmentation(G, seeds, args.disease, args.samples, config, args.out, keep_last=args.keep_last,
                                      method=args.method, box=args.box, direction=args.direction, pca=pca_for(G),
                                      reader=reader, batch=args.batch, client=client, progress=not args.no_progress,
-                                     latents=latents, label=args.label)
+                                     latents=latents, label=args.label, points=args.points, vary_box=args.vary_box,
+                                     verify=args.verify)
     finally:
         if client is not None:
             close(client)
     q = set_quality(manifest)
     plausible = f", {q['plausible']:.0%} plausible" if reader.plausibility else ""
-    print(f"{len(manifest)} {args.disease} samples -> {args.out}; {reader.name} reads {q['intended']:.0%} as "
-          f"{args.disease}{plausible}")
+    dropped = f" ({q['edits_passed']:.0%} of {q['edited']} edits passed the check)" if args.verify else ""
+    print(f"{q['n']} {args.disease} samples -> {args.out}; {reader.name} reads {q['intended']:.0%} as "
+          f"{args.disease}{plausible}{dropped}")
     return 0
 
 
@@ -468,8 +481,9 @@ def cmd_classify(args) -> int:
     text = table[[c for c in table.columns if not c.startswith("p ")]].to_string(index=False)
     atomic_write(args.out / "table.txt", lambda f: f.write(text + "\n"), "w")
     print(text)
+    chosen = "; '(val)': the sigma with the best validation AUROC" if table["row"].str.endswith("(val)").any() else ""
     print(f"test AUROC x100, mean ± std over {len(cfg.seeds)} seeds; * p < 0.05 (paired t-test against random "
-          f"augmentation); runs and predictions in {args.out}")
+          f"augmentation){chosen}; runs and predictions in {args.out}")
     return 0
 
 
