@@ -330,17 +330,19 @@ def test_reference_boxes_follow_the_zone_weights_and_stay_in_the_image():
 
 
 def test_diversity_known_answers():
-    from cxr_workbench.method.metrics import mean_pairwise_distance
+    from cxr_workbench.method.metrics import feature_spread
 
     class Features:
         def predict(self, x):
             return {"features": x.flatten(1).numpy()}
 
-    assert mean_pairwise_distance(np.array([[0.0, 0.0], [3.0, 4.0]])) == 5.0
-    assert mean_pairwise_distance(np.array([[0.0], [1.0], [3.0]])) == pytest.approx(2.0)
+    assert feature_spread(np.array([[0.0, 0.0], [3.0, 4.0]])) == (5.0, 5.0)
+    spread, nearest = feature_spread(np.array([[0.0], [1.0], [3.0]]))
+    assert spread == pytest.approx(2.0) and nearest == pytest.approx((1 + 1 + 2) / 3)
     real = torch.tensor([[0.0], [1.0], [3.0]])[:, :, None, None]
-    same = augment.set_diversity(real[[0, 0, 0]], real, Features())
-    assert same == dict(set=0.0, real=pytest.approx(2.0), ratio=0.0)
-    assert augment.set_diversity(real, real, Features())["ratio"] == pytest.approx(1.0)
+    copies = torch.tensor([[0.0], [0.0], [3.0], [3.0]])[:, :, None, None]  # as spread, but each has a twin
+    d = augment.set_diversity(copies, real, Features())
+    assert d["spread"] == pytest.approx(2.0 / 2.0) and d["nearest"] == 0.0 and d["real_nearest"] == pytest.approx(4 / 3)
+    assert augment.set_diversity(real, real, Features())["nearest"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"features of shape \(1, 1\)"):
-        mean_pairwise_distance(np.zeros((1, 1)))
+        feature_spread(np.zeros((1, 1)))

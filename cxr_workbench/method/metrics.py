@@ -115,14 +115,18 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
 
 
-def mean_pairwise_distance(feats: np.ndarray) -> float:
-    """The mean Euclidean distance between distinct rows of a feature set [N, F] (N >= 2): how
-    spread a set is (a set of near-copies scores near 0)."""
+def feature_spread(feats: np.ndarray) -> tuple[float, float]:
+    """How varied a feature set [N, F] (N >= 2) is: the mean Euclidean distance between distinct
+    rows (how spread it is), and the mean distance from each row to its nearest other row (near 0
+    when every sample has a near-copy, however spread the copies are)."""
     x = np.asarray(feats, np.float64)
     if x.ndim != 2 or len(x) < 2:
         raise ValueError(f"features of shape {x.shape}; expected [N, F] with N >= 2")
-    from scipy.spatial.distance import pdist
-    return float(pdist(x).mean())
+    from scipy.spatial.distance import pdist, squareform
+    d = pdist(x)
+    full = squareform(d)
+    np.fill_diagonal(full, np.inf)
+    return float(d.mean()), float(full.min(1).mean())
 
 
 def knn_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:

@@ -51,7 +51,7 @@ from cxr_workbench.imaging.masks import Box, reference_box
 from cxr_workbench.io import atomic_write, check_writable, write_json, writer_lock
 from cxr_workbench.method.directions import plan_edit
 from cxr_workbench.method.evaluate import measure
-from cxr_workbench.method.metrics import mean_pairwise_distance
+from cxr_workbench.method.metrics import feature_spread
 from cxr_workbench.method.optimize import METHODS, LOConfig, named_config, run_method
 from cxr_workbench.model.checkpoints import generator_key
 from cxr_workbench.model.latents import check_class, check_latents, reference_latents
@@ -380,11 +380,14 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
 
 
 def set_diversity(images: torch.Tensor, real: torch.Tensor, oracle) -> dict:
-    """How much variety a set carries, against real images of its disease: the mean pairwise
-    distance of the oracle's features of the set's ``images`` and of ``real`` [N, 1, H, W], and
-    their ratio (1: as varied as real films of the disease; near 0: copies of one image)."""
-    spread = [mean_pairwise_distance(oracle.predict(x)["features"]) for x in (images, real)]
-    return dict(set=spread[0], real=spread[1], ratio=spread[0] / spread[1])
+    """How much variety a set carries, against real images of its disease, in the oracle's
+    features of the set's ``images`` and of ``real`` [N, 1, H, W] (``metrics.feature_spread``):
+    ``spread``, the mean pairwise distance, and ``nearest``, the mean distance to the nearest
+    other sample, each over the same for ``real`` (1: as varied as real films of the disease; a
+    ``nearest`` ratio near 0: samples that are near-copies of each other)."""
+    (s_set, n_set), (s_real, n_real) = (feature_spread(oracle.predict(x)["features"]) for x in (images, real))
+    return dict(spread=s_set / s_real, nearest=n_set / n_real, set_spread=s_set, real_spread=s_real,
+                set_nearest=n_set, real_nearest=n_real)
 
 
 def _passed(row: dict) -> bool:

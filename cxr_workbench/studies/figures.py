@@ -216,17 +216,25 @@ def save_figure(fig, path, overwrite: bool = True):
 
 def augmentation_examples(sets: dict, per_set: int = 8):
     """The first ``per_set`` samples of each augmentation set, one row per set, titled with the
-    reference seed, the point and the oracle reading of the set's disease. ``sets``: row label ->
-    set folder. Returns a matplotlib Figure."""
-    from cxr_workbench.studies.augment import read_manifest, read_set_images
+    reference seed, the point and the reader's reading of the set's disease, the sample's box
+    drawn in red. ``sets``: row label -> set folder. Returns a matplotlib Figure."""
+    import json
+
+    from matplotlib.patches import Rectangle
+
+    from cxr_workbench.imaging.diseases import DISEASES
+    from cxr_workbench.studies.augment import in_set, read_manifest, read_set_images
     fig = new_figure(figsize=(1.2 * per_set, 1.45 * len(sets)))
     axes = fig.subplots(len(sets), per_set, squeeze=False)
     for row, (label, folder) in zip(axes, sets.items()):
-        m = read_manifest(folder).iloc[:per_set]
+        m = in_set(read_manifest(folder)).iloc[:per_set]
         images = read_set_images(folder, m)
-        reading = "ctr" if m["disease"].iloc[0] == "cardiomegaly" else "opacity_burden"
+        reading = "severity" if "severity" in m else DISEASES[m["disease"].iloc[0]].reading
         for ax, img, (_, r) in zip(row, images, m.iterrows()):
             ax.imshow(img[0].numpy(), cmap="gray", vmin=-1, vmax=1)
+            b = json.loads(r["box"])
+            ax.add_patch(Rectangle((b["x0"] - 0.5, b["y0"] - 0.5), b["x1"] - b["x0"], b["y1"] - b["y0"], fill=False,
+                                   edgecolor="red", linewidth=0.6))
             ax.set_title(f"{r['reference']}·{r['point_index']} {r[reading]:.2f}", fontsize=6)
         for ax in row:
             ax.axis("off")
