@@ -4,7 +4,7 @@ deviations of w along u, the moving layers of LOConfig) that falls inside the bo
 references (seeds 0-7) and on unseen ones (seeds 100-107), and the time to compute u from nothing
 (no cache), against the best PC's time measured in the same run.
 
-    python benchmarks/directions.py [--specs auto,sefa,local,jacobian,local+,jacobian+] [--unseen 100-107]
+    python benchmarks/directions.py [--specs auto,ganspace,sefa,local,jacobian,local+,jacobian+] [--unseen 100-107]
 """
 import argparse
 import tempfile
@@ -21,7 +21,7 @@ from cxr_workbench.model.latents import parse_range, reference_latents
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
-    p.add_argument("--specs", default="auto,sefa,local,jacobian,local+,jacobian+")
+    p.add_argument("--specs", default="auto,ganspace,sefa,local,jacobian,local+,jacobian+")
     p.add_argument("--unseen", default="100-107", help="references never used to compute u")
     args = p.parse_args()
     G = load_default_generator()

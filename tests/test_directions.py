@@ -15,6 +15,7 @@ from cxr_workbench.method.directions import (
     choose_direction,
     compute_pca,
     direction_std,
+    ganspace_direction,
     inside_share,
     jacobian_direction,
     local_direction,
@@ -124,11 +125,11 @@ def test_local_direction_is_more_local_than_any_pc_and_cached(G, tmp_path, monke
     assert share2 == share and len(list(tmp_path.glob("local_*.pt"))) == 1
 
 
-@pytest.mark.parametrize("spec", ["local", "local+", "jacobian", "jacobian+", "sefa"])
+@pytest.mark.parametrize("spec", ["local", "local+", "jacobian", "jacobian+", "sefa", "ganspace"])
 def test_local_spec_is_signed_for_the_disease(G, tmp_path, spec):
     pca = compute_pca(G, n_samples=2000)
     u, desc = choose_direction(G, pca, BOX, spec, "cardiomegaly", cache_dir=tmp_path)
-    assert desc.startswith(f"{spec}:") and u.ndim == (2 if spec.endswith("+") else 1)
+    assert desc.startswith(f"{spec}:") and u.ndim == (2 if spec.endswith("+") or spec == "ganspace" else 1)
     with torch.no_grad():
         diff = box_change(G, reference_latents(G, range(8)), u, 1.0)
     assert float((diff * BOX.mask()).sum()) > 0  # cardiomegaly brightens its box
@@ -250,3 +251,19 @@ def test_sefa_directions_are_the_eigenvectors_of_the_style_weights(G):
     assert energy[0] ** 2 == pytest.approx(float(torch.linalg.eigvalsh(A.T @ A)[-1]), rel=1e-5)
     with pytest.raises(ValueError, match="only ToRGB"):
         sefa_directions(G, layers=[G.num_ws - 1])
+
+
+def test_ganspace_is_the_most_local_pc_over_layer_ranges(G):
+    pca = compute_pca(G, n_samples=2000)
+    layers = [0, 1, 2, 3]
+    u, best = ganspace_direction(G, pca, BOX, "cardiomegaly", layers=layers, n_pcs=4)
+    run = best["layers"]
+    assert len(run) >= 2 and run == list(range(run[0], run[-1] + 1)) and set(run) <= set(layers)
+    assert u[run].abs().sum() > 0 and u[[i for i in range(G.num_ws) if i not in run]].abs().sum() == 0
+    torch.testing.assert_close(u[run[0]].abs(), pca.direction(best["pc"]).abs())
+    w_refs = reference_latents(G, range(8))
+    # every run of two or more consecutive layers was tried: none beats it, the whole range included
+    for r in ([0, 1], [1, 2, 3], layers):
+        assert rank_pcs_for_box(G, w_refs, pca, BOX, n_pcs=4, layers=r)[0]["inside_share"] <= best["inside_share"]
+    with pytest.raises(ValueError, match="no run of 2 consecutive layers"):
+        ganspace_direction(G, pca, BOX, "cardiomegaly", layers=[0, 2])

@@ -456,11 +456,32 @@ def suggest_direction(G, pca: WPCA, box: Box, disease: str, *, seeds=range(8), n
     return pca.direction(best["pc"], sign * best["brightens"]), best, rows
 
 
-DIRECTION_SPECS = "auto (the most box-local PC), local (the most box-local combination of the first PCs), " \
-                  "local+ (the same with a combination per W+ layer), jacobian / jacobian+ (the most box-local " \
-                  "direction to first order, in closed form, in W / per W+ layer), sefa (the most box-local of " \
-                  "SeFa's closed-form directions), class:K (toward class K of a conditional generator), pc:K, " \
-                  "pc:K:-1, or a .pt/.npy direction file"
+def ganspace_direction(G, pca: WPCA, box: Box, disease: str, *, seeds=range(8), n_pcs: int = 10, layers=None,
+                       min_layers: int = 2, progress: bool = False) -> tuple[torch.Tensor, dict]:
+    """GANSpace's way (Härkönen et al. 2020): a PC applied to a range of layers only. Of the first
+    ``n_pcs`` PCs on every run of at least ``min_layers`` consecutive moving ``layers``, the one most
+    local to ``box`` (largest inside share over a few seeds), signed as ``suggest_direction``.
+
+    Returns (u [num_ws, w_dim], zero outside its layers; its ranking row, with ``layers``)."""
+    layers = check_layers(layers, G.num_ws)
+    runs = [layers[i:j] for i in range(len(layers)) for j in range(i + min_layers, len(layers) + 1)
+            if layers[j - 1] - layers[i] == j - 1 - i]  # consecutive layers only
+    if not runs:
+        raise ValueError(f"layers {layers} hold no run of {min_layers} consecutive layers for a GANSpace range")
+    w_refs = reference_latents(G, list(seeds))
+    best = max(({**row, "layers": run} for run in tqdm(runs, disable=not progress, desc="layer ranges", leave=False)
+                for row in rank_pcs_for_box(G, w_refs, pca, box, n_pcs=n_pcs, layers=run)[:1]),
+               key=lambda r: r["inside_share"])
+    u = torch.zeros(G.num_ws, G.w_dim)
+    u[best["layers"]] = pca.direction(best["pc"], DISEASES[check_disease(disease)].sign * best["brightens"])
+    return u, best
+
+
+DIRECTION_SPECS = "auto (the most box-local PC), ganspace (the same, on its best range of layers), local (the " \
+                  "most box-local combination of the first PCs), local+ (the same with a combination per W+ " \
+                  "layer), jacobian / jacobian+ (the most box-local direction to first order, in closed form, in " \
+                  "W / per W+ layer), sefa (the most box-local of SeFa's closed-form directions), class:K (toward " \
+                  "class K of a conditional generator), pc:K, pc:K:-1, or a .pt/.npy direction file"
 
 
 def class_direction(G, k: int, n: int = 4096, seed: int = 0) -> torch.Tensor:
@@ -490,6 +511,11 @@ def choose_direction(G, pca: WPCA, box: Box, spec: str, disease: str, *, layers=
     if spec == "auto":
         u, best, _ = suggest_direction(G, pca, box, disease, layers=layers, progress=progress)
         return u, f"auto: PC {best['pc']} ({best['inside_share']:.0%} of its change inside the box)"
+    if spec == "ganspace":
+        u, best = ganspace_direction(G, pca, box, disease, layers=layers, progress=progress)
+        run = best["layers"]
+        return u, (f"ganspace: PC {best['pc']} on layers {run[0]}-{run[-1]} ({best['inside_share']:.0%} of its change "
+                   "inside the box)")
     if spec in JACOBIAN_SEARCHES:
         u = jacobian_direction(G, box, layers=layers, search=JACOBIAN_SEARCHES[spec], cache_dir=cache_dir,
                                progress=progress)
