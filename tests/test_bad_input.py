@@ -72,10 +72,6 @@ CASES = [  # (arguments, text the one error line must contain)
     (["augment", "--disease", "opacity", "--samples", "4", "--keep-last", "20", "--out", "{d}/aug"],
      "--keep-last 20 is larger than the trajectory's n=12"),
     (["augment", "--disease", "opacity", "--samples", "0", "--out", "{d}/aug"], "--samples"),
-    (["augment", "--disease", "opacity", "--samples", "4", "--keep-last", "8", "--points", "spread", "--out",
-      "{d}/aug"], "keep=8 points spread over the second half of n=12; expected at most 6"),
-    (["augment", "--disease", "opacity", "--samples", "4", "--vary-box", "--box", "heart", "--out", "{d}/aug"],
-     "--box heart with --vary-box"),
     (["augment", "--disease", "opacity", "--samples", "4", "--out", "{d}/null.json"], "null.json is a file"),
     (["augment", "--disease", "opacity", "--samples", "4", "--sigma", "-1", "--out", "{d}/aug"], "sigma=-1"),
     (["augment", "--disease", "opacity", "--samples", "4", "--device", "tpu", "--out", "{d}/aug"], "device='tpu'"),
@@ -92,6 +88,10 @@ CASES = [  # (arguments, text the one error line must contain)
     (EDIT + ["--reader", "{d}/none.pt"], "reader {d}/none.pt: no such file"),
     (EDIT + ["--class", "2"], "class=2; expected 0: the generator is unconditional"),
     (["sample", "--checkpoint", "{d}/g.pt", "--class", "-1"], "--class"),
+    (["augment", "--disease", "opacity", "--samples", "4", "--keep-last", "8", "--points", "spread", "--out",
+      "{d}/aug"], "keep=8 points spread over the second half of n=12; expected at most 6"),
+    (["augment", "--disease", "opacity", "--samples", "4", "--vary-box", "--box", "heart", "--out", "{d}/aug"],
+     "--box heart with --vary-box"),
 ]
 
 
