@@ -5,6 +5,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cxr_workbench.imaging.diseases import DISEASES, check_disease
@@ -179,7 +180,6 @@ def reference_box(disease: str, reference: int, resolution: int, salt: int = 0) 
     """The zone and box of one reference of a varied set: a zone where ``disease`` occurs, drawn
     with its weight (``diseases.Disease.zones``), then jittered; the same for the same reference,
     disease and ``salt`` (the set's seed)."""
-    import numpy as np
     spec = DISEASES[check_disease(disease)]
     rng = np.random.default_rng([int(reference), int(salt), sorted(DISEASES).index(disease)])
     names, weights = zip(*spec.zones)

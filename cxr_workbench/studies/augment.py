@@ -347,10 +347,11 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
                                      "sigma")
             else:
                 wave = todo
-            tasks = []
+            tasks, edits_of = [], {}
             for b in wave:
                 refs = [s for s, _ in b]
                 edits = [edit_of(s) for s in refs]
+                edits_of.update(zip(refs, edits))
                 tasks.append(dict(seeds=refs, keep=[k for _, k in b], box=[e[0] for e in edits],
                                   u=None if edits[0][1] is None else [e[1] for e in edits]))
                 if latents is not None:
@@ -360,7 +361,7 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
                     name = f"images/{seed:07d}_{point:03d}.png"
                     png = _png_bytes(res_["images"][j])
                     atomic_write(out_dir / name, lambda f, b=png: f.write(b))
-                    b, _, source = edit_of(seed)
+                    b, _, source = edits_of[seed]
                     rows.append(dict(file=name, label=disease, disease=disease, reference=seed, point_index=point,
                                      box=json.dumps(b.to_dict()), u_source=source, sigma=config.sigma,
                                      method=method, config_hash=header["config_hash"], generator=header["generator"],
@@ -373,9 +374,9 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
             if not verify:
                 break
         manifest = write(rows)
-    in_set = int(manifest["in_set"].sum())
-    if in_set != n_samples:  # every step above should make this impossible; never report a short set
-        raise RuntimeError(f"{out_dir} holds {in_set} samples after the run; expected {n_samples}")
+    size = int(manifest["in_set"].sum())
+    if size != n_samples:  # every step above should make this impossible; never report a short set
+        raise RuntimeError(f"{out_dir} holds {size} samples after the run; expected {n_samples}")
     return manifest
 
 
@@ -452,10 +453,9 @@ def _write_manifest(path: Path, rows: list[dict], verify_size: int | None = None
     """The manifest of ``rows``, written atomically. Every row is in the set, or with
     ``verify_size`` the first that many that pass the label check, in the references' ``order``."""
     frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS + READER_COLUMNS))
-    frame[SET_COLUMNS[0]] = True
+    frame["in_set"] = True
     if verify_size is not None:
-        frame = frame.iloc[sorted(range(len(frame)), key=lambda i: (order[int(frame["reference"].iloc[i])],
-                                                                       int(frame["point_index"].iloc[i])))]
+        frame = frame.assign(_o=frame["reference"].map(order)).sort_values(["_o", "point_index"]).drop(columns="_o")
         passed = np.array([_passed(r) for r in frame.to_dict("records")], bool)
         frame["in_set"] = passed & (np.cumsum(passed) <= verify_size)
     frame = frame.sort_values(["reference", "point_index"]).reset_index(drop=True)
