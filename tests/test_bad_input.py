@@ -92,6 +92,8 @@ CASES = [  # (arguments, text the one error line must contain)
       "{d}/aug"], "keep=8 points spread over the second half of n=12; expected at most 6"),
     (["augment", "--disease", "opacity", "--samples", "4", "--vary-box", "--box", "heart", "--out", "{d}/aug"],
      "--box heart with --vary-box"),
+    (["augment", "--disease", "opacity", "--samples", "4", "--compile", "--workers", "2", "--out", "{d}/aug"],
+     "--compile with --workers/--scheduler"),
 ]
 
 
