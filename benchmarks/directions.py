@@ -8,14 +8,13 @@ references (seeds 0-7) and on unseen ones (seeds 100-107), and the time to compu
 """
 import argparse
 import tempfile
-import time
 
 import torch
 
 from cxr_workbench.assets import load_default_generator, pca_for
 from cxr_workbench.imaging.diseases import DISEASES
 from cxr_workbench.imaging.masks import preset
-from cxr_workbench.method.directions import choose_direction, direction_share
+from cxr_workbench.method.directions import score_directions
 from cxr_workbench.method.optimize import LOConfig
 from cxr_workbench.model.latents import parse_range, reference_latents
 
@@ -36,12 +35,8 @@ if __name__ == "__main__":
         base = None
         for name in args.specs.split(","):
             with tempfile.TemporaryDirectory() as cache:  # from nothing: no cached search
-                t = time.perf_counter()
-                u, desc = choose_direction(G, pca, box, name, disease, layers=layers, cache_dir=cache)
-                seconds = time.perf_counter() - t
-            base = base or seconds
-            with torch.no_grad():
-                shares = [float(direction_share(G, refs, pca, u, box.mask(), 2.0, layers=layers))
-                          for refs in (seen, unseen)]
-            print(f"| {disease} | {spec.box} | {desc.split(' (')[0]} | {shares[0]:.0%} | {shares[1]:.0%} | "
-                  f"{seconds:.1f} s | {seconds / base:.1f}x |", flush=True)
+                row, = score_directions(G, pca, box, disease, [name], seen=seen, unseen=unseen, layers=layers,
+                                        cache_dir=cache)
+            base = base or row["seconds"]
+            print(f"| {disease} | {spec.box} | {row['description'].split(' (')[0]} | {row['seen']:.0%} | "
+                  f"{row['unseen']:.0%} | {row['seconds']:.1f} s | {row['seconds'] / base:.1f}x |", flush=True)
