@@ -427,8 +427,6 @@ def cmd_augment(args) -> int:
     client = _client(args)  # an unreachable scheduler is refused before any work
     try:
         G = load_generator(args.checkpoint or DEFAULT_GENERATOR, device=device)
-        if args.compile:
-            compile_synthesis(G)
         reader = load_reader(args.reader)
         reader.severity(args.disease)
         latents = _latents_file(args.latents, G) if args.latents else None
@@ -436,6 +434,8 @@ def cmd_augment(args) -> int:
         # a verified set drops what fails its check: room for 3 references in 4 to fail
         seeds = [] if latents is not None else \
             normal_seeds(G, reader, 4 * needed if args.verify else needed, start=args.seed_start, label=args.label)
+        if args.compile:  # after the references are found: their one-off batches need no compiling
+            compile_synthesis(G)
         manifest = make_augmentation(G, seeds, args.disease, args.samples, config, args.out, keep_last=args.keep_last,
                                      method=args.method, box=args.box, direction=args.direction, pca=pca_for(G),
                                      reader=reader, batch=args.batch, client=client, progress=not args.no_progress,
