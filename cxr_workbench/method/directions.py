@@ -181,6 +181,13 @@ def direction_share(G, w_refs: torch.Tensor, pca: WPCA, u: torch.Tensor, mask: t
     return inside_share(box_change(G, w_refs, u, amount * direction_std(pca, u), layers), mask).mean()
 
 
+def inside_shares(G, w_refs: torch.Tensor, pca: WPCA, directions, mask: torch.Tensor, *, layers=None) -> list[float]:
+    """``direction_share`` at +-2 standard deviations of each u in ``directions`` (as the PCs are
+    ranked), on w_refs [R, num_ws, w_dim]; no gradients."""
+    with torch.no_grad():
+        return [float(direction_share(G, w_refs, pca, u.to(w_refs), mask, 2.0, layers=layers)) for u in directions]
+
+
 SPACES = ("w", "w+")
 
 
@@ -280,7 +287,7 @@ class JacobianSearch:
 # inside on unseen ones, 40 % of the lung box's), so 32 with a smaller ridge; and of its top 5
 # eigenvectors the one with the largest finite inside share on them, since the quotient squares
 # the change and on the lung box a reference or two with large changes pull the top one their way
-# (25 % inside; the second: 51 %). Unseen: 74 % / 46 % (benchmarks/directions.py).
+# (25 % inside; the second: 51 %). Unseen references: 74 % / 46 % (docs/method.md, *Choosing u*).
 JACOBIAN_SEARCHES = {"jacobian": JacobianSearch(),
                      "jacobian+": JacobianSearch(seeds=tuple(range(32)), space="w+", ridge=1e-5, candidates=5)}
 
@@ -353,12 +360,8 @@ def jacobian_direction(G, pca: WPCA, box: Box, *, layers=None, search: JacobianS
         return check_direction(full, G.w_dim, G.num_ws)
 
     candidates = [direction(vectors[:, j]) for j in range(k - 1, -1, -1)]  # the top one first
-    if k > 1:
-        with torch.no_grad():
-            shares = [float(direction_share(G, w_refs, pca, u.to(w_refs), mask, 2.0, layers=layers))
-                      for u in candidates]
-        candidates = [candidates[int(np.argmax(shares))]]
-    u = candidates[0]
+    u = candidates[int(np.argmax(inside_shares(G, w_refs, pca, candidates, mask, layers=layers)))] if k > 1 \
+        else candidates[0]
     if cache is not None:
         atomic_write(cache, lambda f: torch.save({"u": u}, f), "wb", True)
     return u
@@ -543,10 +546,8 @@ def choose_direction(G, pca: WPCA, box: Box, spec: str, disease: str, *, layers=
         return _signed(G, u, box, disease, layers), f"{spec}: the most box-local direction to first order"
     if spec == "sefa":
         candidates = sefa_directions(G, layers)
-        w_refs, mask = reference_latents(G, range(8)), box.mask().to(G.w_avg.device)
-        with torch.no_grad():  # ranked as the PCs are: the inside share at +-2 standard deviations along u
-            shares = [float(direction_share(G, w_refs, pca, u.to(w_refs), mask, 2.0, layers=layers))
-                      for u in candidates]
+        shares = inside_shares(G, reference_latents(G, range(8)), pca, candidates, box.mask().to(G.w_avg.device),
+                               layers=layers)
         k = int(np.argmax(shares))
         return _signed(G, candidates[k], box, disease, layers), (f"sefa: SeFa direction {k} ({shares[k]:.0%} of its "
                                                                  "change inside the box)")
@@ -579,10 +580,8 @@ def score_directions(G, pca: WPCA, box: Box, disease: str, specs, *, seen: torch
         t = time.perf_counter()
         u, desc = choose_direction(G, pca, box, spec, disease, layers=layers, cache_dir=cache_dir, progress=progress)
         seconds = time.perf_counter() - t
-        with torch.no_grad():
-            shares = [float(direction_share(G, refs, pca, u.to(refs), mask, 2.0, layers=layers))
-                      for refs in (seen, unseen)]
-        rows.append(dict(spec=spec, u=u, description=desc, seen=shares[0], unseen=shares[1], seconds=seconds))
+        (on_seen,), (on_unseen,) = (inside_shares(G, refs, pca, [u], mask, layers=layers) for refs in (seen, unseen))
+        rows.append(dict(spec=spec, u=u, description=desc, seen=on_seen, unseen=on_unseen, seconds=seconds))
     return rows
 
 

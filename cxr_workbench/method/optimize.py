@@ -82,8 +82,9 @@ class LOConfig:
 # in-box target c for every point, Eq. 4 literally); and for augmentation sets, ours with an
 # in-box change of 0.3 at the last point, where 0.1 leaves most cardiomegaly edits below the
 # clinical CTR threshold, the points starting a spring length apart along u (not half of one, so
-# the springs need not stretch the path first) and at most 50 steps at 2x the lr: 3.5x the
-# samples per hour of ours at the same oracle readings and PV within 2 % (benchmarks/bench_augment.py).
+# the springs need not stretch the path first) and at most 50 steps at 2x the lr: 1.85x the
+# samples per hour of the earlier 100 steps at 3x the lr, at the same oracle readings and PV within
+# 3 % (benchmarks/bench_augment.py; docs/method.md).
 NAMED_CONFIGS = {"ours": LOConfig(), "literal": LOConfig(schedule="constant", angle_form="literal"),
                  "augment": LOConfig(c=0.3, max_steps=50, lr=0.02, init_spacing=1.0)}
 
