@@ -199,10 +199,22 @@ def test_umap_plotly_hover_names_the_point(browser, lab):
     plot = page.locator(".js-plotly-plot").first
     plot.scroll_into_view_if_needed()
     page.wait_for_function("(el) => el._fullLayout && el._fullData.length > 0", arg=plot.element_handle())
-    # Where the first point of the first trace is drawn, from plotly's own axes
+    # UMAP's layout differs from machine to machine, so no point is known in advance: hover the point
+    # of the first trajectory trace drawn farthest from every point of the other traces (a reference
+    # marker over it would take the hover), found with plotly's own axes.
     x, y = plot.evaluate("""el => {
-        const L = el._fullLayout, d = el._fullData[0], r = el.getBoundingClientRect();
-        return [r.left + L.margin.l + L.xaxis.d2p(d.x[0]), r.top + L.margin.t + L.yaxis.d2p(d.y[0])];
+        const L = el._fullLayout, r = el.getBoundingClientRect();
+        const px = (d, i) => [L.xaxis.d2p(d.x[i]), L.yaxis.d2p(d.y[i])];
+        const [d, ...rest] = el._fullData;
+        const others = rest.flatMap(o => [...o.x.keys()].map(i => px(o, i)));
+        let best = 0, bestGap = -1;
+        for (let i = 0; i < d.x.length; i++) {
+            const [a, b] = px(d, i);
+            const gap = Math.min(Infinity, ...others.map(([p, q]) => Math.hypot(a - p, b - q)));
+            if (gap > bestGap) { best = i; bestGap = gap; }
+        }
+        const [a, b] = px(d, best);
+        return [r.left + L.margin.l + a, r.top + L.margin.t + b];
     }""")
     page.mouse.move(x - 30, y - 30)
     page.mouse.move(x, y, steps=5)
