@@ -9,15 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cxr_workbench.io import cache_dir
+
 DATA_DIR = Path(os.environ.get("CXR_WORKBENCH_DATA") or Path(__file__).resolve().parent.parent / "data")
 DEFAULT_GENERATOR = DATA_DIR / "generator.pt"
 DEFAULT_ORACLE = DATA_DIR / "oracle.pt"
 DEFAULT_PCA = DATA_DIR / "pca.pt"
-
-
-def cache_dir() -> Path:
-    """Where computed PCAs are kept (``CXR_WORKBENCH_CACHE``, else ``~/.cache/cxr_workbench``)."""
-    return Path(os.environ.get("CXR_WORKBENCH_CACHE") or Path.home() / ".cache" / "cxr_workbench")
 
 
 def _shipped(path: Path, what: str) -> Path:

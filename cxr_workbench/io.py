@@ -7,6 +7,7 @@
   The holder records in the lock file what it may leave behind (its pid and staging folder).
 * ``output_set``: a run's files as one set in a held folder; they are staged, then moved into
   place together, so a failed or killed run leaves none of them under its final name.
+* ``torch_load``: the one way a torch file is read: weights only, size-capped, one-line errors.
 
 The next writer tidies only what a dead holder recorded: its staging folder (finished when every
 file was written, else removed) and the temporaries named with its pid and the workbench's mark.
@@ -14,6 +15,7 @@ Nothing else in the folder is touched, whatever its name.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import json
@@ -21,8 +23,11 @@ import os
 import shutil
 import socket
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
+
+import torch
 
 LOCK_NAME = ".cxr-workbench.lock"
 STAGING_PREFIX = ".cxr-workbench-staging-"
@@ -194,3 +199,43 @@ def output_set(folder, names: Iterable[str], overwrite: bool = False) -> Iterato
             _finish(staging, folder)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def cache_dir() -> Path:
+    """Where computed PCAs, directions and CT slab models are kept (``CXR_WORKBENCH_CACHE``, else
+    ``~/.cache/cxr_workbench``)."""
+    return Path(os.environ.get("CXR_WORKBENCH_CACHE") or Path.home() / ".cache" / "cxr_workbench")
+
+
+# rosinality's train.py saves its argparse.Namespace under "args": plain data, safe to rebuild.
+SAFE_TORCH_GLOBALS = [argparse.Namespace]
+
+
+MAX_LOAD_BYTES = 8 * 2 ** 30  # a torch file holding more than this, unpacked, is refused before loading
+
+
+def unpacked_size(path) -> int | None:
+    """The bytes a torch zip file unpacks to, from its directory (None: not a zip file)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            return sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return None
+
+
+def torch_load(path, what: str = "checkpoint", max_bytes: int = MAX_LOAD_BYTES) -> object:
+    """``torch.load(weights_only=True)`` (plus SAFE_TORCH_GLOBALS), quietly; any failure is one
+    ValueError naming the ``what`` and file, never a suggestion to load unsafely. A file that
+    declares more than ``max_bytes`` unpacked is refused before anything is unpacked."""
+    size = unpacked_size(path)
+    if size is not None and size > max_bytes:
+        raise ValueError(f"{what} {path} unpacks to {size:,} bytes; expected at most {max_bytes:,}")
+    try:
+        with torch.serialization.safe_globals(SAFE_TORCH_GLOBALS), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are not the user's business
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, not a torch file, objects we do not rebuild ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = "it holds objects other than tensors and plain data" if "weights_only" in str(e) else first[:120]
+        raise ValueError(f"{what} {path} could not be read as a weights-only torch file ({reason})") from None

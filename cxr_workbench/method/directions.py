@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 
 from cxr_workbench.imaging.diseases import DISEASES, check_disease
 from cxr_workbench.imaging.masks import Box, disease_for_box, load_box, preset
-from cxr_workbench.io import atomic_write
-from cxr_workbench.model.checkpoints import generator_key, torch_load
+from cxr_workbench.io import atomic_write, torch_load
+from cxr_workbench.model.checkpoints import generator_key
 from cxr_workbench.model.latents import (
     apply_direction,
     check_class,

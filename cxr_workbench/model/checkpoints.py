@@ -52,7 +52,6 @@ becomes an inert placeholder.
 """
 from __future__ import annotations
 
-import argparse
 import codecs
 import hashlib
 import io
@@ -67,7 +66,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxr_workbench.io import atomic_write
+from cxr_workbench.io import atomic_write, torch_load
 from cxr_workbench.model.stylegan2 import Generator
 
 FORMAT = "cxr-workbench/1"
@@ -95,40 +94,6 @@ def _check_file(path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     return path
-
-
-# rosinality's train.py saves its argparse.Namespace under "args": plain data, safe to rebuild.
-SAFE_TORCH_GLOBALS = [argparse.Namespace]
-
-
-MAX_LOAD_BYTES = 8 * 2 ** 30  # a torch file holding more than this, unpacked, is refused before loading
-
-
-def unpacked_size(path) -> int | None:
-    """The bytes a torch zip file unpacks to, from its directory (None: not a zip file)."""
-    import zipfile
-    try:
-        with zipfile.ZipFile(path) as z:
-            return sum(i.file_size for i in z.infolist())
-    except (zipfile.BadZipFile, OSError):
-        return None
-
-
-def torch_load(path, what: str = "checkpoint", max_bytes: int = MAX_LOAD_BYTES) -> object:
-    """``torch.load(weights_only=True)`` (plus SAFE_TORCH_GLOBALS), quietly; any failure is one
-    ValueError naming the ``what`` and file, never a suggestion to load unsafely. A file that
-    declares more than ``max_bytes`` unpacked is refused before anything is unpacked."""
-    size = unpacked_size(path)
-    if size is not None and size > max_bytes:
-        raise ValueError(f"{what} {path} unpacks to {size:,} bytes; expected at most {max_bytes:,}")
-    try:
-        with torch.serialization.safe_globals(SAFE_TORCH_GLOBALS), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are not the user's business
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, not a torch file, objects we do not rebuild ...
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        reason = "it holds objects other than tensors and plain data" if "weights_only" in str(e) else first[:120]
-        raise ValueError(f"{what} {path} could not be read as a weights-only torch file ({reason})") from None
 
 
 def read_checkpoint(path) -> dict:

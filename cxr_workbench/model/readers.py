@@ -183,7 +183,8 @@ def save_classifier(path, net, *, network: str, classes, resolution: int, model_
 
 def reader_from_file(path) -> Reader:
     """The reader in a file: an oracle or classifier of ours, or TorchScript (see the module docstring)."""
-    from cxr_workbench.model.checkpoints import FORMAT, torch_load
+    from cxr_workbench.io import torch_load
+    from cxr_workbench.model.checkpoints import FORMAT
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"reader {path}: no such file; expected {READER_SPECS}")
@@ -209,7 +210,7 @@ def reader_from_file(path) -> Reader:
 def monai_reader(spec: str) -> Reader:
     """``monai:NAME:WEIGHTS[:class,class,...]``: a network of ``monai.networks.nets`` built for 2D
     single-channel input and one output per class, its weights read weights-only."""
-    from cxr_workbench.model.checkpoints import torch_load
+    from cxr_workbench.io import torch_load
     parts = spec.split(":")
     if len(parts) not in (3, 4) or not parts[1] or not parts[2]:
         raise ValueError(f"reader {spec!r}; expected monai:NAME:WEIGHTS or monai:NAME:WEIGHTS:class,class,...")
