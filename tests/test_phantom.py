@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from cxr_workbench.imaging import phantom
-from cxr_workbench.imaging.datasets import PhantomDataset
+from cxr_workbench.imaging.datasets import TruthDataset
 from cxr_workbench.imaging.diseases import DISEASES
 
 
 def test_dataset_reproducible_and_labels_follow_the_truth():
-    a, b = PhantomDataset(48, 32, seed=3), PhantomDataset(48, 32, seed=3)
+    a, b = TruthDataset(48, 32, seed=3), TruthDataset(48, 32, seed=3)
     np.testing.assert_array_equal(a.images, b.images)
     item = a[0]
     assert item["img"].shape == (1, 32, 32) and -1 <= item["img"].min() and item["img"].max() <= 1

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import tiny_generator
 
 from cxr_workbench.assets import load_default_oracle, load_reader
-from cxr_workbench.imaging.datasets import PhantomDataset
+from cxr_workbench.imaging.datasets import TruthDataset
 from cxr_workbench.imaging.masks import load_box
 from cxr_workbench.method.evaluate import measure
 from cxr_workbench.method.optimize import LOConfig, run_method
@@ -19,7 +19,7 @@ from cxr_workbench.studies.classify import ProtocolConfig, real_data, run_protoc
 
 @pytest.fixture(scope="module")
 def phantoms():
-    return PhantomDataset(8, 64, seed=3).images_tensor()
+    return TruthDataset(8, 64, seed=3).images_tensor()
 
 
 def test_the_oracle_reads_any_size_and_colour_through_its_64_px_view(phantoms):

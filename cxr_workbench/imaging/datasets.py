@@ -1,6 +1,7 @@
 """Datasets. Each item is a dict: ``img`` [1, R, R] float32 in [-1, 1], labels, ``index``.
 
-* ``PhantomDataset``: seeded procedural phantoms with ground truth (CTR, opacity burden).
+* ``TruthDataset``: seeded films with exact ground truth (CTR, opacity burden) from a source
+  (``imaging.sources``: procedural phantoms or DRRs of a chest CT).
 * ``ImageFolderDataset``: PNG/JPEG (8- or 16-bit) and DICOM files in a folder (``read_image``).
 * ``CheXpertDataset``: a CheXpert-style CSV (``Path``, ``Frontal/Lateral``, label columns).
 """
@@ -17,8 +18,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from cxr_workbench.imaging import phantom
-from cxr_workbench.imaging.diseases import DISEASES, reads_as
+from cxr_workbench.imaging import sources
+from cxr_workbench.imaging.diseases import DISEASES, KINDS, reads_as
 
 LABELS = ("cardiomegaly", "opacity")
 
@@ -76,8 +77,9 @@ def to_model_range(img01: np.ndarray, resolution: int, fit: str = "crop") -> tor
     return (t[0] * 2 - 1).clamp(-1, 1)
 
 
-class PhantomDataset(Dataset):
-    """``n`` phantoms rendered once (reproducible for a seed), kinds mixed by ``weights``.
+class TruthDataset(Dataset):
+    """``n`` films of ``source`` (``imaging.sources``) rendered once (reproducible for a seed), kinds
+    mixed by ``weights``; ``ct`` a CT folder for DRRs (the shipped CT by default).
 
     Labels per item: ``kind`` (normal / cardiomegaly / opacity), ``ctr``, ``opacity_burden``,
     and binary ``cardiomegaly`` / ``opacity``.
@@ -86,15 +88,17 @@ class PhantomDataset(Dataset):
     labels = LABELS
 
     def __init__(self, n: int, resolution: int = 64, seed: int = 0,
-                 weights: tuple[float, float, float] = (0.5, 0.25, 0.25), progress: bool = False):
+                 weights: tuple[float, float, float] = (0.5, 0.25, 0.25), progress: bool = False,
+                 source: str = "phantom", ct=None):
+        sources.check_source(source, ct)
         if n <= 0:
-            raise ValueError(f"n={n}; expected a positive number of phantoms")
-        self.resolution = resolution
+            raise ValueError(f"n={n}; expected a positive number of films")
+        self.resolution, self.source = resolution, source
         rng = np.random.default_rng(seed)
-        kinds = rng.choice(len(phantom.KINDS), size=n, p=np.asarray(weights) / np.sum(weights))
-        params = [phantom.sample_params(rng, phantom.KINDS[k]) for k in kinds]
-        chunks = [phantom.render_batch(params[i:i + self.CHUNK], resolution)
-                  for i in tqdm(range(0, n, self.CHUNK), disable=not progress, desc="phantoms")]
+        kinds = rng.choice(len(KINDS), size=n, p=np.asarray(weights) / np.sum(weights))
+        params = [sources.sample_params(source, rng, KINDS[k]) for k in kinds]
+        chunks = [sources.render_batch(source, params[i:i + self.CHUNK], resolution, ct=ct)
+                  for i in tqdm(range(0, n, self.CHUNK), disable=not progress, desc=f"{source} films")]
         self.images = np.concatenate([c[0] for c in chunks])
         self.ctr = np.concatenate([c[1]["ctr"] for c in chunks])
         self.burden = np.concatenate([c[1]["opacity_burden"] for c in chunks])
@@ -103,7 +107,7 @@ class PhantomDataset(Dataset):
         self.kind = np.where(reads_as(truth, "opacity"), "opacity",
                              np.where(reads_as(truth, "cardiomegaly"), "cardiomegaly", "normal"))
 
-    CHUNK = 64  # phantoms per render_batch call: large enough to batch, small enough to stay in cache
+    CHUNK = 64  # films per render_batch call: large enough to batch, small enough to stay in cache
 
     def __len__(self):
         return len(self.images)

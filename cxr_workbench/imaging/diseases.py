@@ -37,6 +37,9 @@ DISEASES: dict[str, Disease] = {
 }
 
 
+KINDS = ("normal",) + tuple(DISEASES)   # a film's kind: index into this for the oracle's kind head
+
+
 def check_disease(disease: str) -> str:
     if disease not in DISEASES:
         raise ValueError(f"disease={disease!r}; expected one of {sorted(DISEASES)}")

@@ -34,9 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cxr_workbench.imaging.diseases import reads_as
+from cxr_workbench.imaging.diseases import KINDS, reads_as
 
-KINDS = ("normal", "cardiomegaly", "opacity")
 MAX_BLOBS, MAX_LOBES = 3, 3
 MIN_SIZE = 16
 VERSION = 2                # bumped whenever the rendering changes (training snapshots record it)

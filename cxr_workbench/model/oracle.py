@@ -1,6 +1,6 @@
-"""Severity oracle: a small CNN trained on phantoms that reads the cardiothoracic ratio, the
-opacity burden, the kind (normal / cardiomegaly / opacity) and anatomical plausibility off an
-image. It stands in for the pulmonologist of the paper when we ask whether an edit really moved
+"""Severity oracle: a small CNN trained on films with exact truth (phantoms or DRRs) that reads the
+cardiothoracic ratio, the opacity burden, the kind (normal / cardiomegaly / opacity) and anatomical
+plausibility off an image. It stands in for the pulmonologist of the paper when we ask whether an edit really moved
 the disease attribute, and its penultimate features feed the Fréchet distance of the model card.
 
 Plausibility is learned against corrupted images (jigsaw-shuffled quadrants, upside-down chests,
@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cxr_workbench.imaging import phantom
-from cxr_workbench.imaging.datasets import PhantomDataset
+from cxr_workbench.imaging import sources
+from cxr_workbench.imaging.datasets import TruthDataset
+from cxr_workbench.imaging.diseases import KINDS
 from cxr_workbench.model.checkpoints import machine_description, read_checkpoint, save_checkpoint
 from cxr_workbench.settings import setting, validate_settings
 
@@ -42,7 +43,7 @@ class SeverityOracle(nn.Module):
         self.body = nn.Sequential(*layers)
         side = resolution // 16
         self.pool = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * side * side, 4 * width), nn.SiLU())
-        self.head = nn.Linear(4 * width, 2 + len(phantom.KINDS) + 1)
+        self.head = nn.Linear(4 * width, 2 + len(KINDS) + 1)
 
     def forward(self, img: torch.Tensor) -> dict:
         if img.ndim != 4 or img.shape[1] != 1 or img.shape[-1] != self.resolution:
@@ -56,7 +57,7 @@ class SeverityOracle(nn.Module):
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch: int = 256) -> dict[str, np.ndarray]:
         """Numpy predictions for images [N, 1, R, R] (or [N, R, R]): ctr, opacity_burden, kind
-        (index into phantom.KINDS), kind_probs, plausible (bool), features."""
+        (index into diseases.KINDS), kind_probs, plausible (bool), features."""
         self.eval()
         if images.ndim == 3:
             images = images[:, None]
@@ -104,12 +105,12 @@ class OracleReport:
         return self.__dict__.copy()
 
 
-def evaluate_oracle(oracle: SeverityOracle, data: PhantomDataset, seed: int = 1) -> OracleReport:
-    """Errors on held-out phantoms (and their corruptions for plausibility)."""
+def evaluate_oracle(oracle: SeverityOracle, data: TruthDataset, seed: int = 1) -> OracleReport:
+    """Errors on held-out films (and their corruptions for plausibility)."""
     imgs = data.images_tensor()
     pred = oracle.predict(imgs)
     bad = oracle.predict(corrupt(imgs, torch.Generator().manual_seed(seed)))
-    kinds = np.array([phantom.KINDS.index(k) for k in data.kind])
+    kinds = np.array([KINDS.index(k) for k in data.kind])
     return OracleReport(ctr_mae=float(np.abs(pred["ctr"] - data.ctr).mean()),
                         burden_mae=float(np.abs(pred["opacity_burden"] - data.burden).mean()),
                         kind_accuracy=float((pred["kind"] == kinds).mean()),
@@ -121,32 +122,36 @@ def evaluate_oracle(oracle: SeverityOracle, data: PhantomDataset, seed: int = 1)
 class OracleConfig:
     """Training settings of the severity oracle."""
 
-    n_train: int = setting(20000, "training phantoms", low=64, high=10_000_000)
-    n_val: int = setting(2000, "held-out phantoms for the report", low=1, high=10_000_000)
+    n_train: int = setting(20000, "training films", low=64, high=10_000_000)
+    n_val: int = setting(2000, "held-out films for the report", low=1, high=10_000_000)
     resolution: int = setting(64, "image size", choices=(32, 64, 128))
-    epochs: int = setting(8, "passes over the training phantoms", low=1, high=1000)
+    epochs: int = setting(8, "passes over the training films", low=1, high=1000)
     batch: int = setting(128, "images per step", low=4, high=65536)
     lr: float = setting(2e-3, "peak AdamW step size (one-cycle schedule)", low=0, high=10, open_low=True)
-    seed: int = setting(1, "seed of the training phantoms (held-out ones: seed + 1000) and the weights",
+    seed: int = setting(1, "seed of the training films (held-out ones: seed + 1000) and the weights",
                         low=0, high=2 ** 31 - 1000)
+    source: str = setting("phantom", "where the films come from", choices=sources.SOURCES)
+    ct: str = setting("", "a CT folder (NIfTI volume + labelmap) for --source drr; empty: the shipped CT",
+                      expected="a folder path")
 
     validate = validate_settings
 
 
 def train_oracle(config: OracleConfig | None = None, *, progress: bool = True):
-    """Train on freshly rendered phantoms (seed ``config.seed``), report on held-out ones (seed + 1000).
+    """Train on freshly rendered films (seed ``config.seed``), report on held-out ones (seed + 1000).
 
     Returns (oracle, OracleReport, wall time in s).
     """
     cfg = (config or OracleConfig()).validate()
     torch.manual_seed(cfg.seed)
     t0 = time.time()
-    train = PhantomDataset(cfg.n_train, cfg.resolution, seed=cfg.seed, progress=progress)
-    val = PhantomDataset(cfg.n_val, cfg.resolution, seed=cfg.seed + 1000)
+    films = dict(source=cfg.source, ct=cfg.ct or None)
+    train = TruthDataset(cfg.n_train, cfg.resolution, seed=cfg.seed, progress=progress, **films)
+    val = TruthDataset(cfg.n_val, cfg.resolution, seed=cfg.seed + 1000, **films)
     imgs = train.images_tensor()
     ctr = torch.from_numpy(train.ctr)
     burden = torch.from_numpy(train.burden)
-    kinds = torch.tensor([phantom.KINDS.index(k) for k in train.kind])
+    kinds = torch.tensor([KINDS.index(k) for k in train.kind])
     model = SeverityOracle(cfg.resolution)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps = cfg.epochs * (cfg.n_train // cfg.batch)
@@ -176,8 +181,9 @@ def train_oracle(config: OracleConfig | None = None, *, progress: bool = True):
 
 
 def save_oracle(path, oracle: SeverityOracle, report: OracleReport | None = None, wall_time: float = 0.0,
-                overwrite: bool = True):
-    card = dict(training_data="procedural phantoms (cxr_workbench.imaging.phantom)", wall_time_s=round(wall_time, 1),
+                overwrite: bool = True, source: str = "phantom", ct=None):
+    """Write the oracle with its card: what it learned (``source``, ``ct``), how long, on what, its held-out errors."""
+    card = dict(training_data=sources.describe(source, ct), source=source, wall_time_s=round(wall_time, 1),
                 machine=machine_description(), held_out=report.to_dict() if report else None)
     return save_checkpoint(path, dict(kind="oracle", config=oracle.config, oracle=oracle.state_dict(),
                                       model_card=card), overwrite)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cxr_workbench.devices import pick_device
-from cxr_workbench.imaging import phantom
+from cxr_workbench.imaging import phantom, sources
 from cxr_workbench.io import save_png, writer_lock
 from cxr_workbench.model.checkpoints import machine_description, read_checkpoint, save_checkpoint
 from cxr_workbench.model.latents import sample_grid
@@ -54,10 +54,15 @@ class TrainConfig:
     kimg: float = setting(200.0, "training length, thousands of images", low=0, high=1e6, open_low=True)
     snapshot_kimg: float = setting(10.0, "a snapshot every this many thousand images", low=0, high=1e6,
                                    open_low=True)
-    dataset_size: int = setting(20000, "phantoms rendered once and reused", low=1, high=10_000_000)
-    seed: int = setting(0, "seed of the phantoms, the weights and every draw", low=0, high=MAX_SEED)
+    dataset_size: int = setting(20000, "films rendered once and reused", low=1, high=10_000_000)
+    seed: int = setting(0, "seed of the films, the weights and every draw", low=0, high=MAX_SEED)
+    source: str = setting("phantom", "where the training films come from", choices=sources.SOURCES)
+    ct: str = setting("", "a CT folder (NIfTI volume + labelmap) for --source drr; empty: the shipped CT",
+                      expected="a folder path")
     phantom_version: int = setting(phantom.VERSION, "the phantoms the run learns; a new rendering is a new run",
                                    low=1, cli=False)
+    drr_version: int = setting(sources.version("drr"), "the DRRs the run learns; a new rendering is a new run",
+                               low=1, cli=False)
 
     validate = validate_settings
 
@@ -71,8 +76,14 @@ class TrainConfig:
 RESUME_FREE = ("kimg", "snapshot_kimg")
 
 
+# Settings of the source a run does not use (a phantom run resumes after the DRRs change, and back).
+OTHER_SOURCE = dict(phantom=("ct", "drr_version"), drr=("phantom_version",))
+
+
 def _config_difference(a: dict, b: dict) -> dict:
-    return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if k not in RESUME_FREE and a.get(k) != b.get(k)}
+    free = RESUME_FREE + OTHER_SOURCE[b.get("source", "phantom")]
+    a = dict(dict(source="phantom", ct=""), **a)  # runs from before sources were named learned phantoms
+    return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if k not in free and a.get(k) != b.get(k)}
 
 
 def train(cfg: TrainConfig, run_dir, *, images: torch.Tensor | None = None, resume: bool = True,
@@ -97,7 +108,7 @@ def train(cfg: TrainConfig, run_dir, *, images: torch.Tensor | None = None, resu
     torch.set_num_threads(threads or before)
     try:
         with writer_lock(run_dir):  # one trainer per run folder; a dead one's temporaries are removed
-            run = start_run(cfg, Path(run_dir), images=images, resume=resume, device=device, amp=amp,
+            run = start_run(cfg, Path(run_dir), images=images, resume=resume, device=device, amp=amp, progress=progress,
                             channels_last=channels_last)
             return _loop(run, progress=progress, stop_after_kimg=stop_after_kimg, stop_after_s=stop_after_s)
     finally:
@@ -124,9 +135,9 @@ class Run:
 
 
 def start_run(cfg: TrainConfig, run_dir: Path, *, images=None, resume: bool = True, device=None, amp=None,
-              channels_last=None) -> Run:
+              progress=False, channels_last=None) -> Run:
     """New networks, or the run's snapshot when it has one (refused when its config differs)."""
-    from cxr_workbench.imaging.datasets import PhantomDataset
+    from cxr_workbench.imaging.datasets import TruthDataset
 
     device = pick_device(device)
     snap_path = run_dir / "snapshot.pt"
@@ -156,7 +167,8 @@ def start_run(cfg: TrainConfig, run_dir: Path, *, images=None, resume: bool = Tr
         state = snap["state"]
 
     if images is None:
-        images = PhantomDataset(cfg.dataset_size, cfg.resolution, seed=cfg.seed).images_tensor()
+        images = TruthDataset(cfg.dataset_size, cfg.resolution, seed=cfg.seed, source=cfg.source, ct=cfg.ct or None,
+                              progress=progress).images_tensor()
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000003)
     if snap is not None:
         torch.set_rng_state(snap["rng_cpu"])  # the noise inputs
@@ -233,8 +245,7 @@ def write_snapshot(run: Run, losses: tuple[float, float]) -> float:
                                    machine=machine_description()))
     G_cpu = copy.deepcopy(run.G_ema).float().cpu()
     save_png(run.run_dir / f"samples_{kimg:09.3f}kimg.png", sample_grid(G_cpu, range(32)))
-    card = dict(training_data=f"{cfg.dataset_size} procedural phantoms (cxr_workbench.imaging.phantom, "
-                              f"version {cfg.phantom_version})",
+    card = dict(training_data=f"{cfg.dataset_size} {sources.describe(cfg.source, cfg.ct or None)}",
                 kimg=kimg, wall_time_s=round(state["wall_time"], 1), machine=machine_description(),
                 threads=torch.get_num_threads(), bf16=bool(run.amp), train_config=asdict(cfg))
     cuda_rng = {"rng_cuda": torch.cuda.get_rng_state()} if run.device.type == "cuda" else {}

@@ -89,14 +89,14 @@ def random_augmentation(images: torch.Tensor, n: int, seed: int) -> torch.Tensor
 def real_data(cfg: ProtocolConfig, progress: bool = False) -> dict:
     """Fresh phantoms by class: ``train[kind]`` (enough for the largest size), ``val[kind]`` and
     ``test[kind]``, each [N, 1, 64, 64] in [-1, 1], kinds from the rendered truth."""
-    from cxr_workbench.imaging.datasets import PhantomDataset
+    from cxr_workbench.imaging.datasets import TruthDataset
     need = {"normal": cfg.n_normal, "cardiomegaly": max(cfg.n_disease), "opacity": max(cfg.n_disease)}
     total = {k: v + cfg.n_val + cfg.n_test for k, v in need.items()}
     pools = {k: [] for k in KINDS}
     seed = cfg.data_seed
     while any(sum(map(len, pools[k])) < total[k] for k in KINDS):
         short = [max(total[k] - sum(map(len, pools[k])), 0) for k in KINDS]
-        ds = PhantomDataset(int(sum(short) * 1.3) + 64, PHANTOM_RESOLUTION, seed=seed,
+        ds = TruthDataset(int(sum(short) * 1.3) + 64, PHANTOM_RESOLUTION, seed=seed,
                             weights=tuple(s + 1 for s in short), progress=progress)
         x = ds.images_tensor()
         for k in KINDS:

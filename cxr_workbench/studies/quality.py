@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cxr_workbench.imaging.datasets import PhantomDataset
+from cxr_workbench.imaging.datasets import TruthDataset
 from cxr_workbench.io import atomic_write, save_png
 from cxr_workbench.method.directions import compute_pca, pc_locality
 from cxr_workbench.method.metrics import frechet_distance, knn_precision_recall, ks_statistic
@@ -50,8 +50,8 @@ def quality_predictions(G, oracle, n: int = 2000, seed: int = 0, progress: bool 
     torch.manual_seed(seed)
     untrained = Generator(**G.config).eval()
     size = oracle.resolution  # phantoms are drawn at the size the oracle reads (G's images are resized to it)
-    sets = dict(phantoms=lambda: PhantomDataset(n, size, seed=10_000 + seed).images_tensor(),
-                phantoms_second=lambda: PhantomDataset(n, size, seed=20_000 + seed).images_tensor(),
+    sets = dict(phantoms=lambda: TruthDataset(n, size, seed=10_000 + seed).images_tensor(),
+                phantoms_second=lambda: TruthDataset(n, size, seed=20_000 + seed).images_tensor(),
                 generated=lambda: generated_images(G, n, seed),
                 init=lambda: generated_images(untrained, n, seed))
     return {name: oracle.predict(images()) for name, images in tqdm(sets.items(), disable=not progress,

@@ -297,7 +297,7 @@ def prepare_items(G, out_dir, *, n_real: int = 12, n_edited: int = 12, seed: int
     right lung (the last point of each sequence, labelled with its box's disease, as the paper
     labels its augmented samples). Written as PNG into ``out_dir``; returns the item dicts."""
     from cxr_workbench.assets import pca_for
-    from cxr_workbench.imaging.datasets import PhantomDataset
+    from cxr_workbench.imaging.datasets import TruthDataset
     from cxr_workbench.imaging.strips import to_uint8
     from cxr_workbench.io import save_png
     from cxr_workbench.method.directions import plan_edit
@@ -305,7 +305,7 @@ def prepare_items(G, out_dir, *, n_real: int = 12, n_edited: int = 12, seed: int
     from cxr_workbench.model.latents import reference_latents
     out_dir = Path(out_dir)
     items = []
-    real = PhantomDataset(n_real, G.img_resolution, seed=50_000 + seed)
+    real = TruthDataset(n_real, G.img_resolution, seed=50_000 + seed)
     for i in range(n_real):
         path = save_png(out_dir / f"real_{i:03d}.png", to_uint8(real.images_tensor()[i:i + 1])[0])
         items.append(dict(path=path, source="real", cardiomegaly=real.kind[i] == "cardiomegaly",

