@@ -39,13 +39,15 @@ from cxr_workbench.imaging.diseases import KINDS, reads_as
 
 MAX_BLOBS = 3
 MIN_SIZE = 16
-VERSION = 1                # bumped whenever the rendering changes (training runs record it)
+VERSION = 2                # bumped whenever the rendering changes (training runs record it)
 FIELD_MM = 340.0          # side of the square detector field at the default framing (a 35 x 43 cm cassette is 350 wide)
 DEVICES = ("ecg", "line", "tube")
 LOBE_NAMES = tuple(LOBES.values())
 _C = {name: i for i, name in enumerate(CHANNELS)}
 _LOBE0 = _C["lobe10"]
 LUNG_MU = 0.2 * MU_WATER      # aerated lung, for lung that replaces shrinking heart
+EQUALISE_WIDTH = 0.35  # the processor's unsharp mask, in film widths
+LUNG_FLOOR = 0.12      # how far below the darkest lung black is set, in windows
 HEART_EDGE_MM, LUNG_EDGE_MM, OPACITY_EDGE_MM = 8.0, 8.0, 4.0   # path lengths that count as "projected there"
 
 
@@ -143,7 +145,7 @@ def sample_params(rng: np.random.Generator, kind: str = "normal") -> DRRParams:
     return DRRParams(
         shift_x=u(-0.03, 0.03), shift_y=u(-0.03, 0.03), yaw=u(-0.08, 0.08), tilt=u(-0.06, 0.06), zoom=u(0.95, 1.08),
         sid=u(950, 1100) if ap else u(1700, 1900), ap=ap, scale_x=u(0.92, 1.08), scale_y=u(0.93, 1.07),
-        depth=u(0.9, 1.1), inspiration=u(-0.8, 0.8), elastic=u(1, 6), soft_tissue=u(0, 1), bone=u(0.6, 1.0),
+        depth=u(0.9, 1.1), inspiration=u(-0.8, 0.8), elastic=u(1, 6), soft_tissue=u(0, 1), bone=u(0.4, 0.7),
         heart=heart, blur=u(0.3, 0.9), scatter=u(0.08, 0.35), photons=float(np.exp(u(np.log(2e4), np.log(3e5)))),
         equalise=u(0.4, 0.6), gamma=u(0.85, 1.2), contrast=u(0.9, 1.1), brightness=u(-0.04, 0.04),
         noise_seed=int(rng.integers(2 ** 31)), shape_seed=int(rng.integers(2 ** 31)), devices=devices,
@@ -364,11 +366,12 @@ def _expose(A: torch.Tensor, lung: torch.Tensor, P: dict, params: list[DRRParams
     eps = torch.stack([torch.randn(s, s, generator=torch.Generator().manual_seed(p.noise_seed)) for p in params])
     q = (q + (q / photons).sqrt() * eps).clamp(min=1 / photons)
     p = -torch.log(q)
-    p = p - P["equalise"][:, None, None] * _gauss(p, torch.full((n,), s / 5))
+    p = p - P["equalise"][:, None, None] * _gauss(p, torch.full((n,), s * EQUALISE_WIDTH))
     # The processor's histogram analysis: black at the darkest lung, white at the densest 0.5 % of the film.
     lo = torch.nanquantile(torch.where(lung, p, torch.nan).flatten(1), 0.02, dim=1)[:, None, None]
     hi = torch.quantile(p.flatten(1), 0.995, dim=1)[:, None, None]
     lo = torch.where(lo.isnan(), torch.quantile(p.flatten(1), 0.02, dim=1)[:, None, None], lo)  # no lung in view
+    lo = lo - LUNG_FLOOR * (hi - lo)  # the darkest lung a dark grey, air black
     v = ((p - lo) / (hi - lo).clamp(min=1e-6)).clamp(0, 1) ** P["gamma"][:, None, None]
     v = (v - 0.5) * P["contrast"][:, None, None] + 0.5 + P["brightness"][:, None, None]
     return v.clamp(0, 1)
