@@ -17,8 +17,8 @@ if __name__ == "__main__":
     print(f"Oracle features and readings, {args.n} images per set, against phantoms:")
     print(f"{'set':12s} {'FD':>8s} {'precision':>9s} {'recall':>7s} {'KS CTR':>7s} {'KS burden':>9s} "
           f"{'CTR mean/std':>13s} {'burden mean/std':>15s}")
-    for key, fd in (("phantoms", "fd_phantoms_vs_phantoms"), ("generated", "fd_generated_vs_phantoms"),
-                    ("init", "fd_init_vs_phantoms")):
+    for key, fd in (("films", "fd_films_vs_films"), ("generated", "fd_generated_vs_films"),
+                    ("init", "fd_init_vs_films")):
         d = q[key]
         print(f"{key:12s} {q[fd]:8.2f} {d['precision']:9.3f} {d['recall']:7.3f} {d['ks']['ctr']:7.3f} "
               f"{d['ks']['opacity_burden']:9.3f} {d['ctr_mean']:6.3f}/{d['ctr_std']:.3f} "

@@ -198,3 +198,9 @@ def test_own_ct_refused_in_one_line_naming_the_file(tmp_path, damage, message):
 def test_missing_ct_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         ct.ct_files(tmp_path / "nowhere")
+
+
+def test_kinds_grid_of_drrs():
+    grid, truths = sources.kinds_grid("drr", per_kind=2, size=32)
+    assert grid.shape == (3 * 32, 2 * 32) and 0 <= grid.min() and grid.max() <= 1
+    assert all(t["cardiomegaly"] for t in truths[1]) and all(t["opacity"] for t in truths[2])

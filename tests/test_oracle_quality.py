@@ -41,9 +41,9 @@ def test_quality_figures_and_card():
     G = tiny_generator(mapping_layers=1, channel_max=8)
     oracle = SeverityOracle(resolution=16, width=4).eval()
     q = quality_figures(G, oracle, n=64)
-    for key in ("fd_generated_vs_phantoms", "fd_init_vs_phantoms", "fd_phantoms_vs_phantoms"):
+    for key in ("fd_generated_vs_films", "fd_init_vs_films", "fd_films_vs_films"):
         assert np.isfinite(q[key]) and q[key] >= -1e-6
     # two draws of phantoms are closer to each other than an untrained generator is to them
-    assert q["fd_phantoms_vs_phantoms"] < q["fd_init_vs_phantoms"]
+    assert q["fd_films_vs_films"] < q["fd_init_vs_films"]
     md = model_card_markdown(dict(training_data="x", kimg=1, wall_time_s=3600, machine="m", quality=q))
     assert "generator at initialisation" in md and "| shipped generator |" in md

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from cxr_workbench.imaging import phantom
+from cxr_workbench.imaging import phantom, sources
 from cxr_workbench.imaging.datasets import TruthDataset
 from cxr_workbench.imaging.diseases import DISEASES
 
@@ -64,7 +64,7 @@ def test_out_of_range_parameters_name_themselves(field, value):
 
 
 def test_kinds_grid_shapes():
-    grid, truths = phantom.kinds_grid(per_kind=2, size=32)
+    grid, truths = sources.kinds_grid("phantom", per_kind=2, size=32)
     assert grid.shape == (3 * 32, 2 * 32) and 0 <= grid.min() and grid.max() <= 1
     assert all(t["cardiomegaly"] for t in truths[1]) and not any(t["cardiomegaly"] for t in truths[0])
 

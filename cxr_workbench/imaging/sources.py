@@ -4,7 +4,7 @@ a researcher's own CT folder). Both draw parameters of a kind and render batches
 (``ctr``, ``opacity_burden``, ``cardiomegaly``, ``opacity``, ``lung_fraction``)."""
 from __future__ import annotations
 
-__all__ = ["SOURCES", "check_source", "sample_params", "render_batch", "describe", "version"]
+__all__ = ["SOURCES", "check_source", "sample_params", "render_batch", "kinds_grid", "describe", "version"]
 
 import numpy as np
 
@@ -35,6 +35,20 @@ def render_batch(source: str, params: list, size: int, ct=None) -> tuple[np.ndar
     if source == "drr":
         return _module(source).render_batch(params, size, ct=ct)
     return _module(source).render_batch(params, size)
+
+
+def kinds_grid(source: str = "phantom", per_kind: int = 6, size: int = 128, seed: int = 0, ct=None
+               ) -> tuple[np.ndarray, list[list[dict]]]:
+    """One row of ``per_kind`` films of ``source`` per kind (normal, cardiomegaly, opacity): a float
+    image [len(KINDS) * size, per_kind * size] in [0, 1] and the ground truth of every tile, row by row."""
+    from cxr_workbench.imaging.diseases import KINDS
+    rng = np.random.default_rng(seed)
+    rows, truths = [], []
+    for kind in KINDS:
+        imgs, truth = render_batch(source, [sample_params(source, rng, kind) for _ in range(per_kind)], size, ct=ct)
+        rows.append(np.concatenate(list(imgs), 1))
+        truths.append([{k: v[i].item() for k, v in truth.items()} for i in range(per_kind)])
+    return np.concatenate(rows), truths
 
 
 def version(source: str) -> int:

@@ -177,6 +177,7 @@ def train_oracle(config: OracleConfig | None = None, *, progress: bool = True):
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
+    model.source = cfg.source
     return model, evaluate_oracle(model, val, cfg.seed), time.time() - t0
 
 
@@ -195,4 +196,5 @@ def load_oracle(path) -> SeverityOracle:
         raise ValueError(f"{path} holds a {data.get('kind')!r}, not an oracle")
     model = SeverityOracle(**data["config"])
     model.load_state_dict(data["oracle"])
+    model.source = data.get("model_card", {}).get("source", "phantom")  # the films it learned to read
     return model.eval().requires_grad_(False)

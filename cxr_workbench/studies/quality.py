@@ -1,10 +1,11 @@
 """Quality figures of a generator, read through the severity oracle, and shipping of the default.
 
-Figures (each also computed for a generator at initialisation and for phantoms vs phantoms, so
-the numbers can be read): Fréchet distance between oracle features of generated and phantom
-images; k-NN precision and recall of those features (k = 3); oracle CTR and opacity burden
-distributions and their two-sample KS statistics against phantoms; the fraction the oracle finds
-plausible; and, for each preset box, the share of image change inside the box of its most local PC.
+Figures (each also computed for a generator at initialisation and for a second draw of the films it
+learned, so the numbers can be read): Fréchet distance between oracle features of generated films
+and films of the generator's source (phantoms or DRRs, ``imaging.sources``); k-NN precision and recall
+of those features (k = 3); oracle CTR and opacity burden distributions and their two-sample KS
+statistics against the source's films; the fraction the oracle finds plausible; and, for each preset
+box, the share of image change inside the box of its most local PC.
 
 The targets a default must meet to ship (``SHIP_TARGETS``) are checked by ``shipping_verdict``.
 """
@@ -44,14 +45,16 @@ def _describe(pred: dict) -> dict:
                 kind_fractions=[float((pred["kind"] == k).mean()) for k in range(3)])
 
 
-def quality_predictions(G, oracle, n: int = 2000, seed: int = 0, progress: bool = False) -> dict:
-    """The oracle's readings of the sets the figures compare: ``phantoms`` (first draw),
-    ``phantoms_second``, ``generated`` (G) and ``init`` (G's architecture untrained)."""
+def quality_predictions(G, oracle, n: int = 2000, seed: int = 0, progress: bool = False, source: str = "phantom",
+                        ct=None) -> dict:
+    """The oracle's readings of the sets the figures compare: ``films`` (first draw of ``source``),
+    ``films_second``, ``generated`` (G) and ``init`` (G's architecture untrained)."""
     torch.manual_seed(seed)
     untrained = Generator(**G.config).eval()
-    size = oracle.resolution  # phantoms are drawn at the size the oracle reads (G's images are resized to it)
-    sets = dict(phantoms=lambda: TruthDataset(n, size, seed=10_000 + seed).images_tensor(),
-                phantoms_second=lambda: TruthDataset(n, size, seed=20_000 + seed).images_tensor(),
+    size = oracle.resolution  # films are drawn at the size the oracle reads (G's images are resized to it)
+    films = dict(source=source, ct=ct)
+    sets = dict(films=lambda: TruthDataset(n, size, seed=10_000 + seed, **films).images_tensor(),
+                films_second=lambda: TruthDataset(n, size, seed=20_000 + seed, **films).images_tensor(),
                 generated=lambda: generated_images(G, n, seed),
                 init=lambda: generated_images(untrained, n, seed))
     return {name: oracle.predict(images()) for name, images in tqdm(sets.items(), disable=not progress,
@@ -59,22 +62,21 @@ def quality_predictions(G, oracle, n: int = 2000, seed: int = 0, progress: bool 
 
 
 def quality_figures(G, oracle, *, n: int = 2000, seed: int = 0, pca=None, predictions: dict | None = None,
-                    progress: bool = False) -> dict:
-    """The model-card figures for G (see module docstring). With ``pca`` (of G's W) the PC
-    locality of each preset box is included; ``predictions`` from ``quality_predictions`` are
-    reused instead of computed again."""
-    pred = predictions or quality_predictions(G, oracle, n, seed, progress)
-    phantoms_a, phantoms_b, gen, init = pred["phantoms"], pred["phantoms_second"], pred["generated"], pred["init"]
+                    progress: bool = False, source: str = "phantom", ct=None) -> dict:
+    """The model-card figures for G against films of ``source`` (see module docstring). With ``pca``
+    (of G's W) the PC locality of each preset box is included; ``predictions`` from
+    ``quality_predictions`` (of the same source) are reused instead of computed again."""
+    pred = predictions or quality_predictions(G, oracle, n, seed, progress, source=source, ct=ct)
+    films_a, films_b, gen, init = pred["films"], pred["films_second"], pred["generated"], pred["init"]
     def fd(a):
-        return frechet_distance(a["features"], phantoms_a["features"])
+        return frechet_distance(a["features"], films_a["features"])
     def pr(a):
-        return knn_precision_recall(phantoms_a["features"], a["features"], k=3)
+        return knn_precision_recall(films_a["features"], a["features"], k=3)
     def ks(a):
-        return {key: ks_statistic(a[key], phantoms_a[key]) for key in ("ctr", "opacity_burden")}
-    q = dict(n=n, fd_generated_vs_phantoms=fd(gen), fd_init_vs_phantoms=fd(init),
-             fd_phantoms_vs_phantoms=fd(phantoms_b), generated=_describe(gen), init=_describe(init),
-             phantoms=_describe(phantoms_a))
-    for key, pred in (("generated", gen), ("init", init), ("phantoms", phantoms_b)):
+        return {key: ks_statistic(a[key], films_a[key]) for key in ("ctr", "opacity_burden")}
+    q = dict(n=n, source=source, fd_generated_vs_films=fd(gen), fd_init_vs_films=fd(init),
+             fd_films_vs_films=fd(films_b), generated=_describe(gen), init=_describe(init), films=_describe(films_a))
+    for key, pred in (("generated", gen), ("init", init), ("films", films_b)):
         q[key].update(zip(("precision", "recall"), pr(pred)))
         q[key]["ks"] = ks(pred)
     if pca is not None:
@@ -92,7 +94,7 @@ LOCALITY_KEYS = (("pc", "inside_share"), ("local", "local_inside_share"), ("loca
 def shipping_verdict(q: dict) -> dict:
     """Each target of SHIP_TARGETS: (value, target, met)."""
     g = q["generated"]
-    fd = q["fd_generated_vs_phantoms"]
+    fd = q["fd_generated_vs_films"]
     rows = dict(fd=(fd, SHIP_TARGETS["fd"], fd <= SHIP_TARGETS["fd"]),
                 precision=(g["precision"], SHIP_TARGETS["precision"], g["precision"] >= SHIP_TARGETS["precision"]),
                 recall=(g["recall"], SHIP_TARGETS["recall"], g["recall"] >= SHIP_TARGETS["recall"]))
@@ -106,15 +108,18 @@ def shipping_verdict(q: dict) -> dict:
     return rows
 
 
-QUALITY_SETS = (("phantoms (second draw)", "phantoms", "fd_phantoms_vs_phantoms"),
-                 ("shipped generator", "generated", "fd_generated_vs_phantoms"),
-                 ("generator at initialisation", "init", "fd_init_vs_phantoms"))
+QUALITY_SETS = (("{films} (second draw)", "films", "fd_films_vs_films"),
+                 ("shipped generator", "generated", "fd_generated_vs_films"),
+                 ("generator at initialisation", "init", "fd_init_vs_films"))
+FILMS = dict(phantom="phantoms", drr="DRRs")  # a source's films in words
 
 
 def quality_rows(q: dict) -> list[dict]:
     """The figures of ``quality_figures`` as table rows, one per set (model card and notebook 01)."""
-    return [dict(set=name, fd_to_phantoms=q[fd], ctr_mean=q[key]["ctr_mean"], ctr_std=q[key]["ctr_std"],
-                 burden_mean=q[key]["burden_mean"], burden_std=q[key]["burden_std"], plausible=q[key]["plausible"])
+    films = FILMS[q.get("source", "phantom")]
+    return [dict(set=name.format(films=films), fd_to_films=q[fd], ctr_mean=q[key]["ctr_mean"],
+                 ctr_std=q[key]["ctr_std"], burden_mean=q[key]["burden_mean"], burden_std=q[key]["burden_std"],
+                 plausible=q[key]["plausible"])
             for name, key, fd in QUALITY_SETS]
 
 
@@ -131,7 +136,10 @@ def training_history(snapshots: list[dict]) -> list[dict]:
 
 
 def model_card_markdown(card: dict) -> str:
+    """The model card of a shipped generator (``data/MODEL_CARD.md``) from its card dict."""
     q = card.get("quality", {})
+    source = card.get("train_config", {}).get("source", "phantom")
+    films = FILMS[source]
     stretches = "; ".join(f"{h['kimg_from']:.0f}-{h['kimg_to']:.0f} kimg on {h['machine']} in {h['hours']:.2f} h"
                           for h in card.get("history", []))
     lines = ["# Shipped default generator", "",
@@ -142,23 +150,23 @@ def model_card_markdown(card: dict) -> str:
                 if 'threads' in card else ""),
              f"- Architecture: {json.dumps(card.get('architecture', {}))}",
              f"- Training settings: {json.dumps(card.get('train_config', {}))}", "",
-             "Phantoms it learned (rows: normal, cardiomegaly, opacity; 128 px above, 64 px below): "
-             "`data/phantoms.png`. Samples (seeds 0-31): `data/samples.png`.", ""]
+             f"{films.capitalize()} it learned (rows: normal, cardiomegaly, opacity; 128 px above, 64 px below): "
+             f"`data/{grid_file(source)}`. Samples (seeds 0-31): `data/samples.png`.", ""]
     if q:
         lines += ["## Quality (through the severity oracle, `data/oracle.pt`)", "",
                   f"{q['n']} images per set. Fréchet distance (FD), k-NN precision and recall (k = 3) of oracle "
-                  "features against phantoms, and KS statistics of the oracle's readings:", "",
+                  f"features against {films}, and KS statistics of the oracle's readings:", "",
                   "| set | FD | precision | recall | KS CTR | KS burden | CTR mean ± std | burden mean ± std "
                   "| plausible |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for r, key in zip(quality_rows(q), ("phantoms", "generated", "init")):
+        for r, key in zip(quality_rows(q), ("films", "generated", "init")):
             d = q[key]
             extra = (f"{d['precision']:.2f} | {d['recall']:.2f} | {d['ks']['ctr']:.3f} | "
                      f"{d['ks']['opacity_burden']:.3f}" if "precision" in d else "- | - | - | -")
-            lines.append(f"| {r['set']} | {r['fd_to_phantoms']:.2f} | {extra} | {r['ctr_mean']:.3f} ± "
+            lines.append(f"| {r['set']} | {r['fd_to_films']:.2f} | {extra} | {r['ctr_mean']:.3f} ± "
                          f"{r['ctr_std']:.3f} | {r['burden_mean']:.3f} ± {r['burden_std']:.3f} | "
                          f"{r['plausible']:.1%} |")
-        lines += ["", "(the phantoms row is a second draw of phantoms against the first; its figures are the floor)"]
+        lines += ["", f"(the {films} row is a second draw of {films} against the first; its figures are the floor)"]
         if "pc_locality" in q:
             lines += ["", "Targets for a shipped default (issue 9), met or not:", "",
                       "| figure | value | target | met |", "|---|---|---|---|"]
@@ -169,9 +177,9 @@ def model_card_markdown(card: dict) -> str:
                 "`local_inside_*`: the most box-local combination of the first 30 PCs (`--direction local`); "
                 "`local+_inside_*`: the same with a combination of all PCs per W+ layer (`--direction local+`). "
                 "Both measured on references they were not searched on.",
-                "", "Oracle CTR and burden histograms, samples vs phantoms: `data/severity_histograms.png`."]
+                "", f"Oracle CTR and burden histograms, samples vs {films}: `data/severity_histograms.png`."]
     if card.get("oracle"):
-        lines += ["", "## Severity oracle (held-out phantoms)", "", f"```\n{json.dumps(card['oracle'], indent=2)}\n```"]
+        lines += ["", f"## Severity oracle (held-out {films})", "", f"```\n{json.dumps(card['oracle'], indent=2)}\n```"]
     state = card.get("training_state")
     lines += ["", "## Resuming training", "",
               "Training resumes from a run folder's `snapshot.pt`, the full training state (G, D, EMA generator,",
@@ -190,55 +198,77 @@ def model_card_markdown(card: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-SHIPPED_FILES = ("generator.pt", "pca.pt", "samples.png", "phantoms.png", "severity_histograms.png", "MODEL_CARD.md")
+def grid_file(source: str) -> str:
+    """The shipped grid of the films a generator learned: ``phantoms.png`` or ``drrs.png``."""
+    return f"{source}s.png"
 
 
-def ship_generator(run_dir, data_dir, oracle, *, n: int = 2000, overwrite: bool = False, force: bool = False,
-                   progress: bool = False) -> list[Path]:
+def shipped_files(source: str) -> tuple[str, ...]:
+    """What ``ship_generator`` writes for a generator of ``source`` (the oracle too when it is given)."""
+    return ("generator.pt", "pca.pt", "samples.png", grid_file(source), "severity_histograms.png", "MODEL_CARD.md")
+
+
+def ship_generator(run_dir, data_dir, oracle, *, oracle_file=None, n: int = 2000, overwrite: bool = False,
+                   force: bool = False, progress: bool = False) -> list[Path]:
     """Copy a run's EMA generator into ``data_dir`` with its quality figures, the PCA of W, sample
-    and phantom grids, severity histograms and a markdown model card that identifies the run's training
-    snapshot (kept in the run folder, not shipped).
+    and source grids, severity histograms and a markdown model card that identifies the run's training
+    snapshot (kept in the run folder, not shipped); ``oracle_file`` (the file ``oracle`` was read from)
+    is shipped too as ``oracle.pt`` when given: a generator of another source needs its own oracle.
 
-    When ``data_dir`` already has a generator, both are measured with ``oracle`` on the same images
-    and a run with a larger FD is refused unless ``force``.
+    ``oracle`` must have learned the films the generator learned. When ``data_dir`` already has a
+    generator of the same source, both are measured with ``oracle`` on the same images and a run with
+    a larger FD is refused unless ``force``.
     """
-    from cxr_workbench.imaging.phantom import kinds_grid
-    from cxr_workbench.model.checkpoints import load_generator
+    from cxr_workbench.model.checkpoints import generator_card, load_generator
     from cxr_workbench.model.latents import sample_grid
-    from cxr_workbench.studies.figures import save_figure, severity_histograms
     run_dir, data_dir = Path(run_dir), Path(data_dir)
-    clash = [name for name in SHIPPED_FILES if (data_dir / name).exists()]
+    data = read_checkpoint(run_dir / "generator.pt")
+    source = data.get("model_card", {}).get("train_config", {}).get("source", "phantom")
+    if getattr(oracle, "source", "phantom") != source:
+        raise ValueError(f"the oracle learned {FILMS[oracle.source]}, the generator in {run_dir} {FILMS[source]}; "
+                         f"expected an oracle of {FILMS[source]} (cxr-workbench oracle --source {source})")
+    names = shipped_files(source) + (("oracle.pt",) if oracle_file is not None else ())
+    clash = [name for name in names if (data_dir / name).exists()]
     if clash and not overwrite:  # before minutes of measuring
         raise FileExistsError(f"{', '.join(str(data_dir / c) for c in clash)} exist; pass --overwrite to replace them")
-    data = read_checkpoint(run_dir / "generator.pt")
     G = load_generator(run_dir / "generator.pt")
-    pred = quality_predictions(G, oracle, n)
-    if (data_dir / "generator.pt").is_file() and not force:
-        new_fd = frechet_distance(pred["generated"]["features"], pred["phantoms"]["features"])
-        shipped = load_generator(data_dir / "generator.pt")
-        old_fd = frechet_distance(oracle.predict(generated_images(shipped, n))["features"],
-                                  pred["phantoms"]["features"])
+    pred = quality_predictions(G, oracle, n, source=source)
+    shipped = data_dir / "generator.pt"
+    if shipped.is_file() and not force and generator_card(shipped).get("train_config", {}).get(
+            "source", "phantom") == source:
+        new_fd = frechet_distance(pred["generated"]["features"], pred["films"]["features"])
+        old_fd = frechet_distance(oracle.predict(generated_images(load_generator(shipped), n))["features"],
+                                  pred["films"]["features"])
         if old_fd < new_fd:
             raise ValueError(f"{run_dir} is worse than the shipped generator: FD {new_fd:.2f} "
                              f"vs {old_fd:.2f} (same oracle, same images); pass --force to ship it anyway")
     pca = compute_pca(G, n_samples=20000, progress=progress)
-    q = quality_figures(G, oracle, n=n, pca=pca, predictions=pred)
+    q = quality_figures(G, oracle, n=n, pca=pca, predictions=pred, source=source)
     snapshot = read_checkpoint(run_dir / "snapshot.pt")
     card = dict(data.get("model_card", {}), architecture=G.config, quality=q,
                 history=training_history(snapshot["state"]["snapshots"]),
                 training_state=dict(kimg=snapshot["state"]["images_seen"] / 1000,
                                     sha256=hashlib.sha256((run_dir / "snapshot.pt").read_bytes()).hexdigest()))
-    oracle_path = data_dir / "oracle.pt"
+    oracle_path = Path(oracle_file) if oracle_file is not None else data_dir / "oracle.pt"
     card["oracle"] = read_checkpoint(oracle_path).get("model_card") if oracle_path.is_file() else None
-    out = [save_checkpoint(data_dir / "generator.pt", {**data, "model_card": card}, overwrite=overwrite)]
-    out.append(pca.save(data_dir / "pca.pt", overwrite=overwrite))
-    out.append(save_png(data_dir / "samples.png", sample_grid(G, range(32)), overwrite=overwrite))
-    big, small = kinds_grid(6, 128)[0], kinds_grid(6, 64)[0]
-    grid = np.concatenate([big, np.kron(small, np.ones((2, 2)))])  # 64 px shown at the 128 px tile size
-    out.append(save_png(data_dir / "phantoms.png", (grid * 255).round().astype(np.uint8), overwrite=overwrite))
-    fig = severity_histograms({"phantoms": pred["phantoms"], "samples": pred["generated"]})
-    out.append(save_figure(fig, data_dir / "severity_histograms.png", overwrite=overwrite))
-    out.append(atomic_write(data_dir / "MODEL_CARD.md", lambda f: f.write(model_card_markdown(card)), "w", overwrite))
-    # The refusal above checks SHIPPED_FILES: what is written must be exactly that list.
-    assert sorted(Path(p).relative_to(data_dir).as_posix() for p in out) == sorted(SHIPPED_FILES), out
+    out = [save_checkpoint(data_dir / "generator.pt", {**data, "model_card": card}, overwrite=overwrite),
+           pca.save(data_dir / "pca.pt", overwrite=overwrite),
+           save_png(data_dir / "samples.png", sample_grid(G, range(32)), overwrite=overwrite)]
+    out += _ship_figures(data_dir, source, pred, card, overwrite)
+    if oracle_file is not None:
+        out.append(atomic_write(data_dir / "oracle.pt", lambda f: f.write(oracle_path.read_bytes()), "wb", overwrite))
+    # The refusal above checks these names: what is written must be exactly them.
+    assert sorted(Path(p).relative_to(data_dir).as_posix() for p in out) == sorted(names), out
     return out
+
+
+def _ship_figures(data_dir: Path, source: str, pred: dict, card: dict, overwrite: bool) -> list[Path]:
+    """The source's kinds grid, the severity histograms and the markdown model card."""
+    from cxr_workbench.imaging.sources import kinds_grid
+    from cxr_workbench.studies.figures import save_figure, severity_histograms
+    big, small = kinds_grid(source, 6, 128)[0], kinds_grid(source, 6, 64)[0]
+    grid = np.concatenate([big, np.kron(small, np.ones((2, 2)))])  # 64 px shown at the 128 px tile size
+    fig = severity_histograms({FILMS[source]: pred["films"], "samples": pred["generated"]})
+    return [save_png(data_dir / grid_file(source), (grid * 255).round().astype(np.uint8), overwrite=overwrite),
+            save_figure(fig, data_dir / "severity_histograms.png", overwrite=overwrite),
+            atomic_write(data_dir / "MODEL_CARD.md", lambda f: f.write(model_card_markdown(card)), "w", overwrite)]

@@ -521,14 +521,19 @@ def add_ship(sub) -> None:
     h.add_argument("--data-dir", type=Path, default=None, help="default: the checkout's data/")
     h.add_argument("--n", type=_number(int, 2), default=2000, help="images per set for the quality figures")
     h.add_argument("--force", action="store_true", help="ship even when it measures worse than the shipped one")
+    h.add_argument("--oracle", type=Path, default=None,
+                   help="an oracle of the films the run learned (cxr-workbench oracle --source ...), shipped with it; "
+                        "default: the shipped oracle")
     _common(h, progress=False)
     h.set_defaults(func=cmd_ship)
 
 
 def cmd_ship(args) -> int:
     from cxr_workbench.assets import DATA_DIR, load_default_oracle
+    from cxr_workbench.model.oracle import load_oracle
     from cxr_workbench.studies.quality import ship_generator
-    for path in ship_generator(args.run_dir, args.data_dir or DATA_DIR, load_default_oracle(), n=args.n,
+    oracle = load_default_oracle() if args.oracle is None else load_oracle(args.oracle)
+    for path in ship_generator(args.run_dir, args.data_dir or DATA_DIR, oracle, oracle_file=args.oracle, n=args.n,
                                overwrite=args.overwrite, force=args.force, progress=True):
         print(path)
     return 0
