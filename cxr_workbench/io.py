@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -56,6 +57,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode:
     except OSError as e:  # a full disk, say: name the file, not only the errno
         Path(tmp).unlink(missing_ok=True)
         raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
+    except RuntimeError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if "write" not in str(e):
+            raise
+        # torch.save's zip writer reports a failed write (a full disk) as an "enforce fail"
+        raise OSError(errno.EIO, f"cannot write {path}: {str(e).strip().splitlines()[-1][:160]}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -182,23 +189,30 @@ def output_set(folder, names: Iterable[str], overwrite: bool = False) -> Iterato
     folder is not writable, is held by another writer, or already holds one of the files (unless
     ``overwrite``).
     """
-    names = list(names)
-    with writer_lock(folder) as folder:
-        clash = [str(folder / n) for n in names if (folder / n).exists()]
-        if clash and not overwrite:
-            raise FileExistsError(f"{', '.join(clash)} exist; pass --overwrite or choose another output folder")
-        staging = staging_folder(folder)
+    with writer_lock(folder) as folder, held_set(folder, names, overwrite) as staging:
+        yield staging
+
+
+@contextlib.contextmanager
+def held_set(folder, names: Iterable[str], overwrite: bool = False) -> Iterator[Path]:
+    """``output_set`` in a folder this process already holds (``writer_lock``): a training run
+    writes each snapshot's files this way."""
+    names, folder = list(names), Path(folder)
+    clash = [str(folder / n) for n in names if (folder / n).exists()]
+    if clash and not overwrite:
+        raise FileExistsError(f"{', '.join(clash)} exist; pass --overwrite or choose another output folder")
+    staging = staging_folder(folder)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+        missing = [n for n in names if not (staging / n).is_file()]
+        if missing:
+            raise RuntimeError(f"output set in {folder}: {missing} were not written")
+        (staging / COMPLETE_MARK).touch()
+        _finish(staging, folder)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        try:
-            yield staging
-            missing = [n for n in names if not (staging / n).is_file()]
-            if missing:
-                raise RuntimeError(f"output set in {folder}: {missing} were not written")
-            (staging / COMPLETE_MARK).touch()
-            _finish(staging, folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def cache_dir() -> Path:

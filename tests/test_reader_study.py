@@ -235,3 +235,43 @@ def test_back_revises_an_answer_and_returns_to_the_first_unanswered(study):
         w.type_keys("n1")
     w.back()  # from the end: the last item, for revision
     assert w.item["position"] == 5 and w.revising
+
+
+def test_a_damaged_database_is_refused_with_the_way_to_recover(study):
+    path, db = study
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    page = 4096
+    raw = bytearray(path.read_bytes())
+    assert len(raw) > 3 * page
+    raw[2 * page + 8:3 * page] = bytes(page - 8)  # a table page zeroed past its header
+    path.write_bytes(bytes(raw))
+    for readonly in (False, True):
+        with pytest.raises(ValueError, match=r"study.db: the reader-study database is damaged.*\.recover") as err:
+            rs.open_study_db(path, readonly=readonly)
+        assert "\n" not in str(err.value)
+
+
+def _add_at(path, name, barrier, results):
+    db = rs.open_study_db(path)
+    barrier.wait()
+    try:
+        rs.add_reader(db, name)
+        results.put("added")
+    except ValueError as e:
+        results.put(str(e))
+
+
+def test_many_processes_adding_one_reader_at_once_one_wins_the_others_are_told(study):
+    import multiprocessing as mp
+    path, _ = study
+    fork = mp.get_context("fork")
+    for trial in range(10):
+        barrier, results = fork.Barrier(4), fork.Queue()
+        procs = [fork.Process(target=_add_at, args=(path, f"reader{trial}", barrier, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        out = sorted(results.get(timeout=60) for _ in procs)
+        for p in procs:
+            p.join(timeout=60)
+        assert out == ["added"] + [f"reader 'reader{trial}' exists"] * 3, out

@@ -1,5 +1,6 @@
 """Files from elsewhere: sizes are checked before anything is decoded, nonsense is refused with
 one line naming the file, and nothing is taken for what it is not."""
+import dataclasses
 import errno
 import json
 import struct
@@ -98,12 +99,21 @@ def test_direction_files_declaring_too_much_are_refused(tmp_path, monkeypatch):
     (torch.ones(1, 6, 8, dtype=torch.bool), "torch.bool"),
     (torch.ones(1, 6, 8, dtype=torch.complex64), "complex64"),
     (torch.zeros(0, 6, 8), "with R >= 1"),
+    (torch.ones(1, 6, 8).to_sparse(), "a sparse_coo tensor"),
+    (torch.ones(1, 6, 8, device="meta"), "a meta tensor"),
 ])
 def test_latents_that_are_not_latents_are_refused(ws, message):
     G = tiny_generator()
     assert (G.num_ws, G.w_dim) == (6, 8)
     with pytest.raises(ValueError, match=f"my.pt: .*{message}"):
         check_latents(ws, G, "my.pt")
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")  # deprecated in torch, still loadable from files
+def test_quantized_latents_are_refused_by_name():
+    ws = torch.quantize_per_tensor(torch.ones(1, 6, 8), 0.1, 0, torch.qint8)
+    with pytest.raises(ValueError, match="my.pt: a torch.qint8 tensor"):
+        check_latents(ws, tiny_generator(), "my.pt")
 
 
 def test_sets_8_bit_images_duplicates_and_broken_descriptions(tmp_path):
@@ -136,6 +146,27 @@ def test_a_full_disk_names_the_file(tmp_path):
     with pytest.raises(OSError, match="cannot write .*snapshot.pt: No space left on device"):
         atomic_write(tmp_path / "snapshot.pt", no_space)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_while_training_leaves_no_half_snapshot(tmp_path, monkeypatch):
+    """torch's zip writer reports a full disk as a RuntimeError: it is an OSError naming the file, and
+    the snapshot's sample grid, state and generator are written together or not at all."""
+    from cxr_workbench.model import train as training
+    cfg = training.TrainConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=1, channel_base=256,
+                               channel_max=32, batch=8, dataset_size=64, snapshot_kimg=0.008, kimg=0.016)
+    training.train(cfg, tmp_path / "run", progress=False)  # two snapshots
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    real = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        if isinstance(obj, dict) and obj.get("kind") == "training":  # the snapshot, not the generator
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing "
+                               "file data/3: file write failed")
+        return real(obj, f, *a, **k)
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=r"cannot write .*snapshot.pt: .*file write failed"):
+        training.train(dataclasses.replace(cfg, kimg=0.024), tmp_path / "run", progress=False)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before  # no third sample grid
 
 
 def test_an_empty_set_or_one_of_another_size_is_named(tmp_path):
@@ -191,3 +222,20 @@ def test_a_server_answering_garbage_is_not_taken_for_a_scheduler():
             connect(f"tcp://127.0.0.1:{port}", timeout=3.0)
     finally:
         server.close()
+
+
+def test_float_images_are_read_for_what_they_are(tmp_path):
+    """A 32-bit float TIFF, even one named .png: its data scaled by their range, not cast to 8 bits."""
+    ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (48, 1))
+    for name, data, expected in (("unit.png", ramp, ramp), ("counts.png", ramp * 4095, ramp),
+                                 ("signed.png", ramp * 2 - 1, ramp)):
+        Image.fromarray(data, mode="F").save(tmp_path / name, format="TIFF")
+        np.testing.assert_allclose(read_image(tmp_path / name), expected, atol=1e-6)
+    broken = ramp.copy()
+    broken[3, 5], broken[7, 9] = np.nan, np.inf
+    Image.fromarray(broken, mode="F").save(tmp_path / "nan.png", format="TIFF")
+    with pytest.raises(ValueError, match=r"nan.png: 2 pixels are NaN or infinite"):
+        read_image(tmp_path / "nan.png")
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).convert("LAB").save(tmp_path / "lab.png", format="TIFF")
+    with pytest.raises(ValueError, match=r"lab.png: a TIFF image of mode 'LAB'"):
+        read_image(tmp_path / "lab.png")

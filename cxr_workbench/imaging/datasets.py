@@ -281,7 +281,8 @@ def bit_depth(arr: np.ndarray) -> int:
 def read_image(path, voi: str = "auto") -> np.ndarray:
     """PNG/JPEG (8- or 16-bit, grey or colour; transparency composited on black) or DICOM as
     [H, W] float32 in [0, 1]. 16-bit PNGs are scaled by the bit depth their data use
-    (``bit_depth``); DICOM display follows ``voi`` (see ``read_dicom``)."""
+    (``bit_depth``), float data (a TIFF, even one named .png) by their range (``_float_film``);
+    DICOM display follows ``voi`` (see ``read_dicom``)."""
     from PIL import Image, UnidentifiedImageError
     path = Path(path)
     suffix = path.suffix.lower()
@@ -297,9 +298,14 @@ def read_image(path, voi: str = "auto") -> np.ndarray:
                     raise ValueError(f"{path}: a 16-bit colour PNG, which would be read as 8 bits; expected a "
                                      "16-bit greyscale PNG (or 8-bit colour)")
                 im.load()
+                if im.mode not in READABLE_MODES:
+                    raise ValueError(f"{path}: a {im.format} image of mode {im.mode!r}; expected greyscale, colour "
+                                     "or integer / float data")
                 if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                     raw = np.asarray(im, dtype=np.float64)
                     arr = (raw / (2 ** bit_depth(raw) - 1)).clip(0, 1).astype(np.float32)
+                elif im.mode == "F":
+                    arr = _float_film(path, np.asarray(im, dtype=np.float64))
                 else:
                     if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
                         # Transparent pixels carry no film: composite on black (air) rather than ignore alpha.
@@ -310,6 +316,22 @@ def read_image(path, voi: str = "auto") -> np.ndarray:
             raise ValueError(f"{path}: unreadable image ({e})") from None
         check_not_blank(path, arr)
     return arr
+
+
+# PIL modes read: greyscale, palette, colour (composited on black where transparent), integer and float.
+READABLE_MODES = ("1", "L", "P", "RGB", "RGBA", "LA", "PA", "CMYK", "YCbCr", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _float_film(path, raw: np.ndarray) -> np.ndarray:
+    """Float pixel data (a 32-bit TIFF, whatever its name) as [H, W] in [0, 1]: data already in [0, 1]
+    as they are, anything else scaled from its minimum to its maximum; NaN or infinity refused."""
+    bad = int((~np.isfinite(raw)).sum())
+    if bad:
+        raise ValueError(f"{path}: {bad} pixels are NaN or infinite; expected finite float data")
+    lo, hi = float(raw.min()), float(raw.max())
+    if lo < 0 or hi > 1:
+        raw = (raw - lo) / max(hi - lo, 1e-12)
+    return raw.astype(np.float32)
 
 
 def _png_depth_and_colour(path) -> tuple[int, int]:

@@ -43,6 +43,9 @@ MAX_LATENT = 1e3  # |w| of any StyleGAN2 is O(1)-O(10); far beyond this is a bro
 def check_latents(ws, G, source: str = "latents") -> torch.Tensor:
     """W+ latents [R, num_ws, w_dim] as float32, or a ValueError naming ``source``: real floating
     values, finite, within +-MAX_LATENT, of G's shape."""
+    if isinstance(ws, torch.Tensor) and (ws.layout != torch.strided or ws.is_meta):
+        kind = "a meta tensor (no data)" if ws.is_meta else f"a {str(ws.layout).removeprefix('torch.')} tensor"
+        raise ValueError(f"{source}: {kind}; expected dense W+ latents")
     if not isinstance(ws, torch.Tensor) or not ws.is_floating_point() or ws.is_complex():
         kind = type(ws).__name__ if not isinstance(ws, torch.Tensor) else f"a {ws.dtype} tensor"
         raise ValueError(f"{source}: {kind}; expected real floating-point W+ latents")

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from cxr_workbench.devices import pick_device
 from cxr_workbench.imaging import phantom, sources
-from cxr_workbench.io import save_png, writer_lock
+from cxr_workbench.io import held_set, save_png, writer_lock
 from cxr_workbench.model.checkpoints import machine_description, read_checkpoint, save_checkpoint
 from cxr_workbench.model.latents import sample_grid
 from cxr_workbench.model.stylegan2 import MAX_SEED, Discriminator, Generator
@@ -237,26 +237,35 @@ def training_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
 
 def write_snapshot(run: Run, losses: tuple[float, float]) -> float:
     """Record a snapshot in the run's history and write the sample grid, ``snapshot.pt`` and
-    ``generator.pt`` (in that order: a kill between them never leaves the generator ahead of the
-    snapshot). Returns the kimg reached."""
+    ``generator.pt`` as one set (``io.held_set``): a failed write (a full disk) leaves none of them,
+    and a kill while they are moved in is finished by the next start. Returns the kimg reached."""
     cfg, state = run.cfg, run.state
     kimg = state["images_seen"] / 1000
     state["snapshots"].append(dict(kimg=kimg, wall_time=state["wall_time"], loss_G=losses[0], loss_D=losses[1],
                                    machine=machine_description()))
     G_cpu = copy.deepcopy(run.G_ema).float().cpu()
-    save_png(run.run_dir / f"samples_{kimg:09.3f}kimg.png", sample_grid(G_cpu, range(32)))
+    samples = f"samples_{kimg:09.3f}kimg.png"
+    with held_set(run.run_dir, (samples, "snapshot.pt", "generator.pt"), overwrite=True) as staging:
+        _write_snapshot_files(run, staging, samples, G_cpu)
+    return kimg
+
+
+def _write_snapshot_files(run: Run, folder: Path, samples: str, G_cpu: Generator) -> None:
+    """The sample grid, the full training state and the EMA generator of a snapshot, into ``folder``."""
+    cfg, state = run.cfg, run.state
+    kimg = state["images_seen"] / 1000
+    save_png(folder / samples, sample_grid(G_cpu, range(32)))
     card = dict(training_data=f"{cfg.dataset_size} {sources.describe(cfg.source, cfg.ct or None)}",
                 kimg=kimg, wall_time_s=round(state["wall_time"], 1), machine=machine_description(),
                 threads=torch.get_num_threads(), bf16=bool(run.amp), train_config=asdict(cfg))
     cuda_rng = {"rng_cuda": torch.cuda.get_rng_state()} if run.device.type == "cuda" else {}
-    save_checkpoint(run.run_dir / "snapshot.pt",
+    save_checkpoint(folder / "snapshot.pt",
                     dict(kind="training", config=run.G.config, train_config=asdict(cfg), G=run.G.state_dict(),
                          D=run.D.state_dict(), G_ema=run.G_ema.state_dict(), opt_G=run.opt_G.state_dict(),
                          opt_D=run.opt_D.state_dict(), state=state, rng_cpu=torch.get_rng_state(),
                          rng_data=run.gen.get_state(), model_card=card, **cuda_rng))
-    save_checkpoint(run.run_dir / "generator.pt", {"kind": "generator", "config": G_cpu.config,
-                                                  "G_ema": G_cpu.state_dict(), "model_card": card})
-    return kimg
+    save_checkpoint(folder / "generator.pt", {"kind": "generator", "config": G_cpu.config,
+                                              "G_ema": G_cpu.state_dict(), "model_card": card})
 
 
 def _loop(run: Run, *, progress: bool, stop_after_kimg, stop_after_s) -> Path:

@@ -89,7 +89,7 @@ def _open_to_write(path: Path) -> sqlite3.Connection:
         raise
     except sqlite3.DatabaseError as e:
         db.close()
-        raise ValueError(f"{path}: not a reader-study database ({e})") from None
+        raise _damaged(path, e) from None
     except BaseException:
         db.close()
         raise
@@ -97,11 +97,25 @@ def _open_to_write(path: Path) -> sqlite3.Connection:
 
 
 def _schema_version(db, path: Path) -> int:
+    """The database's schema version, after SQLite's quick check of its pages: a damaged database is
+    refused before it is read or written, with the way to recover its answers."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise ValueError(f"{path}: reader-study schema {version} is newer than this workbench's {SCHEMA_VERSION}; "
                          "update cxr-workbench to open it")
+    if version:
+        check = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")
     return version
+
+
+def _damaged(path: Path, e: sqlite3.DatabaseError) -> ValueError:
+    """The one-line refusal of a database SQLite cannot read: damaged, or not SQLite at all."""
+    if "malformed" in str(e):
+        return ValueError(f"{path}: the reader-study database is damaged ({' '.join(str(e).split())}); recover its "
+                          f"answers into a new file with: sqlite3 {path} .recover | sqlite3 recovered.db")
+    return ValueError(f"{path}: not a reader-study database ({e})")
 
 
 def _open_to_read(path: Path) -> sqlite3.Connection:
@@ -116,7 +130,7 @@ def _open_to_read(path: Path) -> sqlite3.Connection:
             db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
             version = _schema_version(db, path)
     except sqlite3.DatabaseError as e:
-        raise ValueError(f"{path}: not a reader-study database ({e})") from None
+        raise _damaged(path, e) from None
     if version == 0:
         db.close()
         raise ValueError(f"{path}: not a reader-study database (no schema)")
@@ -133,12 +147,14 @@ def create_study(db, name: str, items: list[dict], seed: int = 0) -> int:
             raise ValueError(f"item {it.get('path')!r}: source={it.get('source')!r}; expected one of {SOURCES}")
         if not Path(it["path"]).is_file():
             raise ValueError(f"item {it['path']!r}: no such image file")
-    if db.execute("SELECT 1 FROM studies WHERE name=?", (name,)).fetchone():
-        raise ValueError(f"study {name!r} exists; choose another name")
     order = np.random.default_rng(seed).permutation(len(items))
     with db:
         db.execute("BEGIN")
-        sid = db.execute("INSERT INTO studies (name, seed, created) VALUES (?, ?, ?)", (name, seed, _now())).lastrowid
+        try:  # the name is checked by the insert itself: two creators at once, one wins
+            sid = db.execute("INSERT INTO studies (name, seed, created) VALUES (?, ?, ?)",
+                             (name, seed, _now())).lastrowid
+        except sqlite3.IntegrityError:
+            raise ValueError(f"study {name!r} exists; choose another name") from None
         db.executemany("INSERT INTO items (study_id, position, path, source, cardiomegaly, opacity) "
                        "VALUES (?, ?, ?, ?, ?, ?)",
                        [(sid, pos, str(Path(items[i]["path"]).resolve()), items[i]["source"],
@@ -161,11 +177,13 @@ def study_id(db, name: str) -> int:
 
 
 def add_reader(db, name: str) -> int:
+    """A new reader's id; a name that exists (also one added by another process a moment ago) is refused."""
     if not name or not name.strip():
         raise ValueError("reader name is empty")
-    if db.execute("SELECT 1 FROM readers WHERE name=?", (name,)).fetchone():
-        raise ValueError(f"reader {name!r} exists")
-    return db.execute("INSERT INTO readers (name, created) VALUES (?, ?)", (name, _now())).lastrowid
+    try:  # the name is checked by the insert itself: two processes adding one name at once, one wins
+        return db.execute("INSERT INTO readers (name, created) VALUES (?, ?)", (name, _now())).lastrowid
+    except sqlite3.IntegrityError:
+        raise ValueError(f"reader {name!r} exists") from None
 
 
 def reader_id(db, name: str) -> int:
