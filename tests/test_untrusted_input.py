@@ -185,6 +185,45 @@ def test_an_empty_set_or_one_of_another_size_is_named(tmp_path):
     (s / "set.json").write_text(json.dumps(dict(disease="opacity", config=dict(sigma=0.3))))
     with pytest.raises(ValueError, match="s: 32 px images; the protocol's phantoms are 64 px"):
         load_sets([s], [0.3], diseases=("opacity",))
+    # one sample of another size is named, with the size expected
+    Image.fromarray(np.zeros((16, 16), np.uint16)).save(s / "images" / "0000002_012.png")
+    pd.DataFrame([row, dict(row, file="images/0000002_012.png", reference=2)]).to_csv(s / "manifest.csv", index=False)
+    with pytest.raises(ValueError, match=r"0000002_012.png is 16x16 px; expected 32x32 px as the set's first sample"):
+        read_set_images(s)
+    # a manifest field that is not what was written is named by row and column
+    pd.DataFrame([row, dict(row, reference="two")]).to_csv(s / "manifest.csv", index=False)
+    with pytest.raises(ValueError, match=r"manifest.csv, row 3, column 'reference': 'two'; expected a non-negative"):
+        read_set_images(s)
+
+
+def test_an_edited_results_table_is_named_by_row_and_column(tmp_path):
+    import pandas as pd
+
+    from cxr_workbench.studies.classify import read_results
+    good = dict(column="N vs C", n_disease=20, row="ours", sigma=1.0, seed=0, test_auroc=0.8)
+    path = tmp_path / "results.csv"
+    pd.DataFrame([good, dict(good, row="real", sigma=None)]).to_csv(path, index=False)
+    assert [r["sigma"] for r in read_results(path)] == [1.0, None]
+    for change, message in ((dict(column="x"), r"row 3, column 'column': 'x'"),
+                            (dict(seed="1b"), r"row 3, column 'seed': '1b'"),
+                            (dict(sigma=None), r"row 3, column 'sigma': empty")):
+        pd.DataFrame([good, dict(good, **change)]).to_csv(path, index=False)
+        with pytest.raises(ValueError, match=f"results.csv, {message}"):
+            read_results(path)
+    pd.DataFrame([dict(x=1)]).to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"results.csv lacks the columns \['column'"):
+        read_results(path)
+
+
+def test_a_set_too_small_for_the_protocol_is_refused_before_the_first_run(tmp_path):
+    import torch as th
+
+    from cxr_workbench.studies.classify import CPU_SCALE, run_protocol
+    cfg = dataclasses.replace(CPU_SCALE, sigmas=(1.0,), seeds=(0,), n_disease=(20,))
+    aug = {(d, 1.0): th.zeros(cfg.n_aug - 1, 1, 64, 64) for d in ("cardiomegaly", "opacity")}
+    with pytest.raises(ValueError, match=f"has {cfg.n_aug - 1} samples; the run .* needs {cfg.n_aug}"):
+        run_protocol(cfg, aug, tmp_path / "cls", data={}, progress=False)
+    assert not list((tmp_path / "cls" / "predictions").iterdir())
 
 
 def test_a_dicom_window_of_zero_width_names_the_file(tmp_path):

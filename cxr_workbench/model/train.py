@@ -239,7 +239,7 @@ def write_snapshot(run: Run, losses: tuple[float, float]) -> float:
     """Record a snapshot in the run's history and write the sample grid, ``snapshot.pt`` and
     ``generator.pt`` as one set (``io.held_set``): a failed write (a full disk) leaves none of them,
     and a kill while they are moved in is finished by the next start. Returns the kimg reached."""
-    cfg, state = run.cfg, run.state
+    state = run.state
     kimg = state["images_seen"] / 1000
     state["snapshots"].append(dict(kimg=kimg, wall_time=state["wall_time"], loss_G=losses[0], loss_D=losses[1],
                                    machine=machine_description()))

@@ -96,6 +96,10 @@ def read_set_images(set_dir, manifest: pd.DataFrame | None = None) -> torch.Tens
             if im.mode not in ("I;16", "I;16B", "I;16L"):  # 8 bits read as 16 would be near-black films
                 raise ValueError(f"{set_dir / f} is a {im.mode} image; expected the 16-bit greyscale PNG "
                                  "make_augmentation writes")
+            if arrays and im.size[::-1] != arrays[0].shape:
+                first = set_dir / manifest["file"].iloc[0]
+                raise ValueError(f"{set_dir / f} is {im.width}x{im.height} px; expected {arrays[0].shape[1]}x"
+                                 f"{arrays[0].shape[0]} px as the set's first sample {first}")
             arrays.append(np.asarray(im, dtype=np.float32))
     return torch.from_numpy(np.stack(arrays))[:, None] / 32767.5 - 1
 
@@ -111,6 +115,13 @@ def read_manifest(set_dir) -> pd.DataFrame:
     missing = [c for c in MANIFEST_COLUMNS if c != "sha256" and c not in frame.columns]
     if missing:
         raise ValueError(f"{path} lacks the columns {missing}; expected a manifest written by make_augmentation")
+    for col in ("reference", "point_index"):  # whole numbers, or the error names where it is not one
+        values = pd.to_numeric(frame[col], errors="coerce")
+        bad = frame.index[values.isna() | (values != values.round()) | (values < 0)]
+        if len(bad):
+            raise ValueError(f"{path}, row {bad[0] + 2}, column {col!r}: {frame[col][bad[0]]!r}; expected a "
+                             "non-negative integer")
+        frame[col] = values.astype(int)
     return frame
 
 

@@ -267,10 +267,10 @@ def run_protocol(cfg: ProtocolConfig, aug: dict, out_dir, *, client=None, progre
             raise ValueError(f"{out_dir} holds runs of another protocol ({out_dir / 'protocol.json'}); "
                              "choose another folder")
         atomic_write(out_dir / "protocol.json", lambda f: f.write(settings), "w")
-        rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
-        rows = _checked_runs(rows, pred_dir)
+        rows = _checked_runs(read_results(path) if path.is_file() else [], pred_dir)
         done = {run_name(r) for r in rows}
         todo = [r for r in plan_runs(cfg) if run_name(r) not in done]
+        check_sets_fit(cfg, aug, todo)
         if todo and data is None:
             data = real_data(cfg, progress=progress)
         shared = dict(data=data, aug=aug, cfg=cfg, keep_net=save_models)
@@ -285,6 +285,54 @@ def run_protocol(cfg: ProtocolConfig, aug: dict, out_dir, *, client=None, progre
             rows.append(res["result"])
             atomic_write(path, lambda f: pd.DataFrame(rows).to_csv(f, index=False), "w")
         return pd.DataFrame(rows)
+
+
+RESULT_KEYS = ("column", "n_disease", "row", "sigma", "seed", "test_auroc")
+
+
+def read_results(path) -> list[dict]:
+    """The finished runs of a ``results.csv``, each field checked: an edited or damaged file is refused
+    naming the row and column. A real or random row's sigma is None."""
+    try:
+        frame = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a results table ({' '.join(str(e).split())})") from None
+    missing = [c for c in RESULT_KEYS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {missing}; expected the results.csv classify writes")
+    rows = frame.to_dict("records")
+    whole = lambda v, low: v == int(v) and v >= low  # noqa: E731
+    checks = dict(n_disease=lambda v: whole(v, 1), seed=lambda v: whole(v, 0), test_auroc=lambda v: 0 <= v <= 1,
+                  sigma=lambda v: True)
+    for i, r in enumerate(rows):
+        where = f"{path}, row {i + 2}, column"
+        for key, allowed in (("column", list(COLUMNS)), ("row", list(ROWS))):
+            if r[key] not in allowed:
+                raise ValueError(f"{where} {key!r}: {r[key]!r}; expected one of {allowed}")
+        for key, ok in checks.items():
+            value = pd.to_numeric(pd.Series([r[key]]), errors="coerce")[0]  # a number, or NaN
+            if (math.isnan(value) and key != "sigma") or not ok(value):
+                raise ValueError(f"{where} {key!r}: {r[key]!r}; expected the number classify wrote there")
+            r[key] = value
+        if "ours" in r["row"] and math.isnan(r["sigma"]):
+            raise ValueError(f"{where} 'sigma': empty; expected the sigma of an {r['row']} row")
+        r["n_disease"], r["seed"] = int(r["n_disease"]), int(r["seed"])
+        r["sigma"] = float(r["sigma"]) if "ours" in r["row"] else None
+    return rows
+
+
+def check_sets_fit(cfg: ProtocolConfig, aug: dict, runs: list[dict]) -> None:
+    """Refuse, before the first run, augmentation sets too small for the runs that use them."""
+    for r in runs:
+        if "ours" not in r["row"]:
+            continue
+        diseases = COLUMNS[r["column"]][1:]
+        need = -(-(cfg.n_aug if r["row"] == "ours" else cfg.n_aug // 2) // len(diseases))
+        for d in diseases:
+            have = len(aug[(d, float(r["sigma"]))]) if (d, float(r["sigma"])) in aug else 0
+            if have < need:
+                raise ValueError(f"the {d} set for sigma={r['sigma']} has {have} samples; the run {run_name(r)} "
+                                 f"needs {need} (n_aug={cfg.n_aug}); make a larger set or lower --n-aug")
 
 
 def _checked_runs(rows: list[dict], pred_dir: Path) -> list[dict]:
