@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import tiny_generator
 
-from cxr_workbench.model.checkpoints import load_generator, model_card, rosinality_key_map, save_generator
+from cxr_workbench.model.checkpoints import load_generator, model_card, save_generator
+from cxr_workbench.model.importers import rosinality_key_map
 from cxr_workbench.model.stylegan2 import Generator
 
 
