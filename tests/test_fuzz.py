@@ -1,5 +1,6 @@
-"""Property-based fuzzing of the readers of untrusted files: box JSON, direction files, and
-checkpoints (our format, rosinality, NVlabs pickles). Whatever the bytes, the answer is a valid
+"""Property-based fuzzing of the readers of untrusted files: box JSON, direction files,
+checkpoints (our format, rosinality, NVlabs pickles), films (PNG, JPEG, DICOM), latents, CT volumes
+and labelmaps, and reader-study databases. Whatever the bytes, the answer is a valid
 object or one ValueError; nothing else escapes and nothing is executed."""
 import io
 import json
@@ -127,3 +128,115 @@ def test_the_unmutated_files_load(tmp_path, checkpoint_bytes):
     for kind, data in checkpoint_bytes.items():
         (tmp_path / kind).write_bytes(data)
         assert load_generator(tmp_path / kind).img_resolution == 16
+
+
+# --------------------------------------------------------------------------------------------
+# Films, latents, CT volumes and study databases (issue 34): mutated files are read or refused in
+# one ValueError naming the file; nothing else escapes.
+# --------------------------------------------------------------------------------------------
+
+SMALL_FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def refused_naming(path, read):
+    """``read()`` returns, or raises one ValueError naming ``path`` in a single line."""
+    try:
+        return read()
+    except ValueError as e:
+        assert str(path) in str(e) and "\n" not in str(e), str(e)
+
+
+@pytest.fixture(scope="module")
+def film_bytes(tmp_path_factory):
+    import numpy as np
+    from PIL import Image
+
+    from cxr_workbench.imaging.datasets import save_dicom
+    folder = tmp_path_factory.mktemp("films")
+    ramp = (np.add.outer(np.arange(48), np.arange(40)) * 40).astype(np.uint16)
+    Image.fromarray(ramp).save(folder / "a.png")
+    Image.fromarray((ramp // 16).astype(np.uint8)).save(folder / "a.jpg", quality=90)
+    save_dicom(folder / "a.dcm", ramp.astype(np.float32) / ramp.max())
+    return {s: (folder / f"a{s}").read_bytes() for s in (".png", ".jpg", ".dcm")}
+
+
+@SMALL_FUZZ
+@given(st.sampled_from([".png", ".jpg", ".dcm"]), mutations(), st.floats(0.05, 1.0))
+def test_film_reader(tmp_path, film_bytes, suffix, edits, cut):
+    from cxr_workbench.imaging.datasets import read_image
+    path = tmp_path / f"film{suffix}"
+    path.write_bytes(mutate(film_bytes[suffix], edits, cut))
+    img = refused_naming(path, lambda: read_image(path))
+    if img is not None:
+        assert img.ndim == 2 and img.dtype.name == "float32" and 0 <= img.min() and img.max() <= 1
+
+
+@SMALL_FUZZ
+@given(mutations(), st.floats(0.05, 1.0))
+def test_latents_reader(tmp_path, edits, cut):
+    from cxr_workbench.ui.cli import _latents_file
+    G = tiny_generator()
+    buf = io.BytesIO()
+    torch.save(dict(ws=torch.randn(2, G.num_ws, G.w_dim), images=["a.png", "b.png"]), buf)
+    path = tmp_path / "latents.pt"
+    path.write_bytes(mutate(buf.getvalue(), edits, cut))
+    ws = refused_naming(path, lambda: _latents_file(path, G))
+    if ws is not None:
+        assert ws.shape[1:] == (G.num_ws, G.w_dim) and torch.isfinite(ws).all()
+
+
+@pytest.fixture(scope="module")
+def ct_bytes(tmp_path_factory):
+    import nibabel as nib
+    from test_drr import synthetic_ct
+    folder = tmp_path_factory.mktemp("ct")
+    hu, lab = synthetic_ct((24, 20, 18))
+    affine = __import__("numpy").diag([-8.0, 8.0, 10.0, 1.0])
+    nib.save(nib.Nifti1Image(hu, affine), folder / "ct.nii")
+    nib.save(nib.Nifti1Image(lab, affine), folder / "mask.nii")
+    return (folder / "ct.nii").read_bytes(), (folder / "mask.nii").read_bytes()
+
+
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")  # the CT's bytes, shown only on a failure
+@SMALL_FUZZ
+@given(st.booleans(), mutations(), st.floats(0.05, 1.0))
+def test_ct_reader(tmp_path, ct_bytes, which, edits, cut):
+    from cxr_workbench.imaging import ct
+    volume, labels = ct_bytes
+    (tmp_path / "ct.nii").write_bytes(mutate(volume, edits, cut) if which else volume)
+    (tmp_path / "mask.nii").write_bytes(labels if which else mutate(labels, edits, cut))
+    loaded = refused_naming(tmp_path, lambda: ct.load_ct(*ct.ct_files(tmp_path)))
+    if loaded is not None:
+        hu, lab, voxel = loaded
+        assert hu.shape == lab.shape and all(0.1 <= v <= 10 for v in voxel)
+
+
+@pytest.fixture(scope="module")
+def study_bytes(tmp_path_factory):
+    import numpy as np
+    from PIL import Image
+
+    from cxr_workbench.studies import reader_study as rs
+    folder = tmp_path_factory.mktemp("study")
+    Image.fromarray(np.full((16, 16), 90, np.uint8)).save(folder / "i.png")
+    db = rs.open_study_db(folder / "study.db")
+    rs.create_study(db, "s", [dict(path=folder / "i.png", source="real", cardiomegaly=1, opacity=0)])
+    rs.add_reader(db, "ann")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return (folder / "study.db").read_bytes()
+
+
+@SMALL_FUZZ
+@given(st.booleans(), mutations(12), st.floats(0.05, 1.0))
+def test_study_database_reader(tmp_path, study_bytes, readonly, edits, cut):
+    from cxr_workbench.studies import reader_study as rs
+    path = tmp_path / "study.db"
+    path.write_bytes(mutate(study_bytes, edits, cut))
+    db = refused_naming(path, lambda: rs.open_study_db(path, readonly=readonly))
+    if db is not None:
+        try:
+            rs.next_item(db, "s", "ann")  # what was read is usable, or refused by name
+        except ValueError:
+            pass
+        db.close()

@@ -84,6 +84,15 @@ def _read_nifti(path: Path):
     return img
 
 
+def _voxels(path: Path, img, dtype) -> np.ndarray:
+    """The voxel data of a NIfTI image; a truncated or undecodable file is one error naming it."""
+    try:
+        return np.asarray(img.dataobj, dtype=dtype)
+    except Exception as e:  # nibabel and numpy raise many kinds for damaged data
+        raise ValueError(f"{path}: voxel data unreadable ({type(e).__name__}: {' '.join(str(e).split())[:120]})") \
+            from None
+
+
 def load_ct(volume: str | Path, labels: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """A CT volume in HU and its labelmap, both reoriented to LAS (x to the patient's left, y anterior,
     z superior): (hu [X, Y, Z] float32, labels [X, Y, Z] uint8, voxel size in mm). One-line errors name
@@ -99,8 +108,8 @@ def load_ct(volume: str | Path, labels: str | Path) -> tuple[np.ndarray, np.ndar
     target = nib.orientations.axcodes2ornt(("L", "A", "S"))
     ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(vol_img.affine), target)
     spacing = tuple(spacing[int(i)] for i in ornt[:, 0])
-    hu = nib.orientations.apply_orientation(np.asarray(vol_img.dataobj, dtype=np.float32), ornt)
-    lab = nib.orientations.apply_orientation(np.asarray(lab_img.dataobj), ornt)
+    hu = nib.orientations.apply_orientation(_voxels(Path(volume), vol_img, np.float32), ornt)
+    lab = nib.orientations.apply_orientation(_voxels(Path(labels), lab_img, None), ornt)
     if not np.isfinite(hu).all():
         raise ValueError(f"{volume}: {int((~np.isfinite(hu)).sum())} voxels are NaN or infinite; expected HU values")
     lo, hi = np.percentile(hu, [1, 99])
