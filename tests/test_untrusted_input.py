@@ -234,6 +234,10 @@ def test_a_dicom_window_of_zero_width_names_the_file(tmp_path):
     ds.save_as(tmp_path / "zero.dcm")
     with pytest.raises(ValueError, match="zero.dcm: the file's window width is 0.0"):
         read_image(tmp_path / "zero.dcm", voi="file")
+    # auto does without the broken window, and says so
+    with pytest.warns(UserWarning, match="zero.dcm: the file's window width is 0"):
+        shown = read_image(tmp_path / "zero.dcm", voi="auto")
+    assert shown.min() == 0 and shown.max() == 1
 
 
 def test_a_server_answering_garbage_is_not_taken_for_a_scheduler():

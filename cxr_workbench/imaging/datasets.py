@@ -187,6 +187,8 @@ def read_dicom(path, window: tuple[float, float] | None = None, voi: str = "auto
         width = _window_width(ds) if "WindowWidth" in ds else float(np.ptp(shown))
         p1, p99 = np.percentile(arr, [1, 99])
         if voi == "auto" and width > WASHED_OUT * max(p99 - p1, 1e-9):
+            warnings.warn(f"{path}: the file's window ({width:g} wide) would wash the film out; shown by the "
+                          "data's 0.5-99.5 % range instead (--voi file keeps it)", stacklevel=2)
             out = (arr - lo_p) / max(hi_p - lo_p, 1e-12)
         else:
             out = (shown - shown.min()) / max(float(np.ptp(shown)), 1e-12) if "VOILUTSequence" in ds else \
@@ -194,6 +196,9 @@ def read_dicom(path, window: tuple[float, float] | None = None, voi: str = "auto
     elif voi == "percentiles":
         out = (arr - lo_p) / max(hi_p - lo_p, 1e-12)
     else:
+        if "WindowWidth" in ds:  # auto skips a broken window, and says so
+            warnings.warn(f"{path}: the file's window width is {ds.WindowWidth}; expected a positive number, so the "
+                          "film is shown by its full range (--voi percentiles to choose otherwise)", stacklevel=2)
         out = (arr - arr.min()) / max(float(np.ptp(arr)), 1e-12)
     out = check_not_blank(path, np.clip(out, 0, 1))
     if getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
