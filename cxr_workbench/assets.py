@@ -11,6 +11,9 @@ from pathlib import Path
 
 from cxr_workbench.io import cache_dir
 
+__all__ = ["DATA_DIR", "DEFAULT_GENERATOR", "DEFAULT_ORACLE", "DEFAULT_PCA", "load_default_generator",
+           "load_default_oracle", "load_reader", "pca_for", "oracle_for"]
+
 DATA_DIR = Path(os.environ.get("CXR_WORKBENCH_DATA") or Path(__file__).resolve().parent.parent / "data")
 DEFAULT_GENERATOR = DATA_DIR / "generator.pt"
 DEFAULT_ORACLE = DATA_DIR / "oracle.pt"

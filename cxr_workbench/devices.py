@@ -11,6 +11,8 @@ import shutil
 
 import torch
 
+__all__ = ["DEVICE_CHOICES", "pick_device", "compile_synthesis"]
+
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 

@@ -11,6 +11,8 @@ from typing import Callable, Iterator
 
 from tqdm.auto import tqdm
 
+__all__ = ["SCHEMES", "connect", "close", "fan_out"]
+
 
 def _set_torch_threads(n: int) -> int:
     import torch

@@ -30,6 +30,10 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
+__all__ = ["LOCK_NAME", "STAGING_PREFIX", "COMPLETE_MARK", "TEMP_MARK", "atomic_write", "write_json", "save_png",
+           "check_writable", "staging_folder", "writer_lock", "output_set", "held_set", "cache_dir",
+           "SAFE_TORCH_GLOBALS", "MAX_LOAD_BYTES", "unpacked_size", "torch_load"]
+
 LOCK_NAME = ".cxr-workbench.lock"
 STAGING_PREFIX = ".cxr-workbench-staging-"
 COMPLETE_MARK = ".complete"  # in a staging folder: every file is written; moving them in may finish
@@ -70,6 +74,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode:
 
 
 def write_json(path, obj, overwrite: bool = True) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
     return atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True), "w", overwrite)
 
 

@@ -11,6 +11,8 @@ import math
 from dataclasses import field, fields
 from typing import Callable
 
+__all__ = ["setting", "item_kind", "check_value", "validate_settings"]
+
 
 def setting(default, help: str, *, choices=None, low=None, high=None, open_low: bool = False,
             open_high: bool = False, rule: Callable | None = None, expected: str = "", parse: Callable | None = None,

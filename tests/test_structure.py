@@ -119,3 +119,23 @@ def test_no_code_cell_of_five_lines_is_repeated_across_notebooks():
                 cells["\n".join(lines)] += 1
     repeated = [src.splitlines()[0] for src, n in cells.items() if n > 1]
     assert not repeated, repeated
+
+
+def test_every_module_says_what_it_exports_and_documents_it():
+    """MONAI's habit: ``__all__`` in each module, every name in it defined there, and every exported
+    function and class with a docstring."""
+    import ast
+    for name, path in modules().items():
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        exported = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                    and any(getattr(t, "id", None) == "__all__" for t in n.targets)]
+        assert len(exported) == 1, f"{name} has no __all__"
+        defined = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        assigned = {t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                    for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+        for item in exported[0]:
+            assert item in defined or item in assigned, f"{name}.__all__ names {item}, which it does not define"
+            if item in defined:
+                assert ast.get_docstring(defined[item]), f"{name}.{item} is exported without a docstring"

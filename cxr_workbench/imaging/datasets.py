@@ -21,6 +21,11 @@ from tqdm.auto import tqdm
 from cxr_workbench.imaging import sources
 from cxr_workbench.imaging.diseases import DISEASES, KINDS, reads_as
 
+__all__ = ["LABELS", "FITS", "MAX_PIXELS", "MIN_IMAGE_SIDE", "MAX_ASPECT", "check_film_size", "check_not_blank",
+           "to_model_range", "TruthDataset", "IMAGE_SUFFIXES", "VOI_MODES", "WASHED_OUT", "read_dicom", "save_dicom",
+           "bit_depth", "read_image", "READABLE_MODES", "check_film_paths", "load_films", "ImageFolderDataset",
+           "UNCERTAINTY_POLICIES", "CheXpertDataset"]
+
 LABELS = ("cardiomegaly", "opacity")
 
 

@@ -8,9 +8,12 @@ from typing import Mapping
 
 import numpy as np
 
+__all__ = ["Disease", "DISEASES", "KINDS", "check_disease", "reads_as", "reads_normal"]
+
 
 @dataclass(frozen=True)
 class Disease:
+    """One disease of the table: its reading, threshold, sign, default box and where it occurs."""
     name: str
     reading: str      # the phantom truth / oracle output that measures it
     threshold: float  # reading > threshold means the disease
@@ -41,6 +44,7 @@ KINDS = ("normal",) + tuple(DISEASES)   # a film's kind: index into this for the
 
 
 def check_disease(disease: str) -> str:
+    """``disease`` if it is in the table, else a one-line error naming the choices."""
     if disease not in DISEASES:
         raise ValueError(f"disease={disease!r}; expected one of {sorted(DISEASES)}")
     return disease

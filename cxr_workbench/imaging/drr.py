@@ -25,7 +25,8 @@ a population (``--ct`` adds your own CTs). ``benchmarks/bench_drr.py`` measures 
 """
 from __future__ import annotations
 
-__all__ = ["DRRParams", "Opacity", "RANGES", "KINDS", "sample_params", "render_batch", "render", "DEVICES"]
+__all__ = ["DRRParams", "Opacity", "RANGES", "DEVICES", "LOBE_NAMES", "sample_params", "render_batch", "render",
+           "slab_model_for"]
 
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -53,6 +54,7 @@ HEART_EDGE_MM, LUNG_EDGE_MM, OPACITY_EDGE_MM = 8.0, 8.0, 4.0   # path lengths th
 
 @dataclass(frozen=True)
 class Opacity:
+    """One opacity of a DRR: the lobe it is seeded in, where, its size, its density and its outline."""
     lobe: int            # index into LOBE_NAMES
     seed_point: float    # 0..1: which voxel well inside the lobe is its centre
     radius: float        # mm
@@ -72,6 +74,7 @@ RANGES = dict(
 @dataclass(frozen=True)
 class DRRParams:
     # pose and geometry
+    """Everything that makes one DRR: pose and geometry, habitus and breathing, disease, exposure, devices."""
     shift_x: float = 0.0        # field shift, fraction of the field
     shift_y: float = 0.0
     yaw: float = 0.0            # rotation about the body axis, radians

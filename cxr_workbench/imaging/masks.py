@@ -10,6 +10,9 @@ import torch
 
 from cxr_workbench.imaging.diseases import DISEASES, check_disease
 
+__all__ = ["MIN_SIDE", "PRESETS", "BOX_FIELDS", "Box", "preset", "load_box", "disease_for_box", "jittered_box",
+           "reference_box"]
+
 MIN_SIDE = 4  # pixels; a smaller box has too few pixels for a stable image loss
 
 # Presets in fractions of the image (x0, y0, x1, y1), drawn on the phantom anatomy (phantom.py).

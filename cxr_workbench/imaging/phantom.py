@@ -36,6 +36,9 @@ import torch.nn.functional as F
 
 from cxr_workbench.imaging.diseases import KINDS, reads_as
 
+__all__ = ["MIN_SIZE", "VERSION", "heart_scale", "Opacity", "RANGES", "PhantomParams", "sample_params",
+           "render_batch", "render", "demo_film"]
+
 MAX_BLOBS, MAX_LOBES = 3, 3
 MIN_SIZE = 16
 VERSION = 2                # bumped whenever the rendering changes (training snapshots record it)
@@ -62,6 +65,7 @@ def heart_scale(ctr, thorax_hw):
 
 @dataclass(frozen=True)
 class Opacity:
+    """One opacity of a phantom: its side, centre, radius, density and irregular outline."""
     side: int            # -1: patient's right lung (image left), +1: patient's left lung (image right)
     u: float             # centre across the hemithorax, 0 medial .. 1 lateral
     v: float             # centre down the lung, 0 apex .. 1 diaphragm
@@ -84,6 +88,7 @@ RANGES = dict(
 @dataclass(frozen=True)
 class PhantomParams:
     # pose (similarity transform of the whole chest)
+    """Everything that makes one phantom: pose, anatomy, disease and image formation."""
     shift_x: float = 0.0
     shift_y: float = 0.0
     rotation: float = 0.0           # radians

@@ -8,6 +8,8 @@ from PIL import Image, ImageDraw
 
 from cxr_workbench.imaging.masks import Box
 
+__all__ = ["BOX_COLOUR", "to_uint8", "display_scale", "strip_image"]
+
 BOX_COLOUR = (40, 220, 80)  # the paper draws the region of interest in green
 
 

@@ -27,6 +27,14 @@ from cxr_workbench.model.latents import (
     synthesize,
 )
 
+__all__ = ["WPCA", "compute_pca", "pc_strip", "direction_strip", "box_change", "inside_share", "box_mean_change",
+           "rank_pcs_for_box", "direction_std", "direction_share", "inside_shares", "SPACES", "LocalSearch",
+           "LOCAL_SEARCHES", "local_direction", "JacobianSearch", "JACOBIAN_SEARCHES", "box_grams",
+           "jacobian_direction", "sefa_directions", "pc_locality", "brightens", "save_direction",
+           "MAX_DIRECTION_VALUES", "DIRECTION_FILE_HELP", "resolve_direction", "suggest_direction",
+           "ganspace_direction", "DIRECTION_SPECS", "class_direction", "choose_direction", "score_directions",
+           "EditPlan", "plan_edit"]
+
 
 @dataclass
 class WPCA:

@@ -19,6 +19,9 @@ from cxr_workbench.method.optimize import LOConfig, Trajectory, run_method
 from cxr_workbench.model.latents import reference_latents
 from cxr_workbench.model.readers import as_reader
 
+__all__ = ["METRIC_COLUMNS", "measure", "direction_alignment", "table_run", "method_table", "summary_table",
+           "ablation_notes", "paired_differences"]
+
 METRIC_COLUMNS = ("PV", "PV_all", "S", "M", "monotonicity", "leakage", "severity_trend", "severity_change",
                   "plausible_fraction")
 

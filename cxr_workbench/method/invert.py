@@ -26,6 +26,9 @@ from cxr_workbench.model.readers import OracleReader
 from cxr_workbench.model.stylegan2 import MAX_SEED
 from cxr_workbench.settings import setting, validate_settings
 
+__all__ = ["SPACES", "PIXEL_LOSSES", "InvertConfig", "InversionResult", "psnr", "mean_ssim", "check_images", "invert",
+           "reconstruction_report"]
+
 SPACES = ("w+", "w")
 PIXEL_LOSSES = ("l2", "l1")
 
@@ -54,6 +57,7 @@ class InvertConfig:
 
 @dataclass
 class InversionResult:
+    """What an inversion returns: the latents, the reconstructions and their errors per film."""
     ws: torch.Tensor        # [N, num_ws, w_dim] the recovered latents (W+ even for space="w")
     images: torch.Tensor    # [N, C, H, W] their renderings
     losses: torch.Tensor    # [N] final loss of the kept start
@@ -69,6 +73,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def mean_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM of image pairs [N, 1, H, W] in [-1, 1], one value per pair."""
     return ssim_map(a, b).flatten(1).mean(1)
 
 
@@ -79,6 +84,7 @@ def _lr_at(t: float, cfg: InvertConfig) -> float:
 
 
 def check_images(G, images: torch.Tensor) -> torch.Tensor:
+    """Images [N, C, R, R] in [-1, 1] at the generator's size and channels, or a one-line error."""
     images = torch.as_tensor(images, dtype=torch.float32)
     if images.ndim == 3:
         images = images[:, None]

@@ -11,6 +11,9 @@ import torch.nn.functional as F
 
 from cxr_workbench.imaging.masks import Box
 
+__all__ = ["DISTANCES", "SCHEDULES", "ANGLE_FORMS", "ssim_map", "pixel_distance_maps", "target_schedule",
+           "image_loss", "spring_loss", "angle_loss"]
+
 DISTANCES = ("l1", "l2", "ssim")     # D of Eq. 1
 SCHEDULES = ("ramp", "constant")     # in-box targets c_i: c*i/n or c
 ANGLE_FORMS = ("hinge", "literal")   # Eq. 4: a cone of half-angle theta', or the paper's line as printed

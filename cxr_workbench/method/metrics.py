@@ -12,9 +12,13 @@ from scipy.stats import spearmanr
 
 from cxr_workbench.imaging.masks import Box
 
+__all__ = ["PVResult", "PV_AVERAGES", "pv_metric", "trend", "frechet_distance", "feature_spread",
+           "knn_precision_recall", "ks_statistic"]
+
 
 @dataclass
 class PVResult:
+    """The PV metric and its parts (S, M) for one trajectory."""
     S: float             # smoothness: mean |dc+| + |dc-| (small is smooth)
     M: float             # monotonicity: mean dc+ + dc- + dr+ + dr- (large is monotone, in the box)
     PV: float            # M / S

@@ -37,6 +37,10 @@ from cxr_workbench.model.latents import (
 )
 from cxr_workbench.settings import setting, validate_settings
 
+__all__ = ["METHODS", "METHOD_LABELS", "LOConfig", "NAMED_CONFIGS", "named_config", "Trajectory", "objective_terms",
+           "directions_on_layers", "evaluate_objective", "optimize_trajectory", "translate_along", "BATCH_MEMORY",
+           "activation_bytes", "references_per_loop", "run_method", "join_trajectories"]
+
 METHODS = ("lo", "lo+dir", "linear")
 METHOD_LABELS = {"lo": "Baseline LO", "linear": "Linear translation", "lo+dir": "LO + direction"}
 
@@ -101,6 +105,7 @@ def named_config(name: str, **overrides) -> LOConfig:
 
 @dataclass
 class Trajectory:
+    """An optimised trajectory: its latents, images and the loss history."""
     method: str                    # "lo" (Baseline LO), "lo+dir" or "linear"
     w_ref: torch.Tensor            # [R, num_ws, w_dim]
     points: torch.Tensor           # [R, n, num_ws, w_dim]

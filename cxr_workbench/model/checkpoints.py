@@ -26,6 +26,9 @@ from cxr_workbench.io import atomic_write, torch_load
 from cxr_workbench.model.importers import generator_from_nvlabs, generator_from_rosinality, read_nvlabs_pickle
 from cxr_workbench.model.stylegan2 import Generator
 
+__all__ = ["FORMAT", "save_checkpoint", "save_generator", "read_checkpoint", "model_card", "generator_card",
+           "machine_description", "load_generator", "FORMATS", "generator_key"]
+
 FORMAT = "cxr-workbench/1"
 
 
@@ -40,6 +43,7 @@ def save_checkpoint(path, payload: dict, overwrite: bool = True) -> Path:
 
 
 def save_generator(path, G: Generator, model_card: dict | None = None, overwrite: bool = True) -> Path:
+    """Write ``G`` in our format with its model card."""
     return save_checkpoint(path, {"kind": "generator", "config": G.config,
                                   "G_ema": G.state_dict(), "model_card": model_card or {}}, overwrite)
 
@@ -67,6 +71,7 @@ def _ours(path: Path, data) -> dict:
 
 
 def model_card(path) -> dict:
+    """The model card of one of our checkpoints."""
     return read_checkpoint(path).get("model_card", {})
 
 
@@ -78,6 +83,7 @@ def generator_card(path) -> dict:
 
 
 def machine_description() -> str:
+    """This machine in a few words (host, architecture, accelerator), for model cards."""
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{torch.get_num_threads()}-thread CPU"
     return f"{platform.node() or 'host'} / {platform.processor() or platform.machine()} / {dev}"
 

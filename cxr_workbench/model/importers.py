@@ -58,6 +58,10 @@ import torch
 
 from cxr_workbench.model.stylegan2 import Generator
 
+__all__ = ["rosinality_key_map", "generator_from_rosinality", "PersistentRecord", "read_nvlabs_pickle",
+           "tf_variables", "nvlabs_from_tf", "collect_module_attribute", "collect_module_tensors",
+           "generator_from_nvlabs"]
+
 # --------------------------------------------------------------------------------------------
 # Key mapping shared by both importers
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,10 @@ import torch
 from cxr_workbench.imaging.strips import to_uint8
 from cxr_workbench.model.stylegan2 import z_from_seeds
 
+__all__ = ["MAX_RANGE", "parse_range", "MAX_LATENT", "check_latents", "parse_layers", "check_layers",
+           "check_direction", "check_class", "class_input", "random_classes", "reference_latents", "apply_direction",
+           "synthesize", "flatten_layers", "direction_on_layers", "sample_grid"]
+
 MAX_RANGE = 1_000_000  # values in one parsed range: more is a typo, not a request
 
 

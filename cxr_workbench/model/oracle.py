@@ -23,6 +23,9 @@ from cxr_workbench.imaging.diseases import KINDS
 from cxr_workbench.model.checkpoints import machine_description, read_checkpoint, save_checkpoint
 from cxr_workbench.settings import setting, validate_settings
 
+__all__ = ["BURDEN_SCALE", "SeverityOracle", "corrupt", "OracleReport", "evaluate_oracle", "OracleConfig",
+           "train_oracle", "save_oracle", "load_oracle"]
+
 CTR_MEAN, CTR_SCALE = 0.5, 0.1      # targets are standardised for training
 BURDEN_SCALE = 0.2
 
@@ -95,6 +98,7 @@ def corrupt(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 @dataclass
 class OracleReport:
+    """The oracle's errors on held-out films."""
     ctr_mae: float
     burden_mae: float
     kind_accuracy: float
@@ -191,6 +195,7 @@ def save_oracle(path, oracle: SeverityOracle, report: OracleReport | None = None
 
 
 def load_oracle(path) -> SeverityOracle:
+    """An oracle written by ``save_oracle``, in eval mode, with ``source`` the films it learned."""
     data = read_checkpoint(path)
     if data.get("kind") != "oracle":
         raise ValueError(f"{path} holds a {data.get('kind')!r}, not an oracle")

@@ -34,6 +34,9 @@ import torch.nn.functional as F
 
 from cxr_workbench.imaging.diseases import DISEASES, check_disease, reads_as
 
+__all__ = ["DEFAULT_CLASSES", "reader_input", "Reader", "OracleReader", "ClassifierReader", "as_reader",
+           "READER_SPECS", "NETWORKS", "make_network", "save_classifier", "reader_from_file", "monai_reader"]
+
 DEFAULT_CLASSES = ("normal", "cardiomegaly", "opacity")
 
 

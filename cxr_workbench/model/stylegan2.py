@@ -24,6 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = ["DEFAULT_MODCONV", "UPCONV", "SQRT2", "setup_filter", "upfirdn2d", "upsample2d", "downsample2d",
+           "modulated_conv2d", "FullyConnected", "Conv2d", "MAX_SEED", "z_from_seeds", "normalize_2nd_moment",
+           "MappingNetwork", "SynthesisLayer", "ToRGBLayer", "SynthesisBlock", "channels_per_resolution",
+           "SynthesisNetwork", "Generator", "DiscriminatorBlock", "Discriminator"]
+
 # Faster formulation per device type, from benchmarks/bench_modconv.py (see the README figures).
 DEFAULT_MODCONV = {"cpu": "input", "cuda": "input"}  # H200: grouped 1.08x (batch 12) to 3.5x (240) slower
 # 2x up-convolution: "transpose" (stride-2 transposed conv, then the 4x4 FIR: a quarter of the
@@ -226,6 +231,7 @@ def z_from_seeds(seeds, z_dim: int) -> torch.Tensor:
 
 
 def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x divided by the root mean square over ``dim`` (StyleGAN's pixel norm)."""
     return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
 
 
@@ -466,6 +472,7 @@ class Generator(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 class DiscriminatorBlock(nn.Module):
+    """Two 3x3 convolutions and a downsampling skip: one resolution of the discriminator."""
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.conv0 = Conv2d(in_channels, in_channels, 3)

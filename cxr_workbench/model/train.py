@@ -27,6 +27,9 @@ from cxr_workbench.model.latents import sample_grid
 from cxr_workbench.model.stylegan2 import MAX_SEED, Discriminator, Generator
 from cxr_workbench.settings import setting, validate_settings
 
+__all__ = ["TrainConfig", "RESUME_FREE", "OTHER_SOURCE", "train", "Run", "start_run", "training_step",
+           "write_snapshot"]
+
 
 def _power_of_two(r) -> bool:
     return r & (r - 1) == 0

@@ -57,6 +57,10 @@ from cxr_workbench.model.checkpoints import generator_key
 from cxr_workbench.model.latents import check_class, check_latents, reference_latents
 from cxr_workbench.model.readers import as_reader
 
+__all__ = ["MANIFEST_COLUMNS", "READER_COLUMNS", "SET_COLUMNS", "SAMPLE_NAME", "to_uint16", "in_set",
+           "read_set_images", "read_manifest", "set_quality", "kept_points", "edit_references", "POINTS",
+           "make_augmentation", "set_diversity", "REFERENCE_SEED_START", "normal_seeds"]
+
 MANIFEST_COLUMNS = ("file", "label", "disease", "reference", "point_index", "box", "u_source", "sigma",
                     "method", "config_hash", "generator", "ctr", "opacity_burden", "plausible", "trajectory_pv",
                     "trajectory_trend", "sha256")
@@ -105,6 +109,7 @@ def read_set_images(set_dir, manifest: pd.DataFrame | None = None) -> torch.Tens
 
 
 def read_manifest(set_dir) -> pd.DataFrame:
+    """A set's ``manifest.csv``, its columns and integer fields checked (errors name the row and column)."""
     path = Path(set_dir) / "manifest.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; expected an augmentation set made by make_augmentation")

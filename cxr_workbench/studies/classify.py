@@ -31,6 +31,10 @@ from cxr_workbench.model.readers import NETWORKS, make_network, save_classifier
 from cxr_workbench.model.stylegan2 import MAX_SEED
 from cxr_workbench.settings import setting, validate_settings
 
+__all__ = ["COLUMNS", "ROWS", "ProtocolConfig", "PHANTOM_RESOLUTION", "CPU_SCALE", "random_augmentation", "real_data",
+           "auroc", "auroc_from_file", "train_run", "run_name", "plan_runs", "load_sets", "run_protocol",
+           "RESULT_KEYS", "read_results", "check_sets_fit", "chosen_on_validation", "protocol_table"]
+
 COLUMNS = {"N vs C vs O": ("normal", "cardiomegaly", "opacity"), "N vs C": ("normal", "cardiomegaly"),
            "N vs O": ("normal", "opacity")}
 ROWS = ("real", "rand", "ours", "ours+rand")
@@ -205,6 +209,7 @@ def train_run(data: dict, aug: dict, cfg: ProtocolConfig, *, column: str, n_dise
 
 
 def run_name(r: dict) -> str:
+    """The file name of one protocol run: column, disease size, row, sigma (ours rows only) and seed."""
     col = {"N vs C vs O": "NCO", "N vs C": "NC", "N vs O": "NO"}[r["column"]]
     sig = "" if r["sigma"] is None or (isinstance(r["sigma"], float) and math.isnan(r["sigma"])) else f"_s{r['sigma']}"
     return f"{col}_d{r['n_disease']}_{r['row'].replace('+', '-')}{sig}_seed{r['seed']}"

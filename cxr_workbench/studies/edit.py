@@ -24,6 +24,8 @@ from cxr_workbench.method.optimize import METHODS, LOConfig, named_config, run_m
 from cxr_workbench.model.checkpoints import load_generator
 from cxr_workbench.model.latents import reference_latents
 
+__all__ = ["EDIT_OUTPUTS", "EditRequest", "run_edit"]
+
 EDIT_OUTPUTS = ("strip.png", "latents.pt", "metrics.json")
 
 

@@ -8,6 +8,9 @@ import torch
 from cxr_workbench.imaging.masks import Box
 from cxr_workbench.imaging.strips import BOX_COLOUR
 
+__all__ = ["new_figure", "comparison_figure", "loss_figure", "sigma_ablation_figure", "umap_embedding", "umap_figure",
+           "umap_plotly", "severity_histograms", "save_figure", "augmentation_examples", "films_side_by_side"]
+
 
 def new_figure(**kw):
     """A matplotlib Figure outside pyplot's state: a notebook shows it once (as the cell's value),

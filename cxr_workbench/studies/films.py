@@ -15,6 +15,8 @@ from cxr_workbench.io import output_set, save_png, write_json
 from cxr_workbench.method.invert import InvertConfig, invert, reconstruction_report
 from cxr_workbench.model.checkpoints import load_generator
 
+__all__ = ["INVERT_OUTPUTS", "run_invert"]
+
 INVERT_OUTPUTS = ("latents.pt", "reconstruction.png", "metrics.json")
 
 

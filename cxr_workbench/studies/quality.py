@@ -27,8 +27,13 @@ from cxr_workbench.model.checkpoints import read_checkpoint, save_checkpoint
 from cxr_workbench.model.latents import random_classes
 from cxr_workbench.model.stylegan2 import Generator
 
+__all__ = ["generated_images", "quality_predictions", "quality_figures", "SHIP_TARGETS", "LOCALITY_KEYS",
+           "shipping_verdict", "QUALITY_SETS", "FILMS", "quality_rows", "training_history", "model_card_markdown",
+           "grid_file", "shipped_files", "ship_generator"]
+
 
 def generated_images(G, n: int, seed: int = 0, batch: int = 250, psi: float = 1.0) -> torch.Tensor:
+    """``n`` images of G [n, 1, R, R] in [-1, 1] from seed ``seed``, ``batch`` at a time."""
     gen = torch.Generator().manual_seed(seed)
     out = []
     with torch.no_grad():

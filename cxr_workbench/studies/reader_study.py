@@ -23,6 +23,10 @@ import numpy as np
 
 from cxr_workbench.imaging.diseases import DISEASES
 
+__all__ = ["SCHEMA_VERSION", "SOURCES", "QUALITY", "SCHEMA", "open_study_db", "create_study", "study_id",
+           "add_reader", "reader_id", "next_item", "previous_item", "progress", "submit", "answers", "summary",
+           "machine_reader", "prepare_items"]
+
 SCHEMA_VERSION = 1
 SOURCES = ("real", "synthetic")
 QUALITY = (1, 2, 3, 4, 5)
@@ -173,6 +177,7 @@ def _id_of(db, table: str, what: str, name: str, hint: str = "") -> int:
 
 
 def study_id(db, name: str) -> int:
+    """The id of the study called ``name`` (an error names the known ones)."""
     return _id_of(db, "studies", "study", name)
 
 
@@ -187,6 +192,7 @@ def add_reader(db, name: str) -> int:
 
 
 def reader_id(db, name: str) -> int:
+    """The id of the reader called ``name`` (an error names the known ones)."""
     return _id_of(db, "readers", "reader", name, " (add_reader creates one)")
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from cxr_workbench.model.stylegan2 import MAX_SEED
 
+__all__ = ["seed_list", "HelpFormatter", "add_settings_options", "settings_overrides", "COMMANDS", "Parser", "build_parser", "EXPECTED_ERRORS", "main"]
+
 
 def seed_list(text: str) -> list[int]:
     """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11] (argparse type)."""
@@ -551,6 +553,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per study, each from its ``add_x``."""
     p = Parser(prog="cxr-workbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
@@ -562,6 +565,7 @@ EXPECTED_ERRORS = (ValueError, KeyError, OSError, FloatingPointError)
 
 
 def main(argv=None) -> int:
+    """Run one command; every expected error is one line on stderr with exit status 2."""
     import warnings
     args = build_parser().parse_args(argv)
 

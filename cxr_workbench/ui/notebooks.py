@@ -12,10 +12,13 @@ import nbformat
 
 from cxr_workbench.io import atomic_write
 
+__all__ = ["NOTEBOOK_DIR", "Session", "show_figures_inline", "start", "inject_parameters", "execute_notebook"]
+
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 class Session(NamedTuple):
+    """What a notebook's ``start`` returns: the generator, oracle, PCA and output folder."""
     G: object        # the generator (the shipped one by default)
     oracle: object   # the shipped severity oracle, as a reader (readers.OracleReader: it reads any size)
     pca: object      # the PCA of W for G

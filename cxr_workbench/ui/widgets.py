@@ -23,14 +23,18 @@ from cxr_workbench.method.optimize import METHOD_LABELS, LOConfig, run_method
 from cxr_workbench.model.latents import apply_direction, synthesize
 from cxr_workbench.studies.figures import loss_figure
 
+__all__ = ["png_bytes", "figure_png", "PCBrowser", "ROIDrawer", "OptimizationRunner", "ReaderStudyWidget"]
+
 
 def png_bytes(img: Image.Image) -> bytes:
+    """A uint8 image as PNG bytes (for ipywidgets.Image)."""
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
 
 
 def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
