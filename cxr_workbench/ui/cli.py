@@ -25,7 +25,8 @@ from pathlib import Path
 
 from cxr_workbench.model.stylegan2 import MAX_SEED
 
-__all__ = ["seed_list", "HelpFormatter", "add_settings_options", "settings_overrides", "COMMANDS", "Parser", "build_parser", "EXPECTED_ERRORS", "main"]
+__all__ = ["seed_list", "HelpFormatter", "add_settings_options", "settings_overrides", "COMMANDS",
+           "Parser", "build_parser", "EXPECTED_ERRORS", "main"]
 
 
 def seed_list(text: str) -> list[int]:
