@@ -11,7 +11,7 @@ import math
 from dataclasses import field, fields
 from typing import Callable
 
-__all__ = ["setting", "item_kind", "check_value", "validate_settings"]
+__all__ = ["check_ranges", "setting", "item_kind", "check_value", "validate_settings"]
 
 
 def setting(default, help: str, *, choices=None, low=None, high=None, open_low: bool = False,
@@ -67,6 +67,15 @@ def check_value(name: str, value, meta: dict, kind: type) -> None:
                              f"in {interval} ({meta['help']})")
     if meta["rule"] is not None and not meta["rule"](value):
         raise ValueError(f"{name}={value!r}; expected {meta['expected']}")
+
+
+def check_ranges(obj, ranges: dict, what: str) -> None:
+    """Refuse a field of ``obj`` that is not a number in its [lo, hi] of ``ranges`` (name -> (lo, hi)),
+    naming ``what``, the field, its value and the range (the phantom and DRR parameters)."""
+    for name, (lo, hi) in ranges.items():
+        v = getattr(obj, name)
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi):
+            raise ValueError(f"{what} parameter {name}={v!r}; expected a number in [{lo}, {hi}]")
 
 
 def validate_settings(config):

@@ -99,6 +99,7 @@ def test_augment_then_classify_end_to_end(tmp_path, capsys):
                  str(tmp_path / "cls" / "models" / "NC_d4_real_seed0.pt"), "--out", str(tmp_path / "x"),
                  "--no-progress"]) == 2
     assert "does not read opacity (it reads ['cardiomegaly'])" in capsys.readouterr().err
-    # too few augmented samples for the protocol asked
+    # too few augmented samples for the protocol asked: refused before the first run
     assert main(args[:-1] + ["--n-aug", "20", "--out", str(tmp_path / "cls2"), "--no-progress"]) == 2
-    assert "has 4 samples; this protocol needs" in capsys.readouterr().err
+    assert "has 4 samples; the run NCO_d4_ours_s0.3_seed0 needs 10 (n_aug=20)" in capsys.readouterr().err
+    assert not list((tmp_path / "cls2" / "predictions").iterdir())

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from cxr_workbench.imaging.ct import CHANNELS, LOBES, MU_WATER, SlabModel
 from cxr_workbench.imaging.diseases import KINDS, reads_as
+from cxr_workbench.settings import check_ranges
 
 MAX_BLOBS = 3
 MIN_SIZE = 16
@@ -107,10 +108,7 @@ class DRRParams:
 
     def validate(self) -> "DRRParams":
         """Refuse out-of-range parameters, naming the parameter and its range."""
-        for name, (lo, hi) in RANGES.items():
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and lo <= v <= hi):
-                raise ValueError(f"DRR parameter {name}={v!r}; expected a number in [{lo}, {hi}]")
+        check_ranges(self, RANGES, "DRR")
         if len(self.opacities) > MAX_BLOBS or any(d not in DEVICES for d in self.devices):
             raise ValueError(f"DRR has {len(self.opacities)} opacities and devices {self.devices}; expected at most "
                              f"{MAX_BLOBS} and devices among {DEVICES}")

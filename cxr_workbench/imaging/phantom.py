@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from cxr_workbench.imaging.diseases import KINDS, reads_as
+from cxr_workbench.settings import check_ranges
 
 __all__ = ["MIN_SIZE", "VERSION", "heart_scale", "Opacity", "RANGES", "PhantomParams", "sample_params",
            "render_batch", "render", "demo_film"]
@@ -121,10 +122,7 @@ class PhantomParams:
 
     def validate(self) -> "PhantomParams":
         """Refuse out-of-range parameters, naming the parameter and its range."""
-        for name, (lo, hi) in RANGES.items():
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and lo <= v <= hi):
-                raise ValueError(f"phantom parameter {name}={v!r}; expected a number in [{lo}, {hi}]")
+        check_ranges(self, RANGES, "phantom")
         if len(self.opacities) > MAX_BLOBS:
             raise ValueError(f"phantom has {len(self.opacities)} opacities; expected at most {MAX_BLOBS}")
         for o in self.opacities:

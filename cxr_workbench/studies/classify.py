@@ -211,7 +211,7 @@ def train_run(data: dict, aug: dict, cfg: ProtocolConfig, *, column: str, n_dise
 def run_name(r: dict) -> str:
     """The file name of one protocol run: column, disease size, row, sigma (ours rows only) and seed."""
     col = {"N vs C vs O": "NCO", "N vs C": "NC", "N vs O": "NO"}[r["column"]]
-    sig = "" if r["sigma"] is None or (isinstance(r["sigma"], float) and math.isnan(r["sigma"])) else f"_s{r['sigma']}"
+    sig = "" if pd.isna(r["sigma"]) else f"_s{r['sigma']}"  # None, or NaN in a DataFrame: a row without an edit
     return f"{col}_d{r['n_disease']}_{r['row'].replace('+', '-')}{sig}_seed{r['seed']}"
 
 
@@ -381,11 +381,11 @@ def protocol_table(results: pd.DataFrame) -> pd.DataFrame:
     df = results.copy()
     if df.loc[df["row"] == "ours", "sigma"].nunique() > 1:
         chosen = chosen_on_validation(results)
-        df = pd.concat([df, chosen.assign(chosen_sigma=chosen["sigma"], sigma=math.nan)], ignore_index=True)
-    df["sigma"] = df["sigma"].fillna(-1.0)
+        df = pd.concat([df, chosen.assign(chosen_sigma=chosen["sigma"], sigma=None)], ignore_index=True)
     out = []
-    for (n_d, row, sigma), g in df.groupby(["n_disease", "row", "sigma"], sort=False):
-        entry = dict(n_disease=int(n_d), row=row, sigma="" if sigma < 0 else f"{sigma:g}")  # real, rand: no sigma
+    # rows without an edit (real, rand, and the sigma-chosen rows) have no sigma: kept as their own group
+    for (n_d, row, sigma), g in df.groupby(["n_disease", "row", "sigma"], sort=False, dropna=False):
+        entry = dict(n_disease=int(n_d), row=row, sigma="" if pd.isna(sigma) else f"{sigma:g}")
         for column in COLUMNS:
             cell = g[g["column"] == column]
             s = cell.set_index("seed")["test_auroc"] * 100
