@@ -220,6 +220,32 @@ def render_batch(params: list[PhantomParams], size: int = 64) -> tuple[np.ndarra
     for p in params:
         p.validate()
     P = _stack(params)
+    A = _chest(P, size)
+    density = _add_bones(P, A, A["density"] + 0.22 * _vessels(P, A) * A["air"])
+    cover, dens = _consolidation(P, A)
+    density = density + 0.32 * dens
+
+    # Image formation: exposure curve, blur, detector grain.
+    img = (density / 0.62).clamp(0, 1) ** P["gamma"] * P["contrast"] + P["brightness"] + 0.05
+    img = _blur(img, P["blur"][:, 0, 0] * size / 64)
+    gen = torch.Generator()
+    grain = torch.stack([torch.randn(size, size, generator=gen.manual_seed(p.noise_seed)) for p in params])
+    img = (img + P["noise"] * grain).clamp(0, 1)
+
+    visible = A["air"] > 0.5
+    lung_px = visible.sum((1, 2)).clamp_min(1)
+    burden = ((cover > 0.5) & visible).sum((1, 2)) / lung_px
+    ctr = P["ctr"][:, 0, 0]
+    truth = dict(ctr=ctr.numpy().astype(np.float32), opacity_burden=burden.numpy().astype(np.float32),
+                 lung_fraction=(lung_px / (size * size)).numpy().astype(np.float32))
+    truth.update(cardiomegaly=reads_as(truth, "cardiomegaly"), opacity=reads_as(truth, "opacity"))
+    return img.numpy().astype(np.float32), truth
+
+
+def _chest(P: dict, size: int) -> dict[str, torch.Tensor]:
+    """The pose and the soft anatomy: body, lungs, heart, mediastinum, trachea and spine, each
+    [N, size, size]; ``density`` their sum, ``air`` the visible lung, and the coordinates and levels
+    the other parts are drawn in."""
     lin = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
     gy, gx = torch.meshgrid(lin, lin, indexing="ij")
     gx, gy = gx[None], gy[None]
@@ -228,9 +254,7 @@ def render_batch(params: list[PhantomParams], size: int = 64) -> tuple[np.ndarra
     x0, y0 = (gx - P["shift_x"]) / P["scale"], (gy - P["shift_y"]) / P["scale"]
     x, y = c * x0 - s * y0, s * x0 + c * y0
     ax = x.abs()
-    side = torch.where(x < 0, -1.0, 1.0)
     edge = 1.5 / size  # about a pixel, so shapes stay anti-aliased at every size
-    ap = P["ap"]
     T = P["thorax_hw"]
 
     # Body: neck, shoulders sloping out, chest wall, soft tissue outside the ribs.
@@ -262,7 +286,7 @@ def render_batch(params: list[PhantomParams], size: int = 64) -> tuple[np.ndarra
         heart = torch.maximum(heart, ell)
     heart = heart * _soft(y - (dia + 0.03), 2 * edge)
     # Aortic knob (image right, above the heart) and a mediastinum tapering up to the neck.
-    knob_r = 0.05 + 0.01 * ap
+    knob_r = 0.05 + 0.01 * P["ap"]
     knob = _ellipse(x, y, P["mediastinum_hw"] + 0.01, hy - 0.45 * hs - 0.2, knob_r, knob_r, torch.zeros_like(hs),
                     1.5 * edge)
     mediastinum = torch.maximum(_soft(ax - med_hw, 2 * edge) * _soft(y - hy, 4 * edge), knob)
@@ -273,12 +297,16 @@ def render_batch(params: list[PhantomParams], size: int = 64) -> tuple[np.ndarra
     # Spine: a column with faint vertebral bodies, seen through the mediastinum.
     spine = _soft(ax - 0.06, edge) * body
     density = density + spine * (0.03 + 0.015 * torch.cos(2 * math.pi * y / 0.09))
+    return dict(x=x, y=y, ax=ax, edge=edge, top=top, dia=dia, hy=hy, body=body, air=air, density=density)
 
-    # Hilar vessels: a fan of branches per side, fading towards the periphery. In polar coordinates
-    # about the hilum, a branch at angle a is where (theta - a) * r is small.
+
+def _vessels(P: dict, A: dict) -> torch.Tensor:
+    """Hilar vessels [N, S, S]: a fan of branches per side, fading towards the periphery. In polar
+    coordinates about the hilum, a branch at angle a is where (theta - a) * r is small."""
+    x, y = A["x"], A["y"]
     vessels = torch.zeros_like(x)
     for sgn in (-1.0, 1.0):
-        px, py = sgn * (x - sgn * (P["mediastinum_hw"] + 0.06)), y - (hy - 0.15)
+        px, py = sgn * (x - sgn * (P["mediastinum_hw"] + 0.06)), y - (A["hy"] - 0.15)
         r = torch.sqrt(px * px + py * py + 1e-12)
         theta = torch.atan2(py, px)
         fade = torch.exp(-r / 0.22) * _soft(r - 0.6, 0.03)
@@ -287,8 +315,13 @@ def render_batch(params: list[PhantomParams], size: int = 64) -> tuple[np.ndarra
         for k in range(5):
             branches += _decay(((theta - (-0.9 + 0.45 * k + P["vessel_angle"])) * sharp).square_())
         vessels += branches * fade
-    density = density + 0.22 * vessels * air
+    return vessels
 
+
+def _add_bones(P: dict, A: dict, density: torch.Tensor) -> torch.Tensor:
+    """``density`` [N, S, S] with ribs, clavicles, scapulae and breast shadows added (in this order:
+    the sums are the same to the last bit as ever)."""
+    y, ax, edge, top, dia, T, ap = A["y"], A["ax"], A["edge"], A["top"], A["dia"], P["thorax_hw"], P["ap"]
     # Posterior ribs curve down laterally; anterior ribs (fainter) curve down medially.
     cage = _soft(ax - (T + 0.03), 2 * edge) * _soft(0.05 - ax, edge)
     span = (y > top - 0.08) & (y < dia + 0.15)
@@ -308,10 +341,14 @@ def render_batch(params: list[PhantomParams], size: int = 64) -> tuple[np.ndarra
 
     # Breast shadows over the lower zones.
     breast = _decay(((ax - 0.45) / 0.3) ** 2 + ((y - dia + 0.05) / 0.22) ** 2) * (y < dia + 0.05)
-    density = density + 0.08 * P["breast"] * breast * body
+    return density + 0.08 * P["breast"] * breast * A["body"]
 
-    # Consolidation: soft blobs of each lobe, inside the visible lung only; computed only for the
-    # phantoms that have that blob or lobe (most have none).
+
+def _consolidation(P: dict, A: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Consolidation (cover, density), each [N, S, S]: soft blobs of each lobe, inside the visible
+    lung only; computed only for the phantoms that have that blob or lobe (most have none)."""
+    x, y, top, air, T = A["x"], A["y"], A["top"], A["air"], P["thorax_hw"]
+    side = torch.where(x < 0, -1.0, 1.0)
     B = P["blobs"]
     cover = torch.zeros_like(x)
     dens = torch.zeros_like(x)
@@ -335,24 +372,7 @@ def render_batch(params: list[PhantomParams], size: int = 64) -> tuple[np.ndarra
         blob = blob * (side[idx] == b[:, 0, 0])
         cover[idx] = torch.maximum(cover[idx], blob)
         dens[idx] = torch.maximum(dens[idx], blob * b[:, 0, 4])
-    cover, dens = cover * air, dens * air
-    density = density + 0.32 * dens
-
-    # Image formation: exposure curve, blur, detector grain.
-    img = (density / 0.62).clamp(0, 1) ** P["gamma"] * P["contrast"] + P["brightness"] + 0.05
-    img = _blur(img, P["blur"][:, 0, 0] * size / 64)
-    gen = torch.Generator()
-    grain = torch.stack([torch.randn(size, size, generator=gen.manual_seed(p.noise_seed)) for p in params])
-    img = (img + P["noise"] * grain).clamp(0, 1)
-
-    visible = air > 0.5
-    lung_px = visible.sum((1, 2)).clamp_min(1)
-    burden = ((cover > 0.5) & visible).sum((1, 2)) / lung_px
-    ctr = P["ctr"][:, 0, 0]
-    truth = dict(ctr=ctr.numpy().astype(np.float32), opacity_burden=burden.numpy().astype(np.float32),
-                 lung_fraction=(lung_px / (size * size)).numpy().astype(np.float32))
-    truth.update(cardiomegaly=reads_as(truth, "cardiomegaly"), opacity=reads_as(truth, "opacity"))
-    return img.numpy().astype(np.float32), truth
+    return cover * air, dens * air
 
 
 def _blur(img: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
