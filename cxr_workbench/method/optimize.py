@@ -186,6 +186,46 @@ def evaluate_objective(G, traj: "Trajectory", box, u, layers=None) -> dict:
     return {k: float(v.mean()) for k, v in terms.items()}
 
 
+def _start(G, u, R: int, layers: list[int], config: LOConfig, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The points' first offsets from the reference on the moved layers, [R, n, L * w_dim] requiring
+    grad: spaced along u (or a random unit direction for Baseline LO) with a little jitter; and u on
+    those layers [R, L * w_dim] (None for Baseline LO)."""
+    L, n, w_dim = len(layers), config.n, G.w_dim
+    gen = torch.Generator().manual_seed(config.init_seed)
+    if u is None:
+        start = torch.randn(R, L * w_dim, generator=gen)
+        u_flat = None
+    else:
+        u_flat = directions_on_layers(G, u, R, layers).to(device)  # [R, L * w_dim]
+        start = u_flat.cpu()
+    start = (start / start.norm(dim=-1, keepdim=True)).to(device)
+    steps_along = torch.arange(1, n + 1, device=device, dtype=torch.float32) * config.init_spacing * config.sigma
+    jitter = 1e-3 * config.sigma * torch.randn(R, n, L * w_dim, generator=gen).to(device)
+    return (steps_along[None, :, None] * start[:, None] + jitter).requires_grad_(True), u_flat
+
+
+class _Plateau:
+    """The stopping rule: when the best mean total so far has improved by less than ``tol`` (relative)
+    over ``window`` steps, drop the learning rate (``lr_drops`` times), then stop. Best-so-far, not
+    the last value: one Adam wobble upwards must not end the run."""
+
+    def __init__(self, config: LOConfig):
+        self.config, self.best_mean, self.drops, self.plateau_from = config, [], 0, 0
+
+    def converged(self, step: int, total: float, opt: torch.optim.Optimizer) -> bool:
+        cfg, best = self.config, self.best_mean
+        best.append(min(best[-1], total) if best else total)
+        if step + 1 >= max(cfg.min_steps, self.plateau_from + cfg.window + 1):
+            before, now = best[-cfg.window - 1], best[-1]
+            if (before - now) / (abs(before) + 1e-12) < cfg.tol:
+                if self.drops == cfg.lr_drops:
+                    return True
+                self.drops, self.plateau_from = self.drops + 1, step + 1
+                for group in opt.param_groups:
+                    group["lr"] *= cfg.lr_drop
+        return False
+
+
 def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, *, u: torch.Tensor | None = None,
                         config: LOConfig | None = None, progress: bool = True,
                         callback: Callable[[int, dict], bool | None] | None = None,
@@ -203,18 +243,7 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, *, u: torch.Tensor | N
     device = w_ref.device
     R, n, L, w_dim = w_ref.shape[0], config.n, len(layers), G.w_dim
     method = "lo" if u is None else "lo+dir"
-    gen = torch.Generator().manual_seed(config.init_seed)
-
-    if u is None:
-        start = torch.randn(R, L * w_dim, generator=gen)
-        u_flat = None
-    else:
-        u_flat = directions_on_layers(G, u, R, layers).to(device)  # [R, L * w_dim]
-        start = u_flat.cpu()
-    start = (start / start.norm(dim=-1, keepdim=True)).to(device)
-    steps_along = torch.arange(1, n + 1, device=device, dtype=torch.float32) * config.init_spacing * config.sigma
-    jitter = 1e-3 * config.sigma * torch.randn(R, n, L * w_dim, generator=gen).to(device)
-    offset = (steps_along[None, :, None] * start[:, None] + jitter).requires_grad_(True)  # [R, n, L*w_dim]
+    offset, u_flat = _start(G, u, R, layers, config, device)
 
     ref_sel = flatten_layers(w_ref, layers)  # [R, L * w_dim]
     with torch.no_grad():
@@ -225,8 +254,7 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, *, u: torch.Tensor | N
     # Each reference keeps its best points: Adam wobbles, and a NaN must not cost the good points.
     best_offset = offset.detach().clone()
     best_total = torch.full([R], math.inf, device=device)
-    best_mean = []  # best mean total so far, per step (the plateau rule)
-    drops, plateau_from = 0, 0
+    plateau = _Plateau(config)
     t0 = time.perf_counter()
 
     def full_ws(off):
@@ -263,19 +291,10 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, *, u: torch.Tensor | N
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
-        h = history["total"]
-        best_mean.append(min(best_mean[-1], h[-1]) if best_mean else h[-1])
-        # Best-so-far, not the last value: one Adam wobble upwards must not end the run.
-        if step + 1 >= max(config.min_steps, plateau_from + config.window + 1):
-            before, now = best_mean[-config.window - 1], best_mean[-1]
-            if (before - now) / (abs(before) + 1e-12) < config.tol:
-                if drops == config.lr_drops:
-                    status = "converged"
-                    break
-                drops, plateau_from = drops + 1, step + 1
-                for group in opt.param_groups:
-                    group["lr"] *= config.lr_drop
-        bar.set_postfix(loss=f"{h[-1]:.4f}")
+        if plateau.converged(step, history["total"][-1], opt):
+            status = "converged"
+            break
+        bar.set_postfix(loss=f"{history['total'][-1]:.4f}")
     bar.close()
 
     ws = full_ws(best_offset)
