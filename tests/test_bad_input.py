@@ -94,12 +94,15 @@ CASES = [  # (arguments, text the one error line must contain)
      "--box heart with --vary-box"),
     (["augment", "--disease", "opacity", "--samples", "4", "--compile", "--workers", "2", "--out", "{d}/aug"],
      "--compile with --workers/--scheduler"),
+    (["train", "--run-dir", "{d}/run", "--source", "drr", "--ct", "{d}/nowhere"], "--ct {d}/nowhere: not a folder"),
+    (["train", "--run-dir", "{d}/run", "--ct", "{d}"], "expected --source drr with it"),
+    (["oracle", "--source", "drr", "--ct", "{d}/nowhere", "--out", "{d}/o.pt"], "--ct {d}/nowhere: not a folder"),
 ]
 
 
 # One case per command also runs as its own process, to see the process boundary (exit status,
 # nothing else on stderr); the rest call main() in this process, a second each instead of seven.
-IN_A_PROCESS = {0, 12, 20, 25, 36, 38}
+IN_A_PROCESS = {0, 12, 20, 25, 36, 38, 51}
 
 
 def full_args(args, files, tmp_path):

@@ -4,7 +4,8 @@ a researcher's own CT folder). Both draw parameters of a kind and render batches
 (``ctr``, ``opacity_burden``, ``cardiomegaly``, ``opacity``, ``lung_fraction``)."""
 from __future__ import annotations
 
-__all__ = ["SOURCES", "check_source", "sample_params", "render_batch", "kinds_grid", "describe", "version"]
+__all__ = ["SOURCES", "check_source", "check_films", "sample_params", "render_batch", "kinds_grid", "describe",
+           "version"]
 
 import numpy as np
 
@@ -17,6 +18,15 @@ def check_source(source: str, ct=None) -> str:
         raise ValueError(f"source={source!r}; expected one of {SOURCES}")
     if ct is not None and source != "drr":
         raise ValueError(f"--ct {ct} renders DRRs; expected --source drr with it")
+    return source
+
+
+def check_films(source: str, ct=None) -> str:
+    """``check_source``, and for DRRs the CT's files found, before any long work starts."""
+    check_source(source, ct)
+    if source == "drr":
+        from cxr_workbench.imaging.ct import ct_files
+        ct_files(ct)
     return source
 
 

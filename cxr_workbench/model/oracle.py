@@ -147,6 +147,7 @@ def train_oracle(config: OracleConfig | None = None, *, progress: bool = True):
     Returns (oracle, OracleReport, wall time in s).
     """
     cfg = (config or OracleConfig()).validate()
+    sources.check_films(cfg.source, cfg.ct or None)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     films = dict(source=cfg.source, ct=cfg.ct or None)

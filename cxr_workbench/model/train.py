@@ -105,6 +105,7 @@ def train(cfg: TrainConfig, run_dir, *, images: torch.Tensor | None = None, resu
     (every RNG state is in the snapshot). Returns the path of the EMA generator checkpoint.
     """
     cfg.validate()
+    sources.check_films(cfg.source, cfg.ct or None)  # a missing CT folder is named before the run folder is made
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads={threads!r}; expected a positive integer")
     before = torch.get_num_threads()
