@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from cxr_workbench.imaging.ct import CHANNELS, LOBES, MU_WATER, SlabModel
 from cxr_workbench.imaging.diseases import KINDS, reads_as
+from cxr_workbench.imaging.filters import gaussian_blur
 from cxr_workbench.settings import check_ranges
 
 MAX_BLOBS = 3
@@ -75,8 +76,8 @@ RANGES = dict(
 
 @dataclass(frozen=True)
 class DRRParams:
-    # pose and geometry
     """Everything that makes one DRR: pose and geometry, habitus and breathing, disease, exposure, devices."""
+    # pose and geometry
     shift_x: float = 0.0        # field shift, fraction of the field
     shift_y: float = 0.0
     yaw: float = 0.0            # rotation about the body axis, radians
@@ -343,30 +344,18 @@ def _devices(p: DRRParams, size: int) -> torch.Tensor:
     return out
 
 
-def _gauss(img: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Gaussian blur of [N, S, S] with a sigma per image [N] (pixels; 0 leaves it)."""
-    n, s = img.shape[0], img.shape[-1]
-    radius = max(1, min(s // 2 - 1, int(math.ceil(3 * float(sigma.max())))))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (t[None] / sigma.clamp(min=1e-3)[:, None]) ** 2)
-    k = k / k.sum(1, keepdim=True)                                                     # [N, 2r+1]
-    x = F.pad(img[None], (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, k[:, None, None, :], groups=n)
-    return F.conv2d(x, k[:, None, :, None], groups=n)[0]
-
-
 def _expose(A: torch.Tensor, lung: torch.Tensor, P: dict, params: list[DRRParams]) -> torch.Tensor:
     """Line integrals [N, S, S] -> display images [N, S, S] in [0, 1] (bone white, air black); ``lung``
     [N, S, S] bool, where the window is set."""
     n, s = A.shape[0], A.shape[-1]
     q = torch.exp(-A)  # transmitted share of the primary beam
-    q = q + P["scatter"][:, None, None] * _gauss(q, torch.full((n,), s / 6))
-    q = _gauss(q, P["blur"] * s / 64)
+    q = q + P["scatter"][:, None, None] * gaussian_blur(q, torch.full((n,), s / 6), "reflect")
+    q = gaussian_blur(q, P["blur"] * s / 64, "reflect")
     photons = P["photons"][:, None, None] * (64 / s) ** 2
     eps = torch.stack([torch.randn(s, s, generator=torch.Generator().manual_seed(p.noise_seed)) for p in params])
     q = (q + (q / photons).sqrt() * eps).clamp(min=1 / photons)
     p = -torch.log(q)
-    p = p - P["equalise"][:, None, None] * _gauss(p, torch.full((n,), s * EQUALISE_WIDTH))
+    p = p - P["equalise"][:, None, None] * gaussian_blur(p, torch.full((n,), s * EQUALISE_WIDTH), "reflect")
     # The processor's histogram analysis: black at the darkest lung, white at the densest 0.5 % of the film.
     lo = torch.nanquantile(torch.where(lung, p, torch.nan).flatten(1), 0.02, dim=1)[:, None, None]
     flat = p.flatten(1)
@@ -433,12 +422,12 @@ def render_batch(params: list[DRRParams], size: int = 64, model: SlabModel | Non
     ``opacity``, ``lung_fraction``, ``zone`` (lobe index of the first opacity, -1: none) and one per device)."""
     if not isinstance(size, int) or size < MIN_SIZE:
         raise ValueError(f"size={size!r}; expected an integer of at least {MIN_SIZE} pixels")
-    for p in params:
-        p.validate()
     model = model or slab_model_for(size, ct)
-    if len(params) > CHUNK:  # the per-slab maps of a larger batch fall out of the CPU's caches
+    if len(params) > CHUNK:  # the per-slab maps of a larger batch fall out of the CPU's caches (each chunk validated)
         parts = [render_batch(params[i:i + CHUNK], size, model) for i in range(0, len(params), CHUNK)]
         return np.concatenate([p[0] for p in parts]), {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
+    for p in params:
+        p.validate()
     P = _stack(params)
     with torch.no_grad():
         det = _project(model, P, params, size)

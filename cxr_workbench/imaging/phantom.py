@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cxr_workbench.imaging.diseases import KINDS, reads_as
+from cxr_workbench.imaging.filters import gaussian_blur
 from cxr_workbench.settings import check_ranges
 
 __all__ = ["MIN_SIZE", "VERSION", "heart_scale", "Opacity", "RANGES", "PhantomParams", "sample_params",
@@ -227,7 +227,7 @@ def render_batch(params: list[PhantomParams], size: int = 64) -> tuple[np.ndarra
 
     # Image formation: exposure curve, blur, detector grain.
     img = (density / 0.62).clamp(0, 1) ** P["gamma"] * P["contrast"] + P["brightness"] + 0.05
-    img = _blur(img, P["blur"][:, 0, 0] * size / 64)
+    img = gaussian_blur(img, P["blur"][:, 0, 0] * size / 64)
     gen = torch.Generator()
     grain = torch.stack([torch.randn(size, size, generator=gen.manual_seed(p.noise_seed)) for p in params])
     img = (img + P["noise"] * grain).clamp(0, 1)
@@ -373,19 +373,6 @@ def _consolidation(P: dict, A: dict) -> tuple[torch.Tensor, torch.Tensor]:
         cover[idx] = torch.maximum(cover[idx], blob)
         dens[idx] = torch.maximum(dens[idx], blob * b[:, 0, 4])
     return cover * air, dens * air
-
-
-def _blur(img: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of images [N, H, W], one sigma (pixels) per image."""
-    radius = max(1, int(math.ceil(3 * float(sigma.max()))))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-t[None] ** 2 / (2 * sigma[:, None].clamp_min(1e-3) ** 2))
-    k = k / k.sum(1, keepdim=True)  # [N, K]
-    n = img.shape[0]
-    x = F.pad(img[None], (radius, radius, radius, radius), mode="replicate")
-    x = F.conv2d(x, k[:, None, None, :], groups=n)
-    x = F.conv2d(x, k[:, None, :, None], groups=n)
-    return x[0]
 
 
 def render(params: PhantomParams, size: int = 64) -> tuple[np.ndarray, dict]:
