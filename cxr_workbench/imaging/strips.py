@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw
 
 from cxr_workbench.imaging.masks import Box
 
-__all__ = ["BOX_COLOUR", "to_uint8", "display_scale", "strip_image"]
+__all__ = ["BOX_COLOUR", "to_uint8", "display_scale", "strip_image", "tile"]
 
 BOX_COLOUR = (40, 220, 80)  # the paper draws the region of interest in green
 
@@ -19,6 +19,18 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     if x.ndim == 4:
         x = x.mean(1)
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def tile(images: np.ndarray, cols: int, gap: int = 0, fill: int = 0) -> np.ndarray:
+    """uint8 images [N, H, W] tiled ``cols`` a row, ``gap`` pixels of ``fill`` between them:
+    [rows * (H + gap) - gap, cols * (W + gap) - gap]."""
+    n, h, w = images.shape
+    rows = -(-n // cols)
+    grid = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), fill, np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        grid[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = images[i]
+    return grid
 
 
 def display_scale(resolution: int, size: int = 256) -> float:

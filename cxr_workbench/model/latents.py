@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cxr_workbench.imaging.strips import to_uint8
+from cxr_workbench.imaging.strips import tile, to_uint8
 from cxr_workbench.model.stylegan2 import z_from_seeds
 
 __all__ = ["MAX_RANGE", "parse_range", "MAX_LATENT", "check_latents", "parse_layers", "check_layers",
@@ -169,10 +169,4 @@ def direction_on_layers(u: torch.Tensor, layers) -> torch.Tensor:
 def sample_grid(G, seeds, cols: int = 8, psi: float = 1.0, label: int = 0) -> np.ndarray:
     """Images of the given seeds (of class ``label``) tiled into a uint8 grid [rows*H, cols*W]
     (channels averaged)."""
-    img = to_uint8(synthesize(G, reference_latents(G, seeds, psi=psi, label=label)))
-    n, h, w = img.shape
-    rows = -(-n // cols)
-    grid = np.zeros((rows * h, cols * w), np.uint8)
-    for i in range(n):
-        grid[(i // cols) * h:(i // cols + 1) * h, (i % cols) * w:(i % cols + 1) * w] = img[i]
-    return grid
+    return tile(to_uint8(synthesize(G, reference_latents(G, seeds, psi=psi, label=label))), cols)

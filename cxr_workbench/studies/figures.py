@@ -246,22 +246,15 @@ def augmentation_examples(sets: dict, per_set: int = 8):
     return fig
 
 
-def films_side_by_side(panels: dict, cols: int = 4, tile: float = 0.9):
+def films_side_by_side(panels: dict, cols: int = 4, inches: float = 0.9):
     """Sets of films side by side, one titled panel each (``panels``: title -> images [N, 1, H, W] or
-    [N, H, W] in [-1, 1]), ``cols`` films a row in each panel. Returns a matplotlib Figure."""
-    from cxr_workbench.imaging.strips import to_uint8
-    grids = []
-    for images in panels.values():
-        img = to_uint8(torch.as_tensor(images))
-        n, h, w = img.shape
-        rows = -(-n // cols)
-        grid = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), 255, np.uint8)  # a white line between films
-        for i in range(n):
-            r, c = divmod(i, cols)
-            grid[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = img[i]
-        grids.append(grid)
+    [N, H, W] in [-1, 1]), ``cols`` films a row in each panel, each film ``inches`` wide. Returns a
+    matplotlib Figure."""
+    from cxr_workbench.imaging.strips import tile, to_uint8
+    # a white line between films
+    grids = [tile(to_uint8(torch.as_tensor(images)), cols, gap=1, fill=255) for images in panels.values()]
     rows = max(g.shape[0] for g in grids) / max(g.shape[1] for g in grids) * cols
-    fig = new_figure(figsize=(tile * cols * len(panels), tile * rows + 0.4))
+    fig = new_figure(figsize=(inches * cols * len(panels), inches * rows + 0.4))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (title, _), grid in zip(axes, panels.items(), grids):
         ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
