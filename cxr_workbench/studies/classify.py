@@ -135,28 +135,35 @@ def auroc_from_file(path) -> float:
     return auroc(df["y_true"], df[cols].to_numpy())
 
 
+def _augmented(row: str, n_aug: int) -> tuple[int, int]:
+    """How many edited ("ours") and randomly augmented samples a row adds: (n_ours, n_rand)."""
+    return {"real": (0, 0), "rand": (0, n_aug), "ours": (n_aug, 0), "ours+rand": (n_aug // 2, n_aug - n_aug // 2)}[row]
+
+
+def _share(n: int, j: int, k: int) -> int:
+    """Disease j's part of n samples split over k diseases (the first ones take the remainder)."""
+    return n // k + (1 if j < n % k else 0)
+
+
 def _training_set(data, column, n_disease, row, sigma, seed, *, cfg, aug):
     """Images and labels of one run: real N + real diseases, plus the row's augmentation."""
     classes = COLUMNS[column]
     diseases = classes[1:]
     xs = [data["train"]["normal"][:cfg.n_normal]] + [data["train"][d][:n_disease] for d in diseases]
     ys = [torch.full([len(x)], i) for i, x in enumerate(xs)]
-    n_ours = {"real": 0, "rand": 0, "ours": cfg.n_aug, "ours+rand": cfg.n_aug // 2}[row]
-    n_rand = {"real": 0, "rand": cfg.n_aug, "ours": 0, "ours+rand": cfg.n_aug - cfg.n_aug // 2}[row]
+    n_ours, n_rand = _augmented(row, cfg.n_aug)
     for j, d in enumerate(diseases):
         label = classes.index(d)
-        def share(n, j=j):
-            return n // len(diseases) + (1 if j < n % len(diseases) else 0)  # split n over the diseases
+        ours, rand = _share(n_ours, j, len(diseases)), _share(n_rand, j, len(diseases))
         if n_ours:
             x = aug[(d, sigma)]
-            if len(x) < share(n_ours):
-                raise ValueError(f"the {d} set for sigma={sigma} has {len(x)} samples; this protocol needs "
-                                 f"{share(n_ours)}")
-            xs.append(x[:share(n_ours)])
-            ys.append(torch.full([share(n_ours)], label))
+            if len(x) < ours:
+                raise ValueError(f"the {d} set for sigma={sigma} has {len(x)} samples; this protocol needs {ours}")
+            xs.append(x[:ours])
+            ys.append(torch.full([ours], label))
         if n_rand:
-            xs.append(random_augmentation(data["train"][d][:n_disease], share(n_rand), seed * 1000 + j))
-            ys.append(torch.full([share(n_rand)], label))
+            xs.append(random_augmentation(data["train"][d][:n_disease], rand, seed * 1000 + j))
+            ys.append(torch.full([rand], label))
     return torch.cat(xs), torch.cat(ys)
 
 
@@ -332,8 +339,8 @@ def check_sets_fit(cfg: ProtocolConfig, aug: dict, runs: list[dict]) -> None:
         if "ours" not in r["row"]:
             continue
         diseases = COLUMNS[r["column"]][1:]
-        need = -(-(cfg.n_aug if r["row"] == "ours" else cfg.n_aug // 2) // len(diseases))
-        for d in diseases:
+        for j, d in enumerate(diseases):
+            need = _share(_augmented(r["row"], cfg.n_aug)[0], j, len(diseases))  # what the run will take
             have = len(aug[(d, float(r["sigma"]))]) if (d, float(r["sigma"])) in aug else 0
             if have < need:
                 raise ValueError(f"the {d} set for sigma={r['sigma']} has {have} samples; the run {run_name(r)} "
