@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 
 from tqdm.auto import tqdm
 
-__all__ = ["SCHEMES", "connect", "close", "fan_out"]
+__all__ = ["SCHEMES", "connect", "describe", "close", "fan_out"]
 
 
 def _set_torch_threads(n: int) -> int:
@@ -48,6 +48,11 @@ def connect(scheduler: str | None = None, workers: int = 2, threads: int = 1, ti
         client = Client(cluster)
     client.run(_set_torch_threads, threads)
     return client
+
+
+def describe(client) -> str:
+    """One line on a client: its workers and dashboard."""
+    return f"dask: {len(client.scheduler_info()['workers'])} workers, dashboard {client.dashboard_link}"
 
 
 def close(client) -> None:

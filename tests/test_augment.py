@@ -340,3 +340,39 @@ def test_diversity_known_answers():
     assert augment.set_diversity(real, real, Features())["nearest"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"features of shape \(1, 1\)"):
         feature_spread(np.zeros((1, 1)))
+
+
+def test_a_request_makes_the_set_make_augmentation_makes_from_the_same_parts(tmp_path):
+    """run_augment resolves a request once (the shipped generator and oracle, the normal references
+    from seed_start) and writes, byte for byte, the set make_augmentation writes from those parts."""
+    from cxr_workbench.assets import load_default_generator, load_reader, pca_for
+    from cxr_workbench.method.optimize import named_config
+    from cxr_workbench.studies.augment import AugmentRequest, normal_seeds, run_augment
+    fast = dict(n=5, max_steps=2, min_steps=0)
+    req = AugmentRequest(disease="opacity", samples=3, out=tmp_path / "req", keep_last=2, overrides=fast, batch=2,
+                         seed_start=500)
+    by_request = run_augment(req, progress=False)
+    G, reader = load_default_generator(), load_reader("oracle")
+    direct = make_augmentation(G, normal_seeds(G, reader, req.references_needed(), start=500), "opacity", 3,
+                               named_config("augment", **fast), tmp_path / "direct", keep_last=2, pca=pca_for(G),
+                               reader=reader, batch=2, progress=False)
+    pd.testing.assert_frame_equal(by_request, direct)
+    for name in ["set.json"] + list(direct["file"]):
+        assert (tmp_path / "req" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes()
+    assert by_request["reference"].min() >= 500
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(compile=True, workers=2), "compile=True with Dask workers"),
+    (dict(device="cuda:0", scheduler="tcp://127.0.0.1:9"), "--device cuda:0 with --workers/--scheduler"),
+    (dict(keep_last=13), "keep_last=13 is larger than the trajectory's n=12"),
+    (dict(vary_box=True, box="heart"), "box='heart' with vary_box=True"),
+    (dict(disease="gout"), "disease='gout'"),
+])
+def test_a_request_is_refused_before_a_model_or_cluster_starts(tmp_path, change, message):
+    from cxr_workbench.studies.augment import AugmentRequest, run_augment
+    req = AugmentRequest(**{**dict(disease="opacity", samples=4, out=tmp_path / "set",
+                                   checkpoint=tmp_path / "no-such-generator.pt"), **change})
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        run_augment(req, progress=False)
+    assert not (tmp_path / "set").exists()

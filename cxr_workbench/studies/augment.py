@@ -37,29 +37,31 @@ import json
 import math
 import re
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from cxr_workbench.assets import cache_dir
-from cxr_workbench.distributed import fan_out
+from cxr_workbench.assets import DEFAULT_GENERATOR, cache_dir, load_reader, pca_for
+from cxr_workbench.devices import compile_synthesis, pick_device
+from cxr_workbench.distributed import close, connect, describe, fan_out
 from cxr_workbench.imaging.diseases import DISEASES, check_disease, reads_as
-from cxr_workbench.imaging.masks import Box, reference_box
+from cxr_workbench.imaging.masks import reference_box
 from cxr_workbench.io import atomic_write, check_writable, write_json, writer_lock
 from cxr_workbench.method.directions import plan_edit
 from cxr_workbench.method.evaluate import measure
 from cxr_workbench.method.metrics import feature_spread
 from cxr_workbench.method.optimize import METHODS, LOConfig, named_config, run_method
-from cxr_workbench.model.checkpoints import generator_key
-from cxr_workbench.model.latents import check_class, check_latents, reference_latents
+from cxr_workbench.model.checkpoints import generator_key, load_generator
+from cxr_workbench.model.latents import check_class, check_latents, read_latents_file, reference_latents
 from cxr_workbench.model.readers import as_reader
 
 __all__ = ["MANIFEST_COLUMNS", "READER_COLUMNS", "SET_COLUMNS", "SAMPLE_NAME", "to_uint16", "in_set",
            "read_set_images", "read_manifest", "set_quality", "kept_points", "edit_references", "POINTS",
-           "make_augmentation", "set_diversity", "REFERENCE_SEED_START", "normal_seeds"]
+           "AugmentRequest", "check_set_options", "SetPlan", "plan_set", "write_set", "make_augmentation",
+           "run_augment", "set_summary", "set_diversity", "REFERENCE_SEED_START", "normal_seeds"]
 
 MANIFEST_COLUMNS = ("file", "label", "disease", "reference", "point_index", "box", "u_source", "sigma",
                     "method", "config_hash", "generator", "ctr", "opacity_burden", "plausible", "trajectory_pv",
@@ -233,6 +235,234 @@ def _check_resume(path: Path, header: dict) -> None:
 
 
 POINTS = ("last", "spread")
+# Augmentation references start here: far from the seeds the notebooks, Table 2 and the reader study use.
+REFERENCE_SEED_START = 1_000_000
+
+
+@dataclass
+class AugmentRequest:
+    """An augmentation set as ``cxr-workbench augment`` and notebook 06 ask for it: names, paths and
+    numbers (``run_augment`` resolves them). ``overrides``: LOConfig fields that differ from the
+    named ``settings``; the references are the first seeds from ``seed_start`` that the reader reads
+    as normal, or the films of an ``invert`` latents file (``latents``). ``workers`` > 0 or a
+    ``scheduler``: the batches run on a Dask cluster (``distributed.connect``)."""
+
+    disease: str
+    samples: int
+    out: Path
+    checkpoint: Path = DEFAULT_GENERATOR
+    settings: str = "augment"
+    overrides: dict = field(default_factory=dict)
+    keep_last: int = 4              # samples per reference
+    points: str = "last"            # which of a trajectory's points (POINTS, kept_points)
+    method: str = "lo+dir"
+    box: str | None = None          # None: the disease's box
+    vary_box: bool = False          # a box per reference from the disease's zones
+    direction: str = "auto"
+    reader: str = "oracle"          # readers.READER_SPECS
+    verify: bool = False            # only samples the reader reads as the disease enter the set
+    latents: Path | None = None
+    seed_start: int = REFERENCE_SEED_START
+    label: int = 0                  # the references' class, for a conditional generator
+    batch: int = 8                  # references optimised together (one task)
+    device: str = "auto"
+    compile: bool = False           # devices.compile_synthesis
+    workers: int = 0
+    scheduler: str | None = None
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.workers or self.scheduler)
+
+    def references_needed(self) -> int:
+        """Reference seeds to find: one per ``keep_last`` samples; a verified set drops what fails its
+        check, so room for 3 references in 4 to fail."""
+        return math.ceil(self.samples / self.keep_last) * (4 if self.verify else 1)
+
+    def check(self) -> tuple[LOConfig, str, torch.device]:
+        """Everything that can be checked before loading a model or starting a cluster; returns the
+        validated config, the disease and the device."""
+        device = pick_device(self.device, dask=self.distributed)
+        if self.compile and self.distributed:
+            raise ValueError("compile=True with Dask workers: it compiles this process's generator, and the "
+                             "workers run their own; use one or the other")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ValueError(f"out={self.out} is a file; expected a folder")
+        config, disease = check_set_options(
+            self.disease, self.samples, named_config(self.settings, **self.overrides), keep_last=self.keep_last,
+            points=self.points, method=self.method, batch=self.batch, verify=self.verify, reader=self.reader,
+            box=self.box, vary_box=self.vary_box)
+        return config, disease, device
+
+
+def check_set_options(disease: str, n_samples: int, config: LOConfig, *, keep_last: int, points: str, method: str,
+                      batch: int, verify: bool, reader, box, vary_box: bool) -> tuple[LOConfig, str]:
+    """The checks of a set's options that need no model; returns the validated config and disease."""
+    config, disease = config.validate(), check_disease(disease)
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}; expected one of {METHODS}")
+    if not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples={n_samples!r}; expected a positive integer")
+    if not isinstance(keep_last, int) or not 1 <= keep_last <= config.n:
+        raise ValueError(f"keep_last={keep_last!r} is larger than the trajectory's n={config.n} points (or below 1); "
+                         f"expected 1..{config.n}")
+    kept_points(config.n, keep_last, points)  # a spread that does not fit is refused here
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch={batch!r}; expected a positive integer")
+    if verify and reader is None:
+        raise ValueError("verify=True needs a reader to check each sample's label; give one (the oracle, say)")
+    if vary_box and box is not None:
+        raise ValueError(f"box={box!r} with vary_box=True; the boxes of a varied set are drawn from the disease's "
+                         "zones: give one or the other")
+    return config, disease
+
+
+@dataclass
+class SetPlan:
+    """A set resolved for ``write_set``: the generator, reader and every reference's box and direction,
+    nothing left to look up or check."""
+
+    G: object
+    config: LOConfig
+    disease: str
+    n_samples: int
+    method: str
+    keep_last: int
+    points: str
+    verify: bool
+    reader: object | None           # a readers.Reader, or None: no readings
+    label: int
+    batch: int
+    planned: list                   # (reference, samples to keep), in order
+    latents: torch.Tensor | None    # [R, num_ws, w_dim], the references' latents (rows); None: seeds
+    edits: dict                     # reference -> (Box, u [w_dim] or None, u's source)
+    header: dict                    # set.json
+
+
+def plan_set(G, seeds, disease: str, n_samples: int, config: LOConfig, *, keep_last: int, method: str, box,
+             direction: str, pca, reader, batch: int, latents: torch.Tensor | None, label: int, points: str,
+             vary_box: bool, verify: bool) -> SetPlan:
+    """Resolve a set whose options ``check_set_options`` passed: the references (``seeds``, or the rows
+    of ``latents``), their boxes and directions (``plan_edit``, once per zone with ``vary_box``), and
+    the set's description."""
+    label = check_class(G, label)
+    if latents is not None:
+        latents = check_latents(latents, G)
+        seeds = range(len(latents))
+    seeds = [int(s) for s in seeds]
+    needed = math.ceil(n_samples / keep_last)
+    if len(seeds) < needed:
+        raise ValueError(f"{len(seeds)} reference seeds for {n_samples} samples at keep_last={keep_last}; "
+                         f"expected at least {needed}")
+    if not verify:
+        seeds = seeds[:needed]
+    extra = {k: v for k, v in dict(points=points, vary_box=vary_box, verify=verify).items()
+             if v != dict(points="last", vary_box=False, verify=False)[k]}
+
+    def planned_for(b):
+        return plan_edit(G, pca, box=b, disease=disease, direction=direction, method=method, layers=config.layers,
+                         cache_dir=cache_dir())
+    if vary_box:  # one plan per zone, the box jittered per reference
+        zones = {z: planned_for(z) for z, _ in DISEASES[disease].zones}
+        picks = {s: reference_box(disease, s, G.img_resolution) for s in seeds}
+        edits = {s: (b, zones[z].u, f"{z}: {zones[z].u_source}") for s, (z, b) in picks.items()}
+        box_name = "zones"
+        box_desc = dict(zones=[list(z) for z in DISEASES[disease].zones], jitter=list(DISEASES[disease].jitter))
+        u_desc = {z: _u_list(p.u) for z, p in zones.items()}
+        u_source = "; ".join(f"{z}: {p.u_source}" for z, p in zones.items())
+    else:
+        plan = planned_for(box)
+        edits = {s: (plan.box, plan.u, plan.u_source) for s in seeds}
+        box_name, box_desc, u_desc, u_source = plan.box_name, plan.box.to_dict(), _u_list(plan.u), plan.u_source
+    header = _header(G, disease=disease, box_name=box_name, box=box_desc, method=method, keep_last=keep_last,
+                     config=config, u=u_desc, u_source=u_source, extra=extra)
+    header["n_samples"] = n_samples
+    header["batch"] = batch  # recorded, not compared: another batch size still resumes (see _verified)
+    header["references"] = _references_key(seeds, latents)
+    # Only what differs from the defaults, so sets made before these existed still resume.
+    if label:
+        header["class"] = label
+    if (reader.name if reader is not None else "none") != "oracle":
+        header["reader"] = reader.name if reader is not None else "none"
+    planned = [(s, keep_last) for s in seeds] if verify else \
+        [(s, min(keep_last, n_samples - i * keep_last)) for i, s in enumerate(seeds)]
+    return SetPlan(G, config, disease, n_samples, method, keep_last, points, verify, reader, label, batch, planned,
+                   latents, edits, header)
+
+
+def write_set(plan: SetPlan, out_dir, client=None, progress: bool = True) -> pd.DataFrame:
+    """Write (or finish) the set ``plan`` describes into ``out_dir``; returns the manifest. Batches of
+    references are written as they finish; a verified set edits references in waves until enough
+    samples pass its label check."""
+    out_dir = check_writable(out_dir)
+    with writer_lock(out_dir):
+        manifest_path = out_dir / "manifest.csv"
+        rows = read_manifest(out_dir).to_dict("records") if manifest_path.is_file() else []
+        if (out_dir / "set.json").is_file() and rows:
+            _check_resume(out_dir / "set.json", plan.header)
+        else:  # a new set, or one whose earlier run wrote no sample: these settings are the set's
+            write_json(out_dir / "set.json", plan.header)
+        (out_dir / "images").mkdir(exist_ok=True)
+        batches = [plan.planned[i:i + plan.batch] for i in range(0, len(plan.planned), plan.batch)]
+        rows = _verified(out_dir, rows, batches, kept_points_of=lambda k: kept_points(plan.config.n, k, plan.points))
+        order = {s: i for i, (s, _) in enumerate(plan.planned)}
+        shared = dict(G=plan.G, config=plan.config, method=plan.method, disease=plan.disease, reader=plan.reader,
+                      label=plan.label, points=plan.points)
+        while (wave := _next_wave(plan, rows, batches)):
+            tasks = [dict(seeds=[s for s, _ in b], keep=[k for _, k in b], box=[plan.edits[s][0] for s, _ in b],
+                          u=None if plan.edits[b[0][0]][1] is None else [plan.edits[s][1] for s, _ in b])
+                     for b in wave]
+            if plan.latents is not None:
+                for t in tasks:
+                    t["ws"] = plan.latents[t["seeds"]].detach().float()
+            for _, result in fan_out(edit_references, tasks, shared, client, progress, desc=f"{plan.disease} set"):
+                rows += _sample_rows(plan, result, out_dir)
+                _write_manifest(manifest_path, rows, plan.n_samples if plan.verify else None, order)
+        manifest = _write_manifest(manifest_path, rows, plan.n_samples if plan.verify else None, order)
+    size = int(manifest["in_set"].sum())
+    if size != plan.n_samples:  # every step above should make this impossible; never report a short set
+        raise RuntimeError(f"{out_dir} holds {size} samples after the run; expected {plan.n_samples}")
+    return manifest
+
+
+def _next_wave(plan: SetPlan, rows: list[dict], batches: list) -> list:
+    """The batches to edit next: all that are not done; for a verified set, enough of them for the
+    samples still missing at the pass rate so far (none once the set is full)."""
+    done = {int(r["reference"]) for r in rows}
+    todo = [b for b in batches if not all(s in done for s, _ in b)]
+    if not plan.verify:
+        return todo
+    passed = sum(map(_passed, rows))
+    if passed >= plan.n_samples:
+        return []
+    rate = max(passed / len(rows), 0.05) if rows else 1.0
+    want, wave = math.ceil((plan.n_samples - passed) / (plan.keep_last * rate)), []
+    while todo and sum(map(len, wave)) < want:
+        wave.append(todo.pop(0))
+    if not wave:
+        raise ValueError(f"{passed} of {len(rows)} samples from {len(done)} references pass the label check "
+                         f"({plan.reader.name} reads them as {plan.disease}, plausible); expected {plan.n_samples}: "
+                         "give more references, or a more local direction or a larger sigma")
+    return wave
+
+
+def _sample_rows(plan: SetPlan, result: dict, out_dir: Path) -> list[dict]:
+    """Write one batch's images (``edit_references``' ``result``) and return their manifest rows."""
+    rows, h = [], plan.header
+    for j, (seed, point) in enumerate(zip(result["seed"], result["point"])):
+        name = f"images/{seed:07d}_{point:03d}.png"
+        png = _png_bytes(result["images"][j])
+        atomic_write(out_dir / name, lambda f, b=png: f.write(b))
+        box, _, source = plan.edits[seed]
+        rows.append(dict(file=name, label=plan.disease, disease=plan.disease, reference=seed, point_index=point,
+                         box=json.dumps(box.to_dict()), u_source=source, sigma=plan.config.sigma, method=plan.method,
+                         config_hash=h["config_hash"], generator=h["generator"], ctr=result["ctr"][j],
+                         opacity_burden=result["opacity_burden"][j], plausible=bool(result["plausible"][j]),
+                         trajectory_pv=result["trajectory_pv"][j], trajectory_trend=result["trajectory_trend"][j],
+                         sha256=hashlib.sha256(png).hexdigest(),
+                         reader=plan.reader.name if plan.reader is not None else "none",
+                         severity=result["severity"][j], read_as=result["read_as"][j]))
+    return rows
 
 
 def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig | None = None, out_dir=None, *,
@@ -240,7 +470,8 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
                       pca=None, reader=None, batch: int = 8, client=None, progress: bool = True,
                       latents: torch.Tensor | None = None, label: int = 0, points: str = "last",
                       vary_box: bool = False, verify: bool = False) -> pd.DataFrame:
-    """Write (or finish) an augmentation set of ``n_samples`` images of ``disease`` into ``out_dir``.
+    """Write (or finish) an augmentation set of ``n_samples`` images of ``disease`` into ``out_dir``
+    with a generator in hand (``run_augment`` does the same from an ``AugmentRequest``).
 
     ``seeds``: reference seeds, used in order, ``keep_last`` samples each (the last reference may
     give fewer); at least ceil(n_samples / keep_last) are needed. ``latents`` [R, num_ws, w_dim]
@@ -260,140 +491,57 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
     beyond the set's size, stay in the folder with ``in_set`` False (``set_quality`` reports the
     share). ``seeds`` then needs room for the dropped ones. Returns the manifest.
     """
-    config = (config or named_config("augment")).validate()
-    disease = check_disease(disease)
-    label = check_class(G, label)
     reader = as_reader(reader)
+    config, disease = check_set_options(disease, n_samples, config or named_config("augment"), keep_last=keep_last,
+                                        points=points, method=method, batch=batch, verify=verify, reader=reader,
+                                        box=box, vary_box=vary_box)
     if reader is not None:
         reader.severity(disease)  # a reader that cannot read the disease is refused before any work
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}; expected one of {METHODS}")
-    if not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples={n_samples!r}; expected a positive integer")
-    if not isinstance(keep_last, int) or not 1 <= keep_last <= config.n:
-        raise ValueError(f"keep_last={keep_last!r} is larger than the trajectory's n={config.n} points (or below 1); "
-                         f"expected 1..{config.n}")
-    kept_points(config.n, keep_last, points)  # a spread that does not fit is refused here
-    if not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch={batch!r}; expected a positive integer")
-    if verify and reader is None:
-        raise ValueError("verify=True needs a reader to check each sample's label; give one (the oracle, say)")
-    if vary_box and box is not None:
-        raise ValueError(f"box={box!r} with vary_box=True; the boxes of a varied set are drawn from the disease's "
-                         "zones: give one or the other")
-    if latents is not None:
-        latents = check_latents(latents, G)
-        seeds = range(len(latents))
-    seeds = [int(s) for s in seeds]
-    needed = math.ceil(n_samples / keep_last)
-    if len(seeds) < needed:
-        raise ValueError(f"{len(seeds)} reference seeds for {n_samples} samples at keep_last={keep_last}; "
-                         f"expected at least {needed}")
     if out_dir is None:
         raise ValueError("out_dir=None; expected a folder for the set")
-    out_dir = check_writable(out_dir)
-    res = G.img_resolution
-    extra = {k: v for k, v in dict(points=points, vary_box=vary_box, verify=verify).items()
-             if v != dict(points="last", vary_box=False, verify=False)[k]}
-    if vary_box:  # one plan per zone, the box jittered per reference
-        zones = {z: plan_edit(G, pca, box=z, disease=disease, direction=direction, method=method,
-                              layers=config.layers, cache_dir=cache_dir()) for z, _ in DISEASES[disease].zones}
-        box_name = "zones"
-        box_desc = dict(zones=[list(z) for z in DISEASES[disease].zones], jitter=list(DISEASES[disease].jitter))
-        u_desc = {z: _u_list(p.u) for z, p in zones.items()}
-        u_source = "; ".join(f"{z}: {p.u_source}" for z, p in zones.items())
-    else:
-        plan = plan_edit(G, pca, box=box, disease=disease, direction=direction, method=method, layers=config.layers,
-                         cache_dir=cache_dir())
-        box_name, box_desc, u_desc, u_source = plan.box_name, plan.box.to_dict(), _u_list(plan.u), plan.u_source
+    plan = plan_set(G, seeds, disease, n_samples, config, keep_last=keep_last, method=method, box=box,
+                    direction=direction, pca=pca, reader=reader, batch=batch, latents=latents, label=label,
+                    points=points, vary_box=vary_box, verify=verify)
+    return write_set(plan, out_dir, client, progress)
 
-    def edit_of(ref: int) -> tuple[Box, torch.Tensor | None, str]:
-        """The box, direction and the direction's source of one reference."""
-        if not vary_box:
-            return plan.box, plan.u, plan.u_source
-        zone, b = reference_box(disease, ref, res)
-        return b, zones[zone].u, f"{zone}: {zones[zone].u_source}"
 
-    header = _header(G, disease=disease, box_name=box_name, box=box_desc, method=method, keep_last=keep_last,
-                     config=config, u=u_desc, u_source=u_source, extra=extra)
-    header["n_samples"] = n_samples
-    header["batch"] = batch  # recorded, not compared: another batch size still resumes (see _verified)
-    header["references"] = _references_key(seeds if verify else seeds[:needed], latents)
-    # Only what differs from the defaults, so sets made before these existed still resume.
-    if label:
-        header["class"] = label
-    reader_name = reader.name if reader is not None else "none"
-    if reader_name != "oracle":
-        header["reader"] = reader_name
+def run_augment(req: AugmentRequest, client=None, progress: bool = True) -> pd.DataFrame:
+    """Make the set ``req`` asks for: check it, load the generator (on its device) and reader, find
+    normal references (or read the latents file), plan and write; returns the manifest. With
+    ``client`` the batches run on that Dask cluster; else on the one ``req`` asks for (started here,
+    and closed), or in this process."""
+    config, disease, device = req.check()
+    own = client is None and req.distributed
+    if own:
+        client = connect(req.scheduler, workers=req.workers or 2)
+        print(describe(client), file=sys.stderr)
+    try:
+        G = load_generator(req.checkpoint, device=device)
+        reader = load_reader(req.reader)
+        reader.severity(disease)  # a reader that cannot read the disease is refused before any work
+        latents = read_latents_file(req.latents, G) if req.latents is not None else None
+        seeds = [] if latents is not None else normal_seeds(G, reader, req.references_needed(),
+                                                            start=req.seed_start, label=req.label)
+        if req.compile:  # after the references are found: their one-off batches need no compiling
+            compile_synthesis(G)
+        plan = plan_set(G, seeds, disease, req.samples, config, keep_last=req.keep_last, method=req.method,
+                        box=req.box, direction=req.direction, pca=pca_for(G), reader=reader, batch=req.batch,
+                        latents=latents, label=req.label, points=req.points, vary_box=req.vary_box,
+                        verify=req.verify)
+        return write_set(plan, req.out, client, progress)
+    finally:
+        if own:
+            close(client)
 
-    with writer_lock(out_dir):
-        manifest_path = out_dir / "manifest.csv"
-        rows = read_manifest(out_dir).to_dict("records") if manifest_path.is_file() else []
-        if (out_dir / "set.json").is_file() and rows:
-            _check_resume(out_dir / "set.json", header)
-        else:  # a new set, or one whose earlier run wrote no sample: these settings are the set's
-            write_json(out_dir / "set.json", header)
-        (out_dir / "images").mkdir(exist_ok=True)
-        planned = [(s, keep_last) for s in seeds] if verify else \
-            [(s, min(keep_last, n_samples - i * keep_last)) for i, s in enumerate(seeds[:needed])]
-        batches = [planned[i:i + batch] for i in range(0, len(planned), batch)]
-        rows = _verified(out_dir, rows, batches, kept_points_of=lambda k: kept_points(config.n, k, points))
-        order = {s: i for i, (s, _) in enumerate(planned)}
 
-        def write(rows):
-            return _write_manifest(manifest_path, rows, n_samples if verify else None, order)
-
-        shared = dict(G=G, config=config, method=method, disease=disease, reader=reader, label=label, points=points)
-        while True:
-            done = {int(r["reference"]) for r in rows}
-            todo = [b for b in batches if not all(s in done for s, _ in b)]
-            if verify:
-                passed = sum(map(_passed, rows))
-                if passed >= n_samples:
-                    break
-                # enough references for the rest at the pass rate so far (all of them at first)
-                rate = max(passed / len(rows), 0.05) if rows else 1.0
-                want, wave = math.ceil((n_samples - passed) / (keep_last * rate)), []
-                while todo and sum(map(len, wave)) < want:
-                    wave.append(todo.pop(0))
-                if not wave:
-                    raise ValueError(f"{passed} of {len(rows)} samples from {len(done)} references pass the label "
-                                     f"check ({reader_name} reads them as {disease}, plausible); expected "
-                                     f"{n_samples}: give more references, or a more local direction or a larger "
-                                     "sigma")
-            else:
-                wave = todo
-            tasks, edits_of = [], {}
-            for b in wave:
-                refs = [s for s, _ in b]
-                edits = [edit_of(s) for s in refs]
-                edits_of.update(zip(refs, edits))
-                tasks.append(dict(seeds=refs, keep=[k for _, k in b], box=[e[0] for e in edits],
-                                  u=None if edits[0][1] is None else [e[1] for e in edits]))
-                if latents is not None:
-                    tasks[-1]["ws"] = latents[refs].detach().float()
-            for _, res_ in fan_out(edit_references, tasks, shared, client, progress, desc=f"{disease} set"):
-                for j, (seed, point) in enumerate(zip(res_["seed"], res_["point"])):
-                    name = f"images/{seed:07d}_{point:03d}.png"
-                    png = _png_bytes(res_["images"][j])
-                    atomic_write(out_dir / name, lambda f, b=png: f.write(b))
-                    b, _, source = edits_of[seed]
-                    rows.append(dict(file=name, label=disease, disease=disease, reference=seed, point_index=point,
-                                     box=json.dumps(b.to_dict()), u_source=source, sigma=config.sigma,
-                                     method=method, config_hash=header["config_hash"], generator=header["generator"],
-                                     ctr=res_["ctr"][j], opacity_burden=res_["opacity_burden"][j],
-                                     plausible=bool(res_["plausible"][j]), trajectory_pv=res_["trajectory_pv"][j],
-                                     trajectory_trend=res_["trajectory_trend"][j],
-                                     sha256=hashlib.sha256(png).hexdigest(), reader=reader_name,
-                                     severity=res_["severity"][j], read_as=res_["read_as"][j]))
-                write(rows)
-            if not verify:
-                break
-        manifest = write(rows)
-    size = int(manifest["in_set"].sum())
-    if size != n_samples:  # every step above should make this impossible; never report a short set
-        raise RuntimeError(f"{out_dir} holds {size} samples after the run; expected {n_samples}")
-    return manifest
+def set_summary(manifest: pd.DataFrame, out_dir, reader, verify: bool) -> str:
+    """One line on the finished set in ``out_dir``: its size and how its ``reader`` (a
+    ``readers.Reader``) read it."""
+    q = set_quality(manifest)
+    plausible = f", {q['plausible']:.0%} plausible" if reader.plausibility else ""
+    dropped = f" ({q['edits_passed']:.0%} of {q['edited']} edits passed the check)" if verify else ""
+    return (f"{q['n']} {q['disease']} samples -> {out_dir}; {reader.name} reads {q['intended']:.0%} as "
+            f"{q['disease']}{plausible}{dropped}")
 
 
 def set_diversity(images: torch.Tensor, real: torch.Tensor, oracle) -> dict:
@@ -477,10 +625,6 @@ def _write_manifest(path: Path, rows: list[dict], verify_size: int | None = None
     frame = frame.sort_values(["reference", "point_index"]).reset_index(drop=True)
     atomic_write(path, lambda f: frame.to_csv(f, index=False), "w")
     return frame
-
-
-# Augmentation references start here: far from the seeds the notebooks, Table 2 and the reader study use.
-REFERENCE_SEED_START = 1_000_000
 
 
 def normal_seeds(G, reader, count: int, *, start: int = REFERENCE_SEED_START, chunk: int = 256,

@@ -177,23 +177,10 @@ def _client(args):
     """The Dask client the options ask for, or None for this process alone."""
     if not args.scheduler and not args.workers:
         return None
-    from cxr_workbench.distributed import connect
+    from cxr_workbench.distributed import connect, describe
     client = connect(args.scheduler, workers=args.workers or 2)
-    print(f"dask: {len(client.scheduler_info()['workers'])} workers, dashboard {client.dashboard_link}")
+    print(describe(client))
     return client
-
-
-def _latents_file(path: Path, G):
-    """The W+ latents ("ws") of a file written by ``invert`` or ``edit``, checked against G."""
-    import torch
-
-    from cxr_workbench.io import torch_load
-    from cxr_workbench.model.latents import check_latents
-    data = torch_load(path, "latents file", max_bytes=2 ** 30)
-    ws = data.get("ws") if isinstance(data, dict) else None
-    if not isinstance(ws, torch.Tensor):
-        raise ValueError(f"{path} holds no 'ws' tensor; expected the latents.pt written by cxr-workbench invert")
-    return check_latents(ws, G, f"latents file {path}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,51 +394,18 @@ def add_augment(sub) -> None:
 
 
 def cmd_augment(args) -> int:
-    from cxr_workbench.assets import DEFAULT_GENERATOR, load_reader, pca_for
-    from cxr_workbench.devices import compile_synthesis, pick_device
-    from cxr_workbench.distributed import close
-    from cxr_workbench.imaging.diseases import check_disease
-    from cxr_workbench.method.optimize import LOConfig, named_config
-    from cxr_workbench.model.checkpoints import load_generator
-    from cxr_workbench.studies.augment import kept_points, make_augmentation, normal_seeds, set_quality
-    check_disease(args.disease)
-    config = named_config(args.settings, **settings_overrides(args, LOConfig))
-    if args.keep_last > config.n:
-        raise ValueError(f"--keep-last {args.keep_last} is larger than the trajectory's n={config.n} points")
-    kept_points(config.n, args.keep_last, args.points)  # a spread that does not fit, before any work
-    if args.vary_box and args.box:
-        raise ValueError(f"--box {args.box} with --vary-box: a varied set draws its boxes; give one or the other")
-    if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {args.out} is a file; expected a folder")
-    if args.compile and (args.workers or args.scheduler):
-        raise ValueError("--compile with --workers/--scheduler: it compiles this process's generator, and the Dask "
-                         "workers run their own; use one or the other")
-    device = pick_device(args.device, dask=bool(args.workers or args.scheduler))  # before a cluster starts
-    client = _client(args)  # an unreachable scheduler is refused before any work
-    try:
-        G = load_generator(args.checkpoint or DEFAULT_GENERATOR, device=device)
-        reader = load_reader(args.reader)
-        reader.severity(args.disease)
-        latents = _latents_file(args.latents, G) if args.latents else None
-        needed = -(-args.samples // args.keep_last)
-        # a verified set drops what fails its check: room for 3 references in 4 to fail
-        seeds = [] if latents is not None else \
-            normal_seeds(G, reader, 4 * needed if args.verify else needed, start=args.seed_start, label=args.label)
-        if args.compile:  # after the references are found: their one-off batches need no compiling
-            compile_synthesis(G)
-        manifest = make_augmentation(G, seeds, args.disease, args.samples, config, args.out, keep_last=args.keep_last,
-                                     method=args.method, box=args.box, direction=args.direction, pca=pca_for(G),
-                                     reader=reader, batch=args.batch, client=client, progress=not args.no_progress,
-                                     latents=latents, label=args.label, points=args.points, vary_box=args.vary_box,
-                                     verify=args.verify)
-    finally:
-        if client is not None:
-            close(client)
-    q = set_quality(manifest)
-    plausible = f", {q['plausible']:.0%} plausible" if reader.plausibility else ""
-    dropped = f" ({q['edits_passed']:.0%} of {q['edited']} edits passed the check)" if args.verify else ""
-    print(f"{q['n']} {args.disease} samples -> {args.out}; {reader.name} reads {q['intended']:.0%} as "
-          f"{args.disease}{plausible}{dropped}")
+    from cxr_workbench.assets import DEFAULT_GENERATOR, load_reader
+    from cxr_workbench.method.optimize import LOConfig
+    from cxr_workbench.studies.augment import AugmentRequest, run_augment, set_summary
+    req = AugmentRequest(disease=args.disease, samples=args.samples, out=args.out,
+                         checkpoint=args.checkpoint or DEFAULT_GENERATOR, settings=args.settings,
+                         overrides=settings_overrides(args, LOConfig), keep_last=args.keep_last, points=args.points,
+                         method=args.method, box=args.box, vary_box=args.vary_box, direction=args.direction,
+                         reader=args.reader, verify=args.verify, latents=args.latents, seed_start=args.seed_start,
+                         label=args.label, batch=args.batch, device=args.device, compile=args.compile,
+                         workers=args.workers, scheduler=args.scheduler)
+    manifest = run_augment(req, progress=not args.no_progress)
+    print(set_summary(manifest, args.out, load_reader(args.reader), args.verify))
     return 0
 
 
