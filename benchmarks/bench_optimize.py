@@ -23,9 +23,9 @@ import torch
 
 from cxr_workbench.assets import load_default_generator, pca_for
 from cxr_workbench.imaging.masks import preset
-from cxr_workbench.method.directions import suggest_direction
 from cxr_workbench.method.losses import spring_loss, target_schedule
 from cxr_workbench.method.optimize import LOConfig, Trajectory, evaluate_objective, objective_terms, optimize_trajectory
+from cxr_workbench.method.pca import suggest_direction
 from cxr_workbench.model.latents import check_layers, direction_on_layers, flatten_layers, reference_latents
 
 

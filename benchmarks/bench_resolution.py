@@ -18,8 +18,8 @@ import torch
 
 from cxr_workbench.assets import load_default_generator, pca_for
 from cxr_workbench.imaging.masks import preset
-from cxr_workbench.method.directions import suggest_direction
 from cxr_workbench.method.optimize import LOConfig, activation_bytes, optimize_trajectory, references_per_loop
+from cxr_workbench.method.pca import suggest_direction
 from cxr_workbench.model.latents import reference_latents
 from cxr_workbench.model.stylegan2 import Generator
 

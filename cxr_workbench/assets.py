@@ -51,7 +51,7 @@ def load_reader(spec: str = "oracle"):
 
 def pca_for(G, n_samples: int = 20000):
     """The shipped PCA when G is the shipped generator, else a PCA computed once and cached."""
-    from cxr_workbench.method.directions import WPCA, compute_pca
+    from cxr_workbench.method.pca import WPCA, compute_pca
     from cxr_workbench.model.checkpoints import generator_key
     if DEFAULT_PCA.is_file():
         shipped = WPCA.load(DEFAULT_PCA)

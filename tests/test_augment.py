@@ -9,8 +9,8 @@ from PIL import Image
 
 from cxr_workbench.imaging.diseases import DISEASES
 from cxr_workbench.imaging.masks import MIN_SIDE, preset, reference_box
-from cxr_workbench.method.directions import compute_pca
 from cxr_workbench.method.optimize import LOConfig
+from cxr_workbench.method.pca import compute_pca
 from cxr_workbench.model.checkpoints import generator_key
 from cxr_workbench.model.oracle import SeverityOracle
 from cxr_workbench.model.readers import Reader

@@ -397,15 +397,16 @@ def test_conditional_generators_load_and_save(tmp_path, fake_nvlabs):
 
 
 def test_class_direction_points_from_the_other_classes_to_class_k():
-    from cxr_workbench.method.directions import choose_direction, class_direction
+    from cxr_workbench.method.directions import choose_direction
+    from cxr_workbench.method.searches import class_direction
     G = small_G(seed=6, c_dim=2)
     z = torch.randn(4096, 8, generator=torch.Generator().manual_seed(0))
     gap = G.mapping(z, torch.ones(4096).long())[:, 0].mean(0) - G.mapping(z, torch.zeros(4096).long())[:, 0].mean(0)
     u = class_direction(G, 1)
     torch.testing.assert_close(u, gap / gap.norm())
-    u0, desc = choose_direction(G, None, None, "class:0", "cardiomegaly")
-    torch.testing.assert_close(u0, -u)
-    assert desc.startswith("class:0: toward class 0")
+    chosen = choose_direction(G, None, None, "class:0", "cardiomegaly")
+    torch.testing.assert_close(chosen.u, -u)
+    assert chosen.description.startswith("class:0: toward class 0") and chosen.inside_share is None
     with pytest.raises(ValueError, match="class=2; expected a class in 0..1"):
         class_direction(G, 2)
     with pytest.raises(ValueError, match="the generator has 0 classes"):

@@ -7,25 +7,24 @@ import torch
 from conftest import tiny_generator
 
 from cxr_workbench.imaging.masks import Box
-from cxr_workbench.method.directions import (
+from cxr_workbench.method.directions import choose_direction, resolve_direction, save_direction, score_directions
+from cxr_workbench.method.pca import (
     WPCA,
-    JacobianSearch,
-    LocalSearch,
     box_change,
-    box_grams,
-    choose_direction,
     compute_pca,
     direction_share,
     direction_std,
     ganspace_direction,
     inside_share,
-    jacobian_direction,
-    local_direction,
     pc_strip,
     rank_pcs_for_box,
-    resolve_direction,
-    save_direction,
-    score_directions,
+)
+from cxr_workbench.method.searches import (
+    JacobianSearch,
+    LocalSearch,
+    box_grams,
+    jacobian_direction,
+    local_direction,
     sefa_directions,
 )
 from cxr_workbench.model.latents import apply_direction, parse_range, reference_latents
@@ -121,7 +120,7 @@ def test_local_direction_is_more_local_than_any_pc_and_cached(G, tmp_path, monke
     best_pc = rank_pcs_for_box(G, w_refs, pca, BOX, n_pcs=6)[0]["inside_share"]
     assert share > best_pc + 0.01, (share, best_pc)
     # The second call reads the cache instead of searching again.
-    monkeypatch.setattr("cxr_workbench.method.directions.rank_pcs_for_box",
+    monkeypatch.setattr("cxr_workbench.method.pca.rank_pcs_for_box",
                         lambda *a, **k: pytest.fail("searched again"))
     u2, share2 = local_direction(G, pca, BOX, search=search, cache_dir=tmp_path)
     torch.testing.assert_close(u2, u)
@@ -131,12 +130,13 @@ def test_local_direction_is_more_local_than_any_pc_and_cached(G, tmp_path, monke
 @pytest.mark.parametrize("spec", ["local", "local+", "jacobian", "jacobian+", "sefa", "ganspace"])
 def test_local_spec_is_signed_for_the_disease(G, tmp_path, spec):
     pca = compute_pca(G, n_samples=2000)
-    u, desc = choose_direction(G, pca, BOX, spec, "cardiomegaly", cache_dir=tmp_path)
+    chosen = choose_direction(G, pca, BOX, spec, "cardiomegaly", cache_dir=tmp_path)
+    u, desc = chosen.u, chosen.description
     assert desc.startswith(f"{spec}:") and u.ndim == (2 if spec.endswith("+") or spec == "ganspace" else 1)
     with torch.no_grad():
         diff = box_change(G, reference_latents(G, range(8)), u, 1.0)
     assert float((diff * BOX.mask()).sum()) > 0  # cardiomegaly brightens its box
-    opacity_u, _ = choose_direction(G, pca, BOX, spec, "opacity", cache_dir=tmp_path)
+    opacity_u = choose_direction(G, pca, BOX, spec, "opacity", cache_dir=tmp_path).u
     torch.testing.assert_close(opacity_u, u)  # both whiten the box: the same sign
 
 
@@ -249,7 +249,7 @@ def test_jacobian_direction_maximises_the_inside_energy_ratio_and_is_cached(G, t
     assert shares[1] >= shares[0] - 1e-6
     plus = jacobian_direction(G, pca, BOX, layers=[0, 1], search=JacobianSearch(seeds=(0, 1), space="w+"))
     assert plus.shape == (G.num_ws, G.w_dim) and float(plus[2:].abs().sum()) == 0
-    monkeypatch.setattr("cxr_workbench.method.directions.box_grams", lambda *a, **k: pytest.fail("computed again"))
+    monkeypatch.setattr("cxr_workbench.method.searches.box_grams", lambda *a, **k: pytest.fail("computed again"))
     torch.testing.assert_close(jacobian_direction(G, pca, BOX, search=search, cache_dir=tmp_path), u)
 
 
@@ -293,8 +293,27 @@ def test_the_scoreboard_scores_each_u_where_it_was_and_was_not_computed(G):
     best = rank_pcs_for_box(G, seen, pca, BOX, n_pcs=10, layers=layers)[0]
     assert rows[0]["seen"] == pytest.approx(best["inside_share"], abs=1e-4)
     for r in rows:
-        u, desc = choose_direction(G, pca, BOX, r["spec"], "cardiomegaly", layers=layers)
+        chosen = choose_direction(G, pca, BOX, r["spec"], "cardiomegaly", layers=layers)
+        u = chosen.u
         torch.testing.assert_close(r["u"], u)
+        # the finder's own share is the scoreboard's on the references it was found on
+        assert chosen.inside_share == pytest.approx(r["seen"], abs=1e-4)
         with torch.no_grad():
             expected = float(direction_share(G, unseen, pca, u, BOX.mask(), 2.0, layers=layers))
         assert r["unseen"] == pytest.approx(expected) and r["seconds"] > 0
+
+
+def test_every_finder_is_named_in_the_help_and_the_error_and_gives_a_record(G, tmp_path):
+    """The registry is the one list of direction names: the CLI's help (DIRECTION_SPECS) and the
+    error for an unknown spec name each finder, and each returns a record with u, a description
+    starting with its name and the seconds it took."""
+    from cxr_workbench.method.directions import DIRECTION_SPECS, FINDERS, DirectionRecord
+    pca = compute_pca(G, n_samples=2000)
+    with pytest.raises(ValueError) as e:
+        choose_direction(G, pca, BOX, "sideways", "cardiomegaly")
+    for name in FINDERS:
+        assert f"{name} (" in DIRECTION_SPECS and repr(name) in str(e.value)
+    for name in ("auto", "sefa", "jacobian"):
+        r = choose_direction(G, pca, BOX, name, "cardiomegaly", cache_dir=tmp_path)
+        assert isinstance(r, DirectionRecord) and r.description.startswith(f"{name}:") and r.seconds > 0
+        assert (r.inside_share is None) == (name == "jacobian")  # the closed form measures no share

@@ -8,9 +8,9 @@ import torch
 from conftest import tiny_generator
 
 from cxr_workbench.distributed import close, connect, fan_out
-from cxr_workbench.method.directions import compute_pca
 from cxr_workbench.method.evaluate import method_table
 from cxr_workbench.method.optimize import LOConfig
+from cxr_workbench.method.pca import compute_pca
 from cxr_workbench.studies.augment import make_augmentation
 from cxr_workbench.studies.classify import ProtocolConfig, real_data, run_protocol
 

@@ -58,7 +58,7 @@ def test_edit_with_the_local_direction_caches_its_search(tmp_path, ckpt, monkeyp
     assert main(args + ["--out", str(tmp_path / "a")]) == 0
     desc = json.loads((tmp_path / "a" / "metrics.json").read_text())["direction"]
     assert desc.startswith("local: a combination of the first 16 PCs")  # w_dim 16: all of them
-    monkeypatch.setattr("cxr_workbench.method.directions.rank_pcs_for_box",
+    monkeypatch.setattr("cxr_workbench.method.pca.rank_pcs_for_box",
                         lambda *a, **k: pytest.fail("searched again"))
     assert main(args + ["--out", str(tmp_path / "b")]) == 0  # the cached search (CXR_WORKBENCH_CACHE)
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["direction"] == desc

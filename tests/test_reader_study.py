@@ -136,8 +136,8 @@ def test_submitted_answers_survive_kill_9(study):
 
 def test_prepare_items_makes_real_and_edited_films(tmp_path, monkeypatch):
     from cxr_workbench import assets
-    from cxr_workbench.method.directions import compute_pca
     from cxr_workbench.method.optimize import LOConfig
+    from cxr_workbench.method.pca import compute_pca
     G = tiny_generator(img_resolution=16, z_dim=16, w_dim=16)
     monkeypatch.setattr(assets, "pca_for", lambda g: compute_pca(g, n_samples=500))
     items = rs.prepare_items(G, tmp_path, n_real=3, n_edited=4, config=LOConfig(max_steps=3, layers=(0, 1)))

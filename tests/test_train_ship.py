@@ -53,7 +53,7 @@ def test_training_history_splits_stretches_by_machine():
 
 
 def test_ship_writes_the_default_set_and_refuses_a_worse_model(tmp_path, monkeypatch):
-    from cxr_workbench.method.directions import LOCAL_SEARCHES, LocalSearch
+    from cxr_workbench.method.searches import LOCAL_SEARCHES, LocalSearch
     # The W+ search's own test is in test_directions; here a short one keeps three ships quick.
     monkeypatch.setitem(LOCAL_SEARCHES, "local+", LocalSearch(seeds=(0, 1, 2, 3), steps=10, space="w+"))
     train(TrainConfig(**TINY), tmp_path / "run", progress=False)
@@ -113,7 +113,7 @@ def test_old_phantoms_refuse_to_resume_and_bf16_trains(tmp_path):
 
 
 def test_a_generator_of_drrs_ships_with_an_oracle_of_drrs(tmp_path, monkeypatch):
-    from cxr_workbench.method.directions import LOCAL_SEARCHES, LocalSearch
+    from cxr_workbench.method.searches import LOCAL_SEARCHES, LocalSearch
     from cxr_workbench.model.oracle import load_oracle
     monkeypatch.setitem(LOCAL_SEARCHES, "local+", LocalSearch(seeds=(0, 1, 2, 3), steps=10, space="w+"))
     path = train(TrainConfig(**dict(TINY, source="drr", kimg=0.016)), tmp_path / "run", progress=False)

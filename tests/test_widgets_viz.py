@@ -14,8 +14,8 @@ from conftest import tiny_generator
 
 from cxr_workbench.imaging.masks import Box, preset
 from cxr_workbench.imaging.strips import strip_image
-from cxr_workbench.method.directions import compute_pca
 from cxr_workbench.method.optimize import LOConfig, optimize_trajectory, translate_along
+from cxr_workbench.method.pca import compute_pca
 from cxr_workbench.model.latents import reference_latents
 from cxr_workbench.studies.figures import comparison_figure, save_figure, umap_embedding, umap_figure, umap_plotly
 from cxr_workbench.ui.widgets import OptimizationRunner, PCBrowser, ROIDrawer

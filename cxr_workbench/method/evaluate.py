@@ -13,9 +13,9 @@ import torch
 from cxr_workbench.distributed import fan_out
 from cxr_workbench.imaging.diseases import DISEASES, check_disease
 from cxr_workbench.imaging.masks import Box
-from cxr_workbench.method.directions import plan_edit
 from cxr_workbench.method.metrics import pv_metric, trend
 from cxr_workbench.method.optimize import LOConfig, Trajectory, run_method
+from cxr_workbench.method.plans import plan_edit
 from cxr_workbench.model.latents import reference_latents
 from cxr_workbench.model.readers import as_reader
 

@@ -50,10 +50,10 @@ from cxr_workbench.distributed import close, connect, describe, fan_out
 from cxr_workbench.imaging.diseases import DISEASES, check_disease, reads_as
 from cxr_workbench.imaging.masks import reference_box
 from cxr_workbench.io import atomic_write, check_writable, write_json, writer_lock
-from cxr_workbench.method.directions import plan_edit
 from cxr_workbench.method.evaluate import measure
 from cxr_workbench.method.metrics import feature_spread
 from cxr_workbench.method.optimize import METHODS, LOConfig, named_config, run_method
+from cxr_workbench.method.plans import plan_edit
 from cxr_workbench.model.checkpoints import generator_key, load_generator
 from cxr_workbench.model.latents import check_class, check_latents, read_latents_file, reference_latents
 from cxr_workbench.model.readers import as_reader

@@ -17,10 +17,10 @@ from cxr_workbench.imaging.datasets import check_film_paths, load_films
 from cxr_workbench.imaging.masks import disease_for_box
 from cxr_workbench.imaging.strips import strip_image
 from cxr_workbench.io import output_set, save_png, write_json
-from cxr_workbench.method.directions import plan_edit
 from cxr_workbench.method.evaluate import measure
 from cxr_workbench.method.invert import InvertConfig, invert, reconstruction_report
 from cxr_workbench.method.optimize import METHODS, LOConfig, named_config, run_method
+from cxr_workbench.method.plans import plan_edit
 from cxr_workbench.model.checkpoints import load_generator
 from cxr_workbench.model.latents import reference_latents
 

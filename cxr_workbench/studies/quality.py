@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 
 from cxr_workbench.imaging.datasets import TruthDataset
 from cxr_workbench.io import atomic_write, save_png
-from cxr_workbench.method.directions import compute_pca, pc_locality
 from cxr_workbench.method.metrics import frechet_distance, knn_precision_recall, ks_statistic
+from cxr_workbench.method.pca import compute_pca
+from cxr_workbench.method.searches import pc_locality
 from cxr_workbench.model.checkpoints import read_checkpoint, save_checkpoint
 from cxr_workbench.model.latents import random_classes
 from cxr_workbench.model.stylegan2 import Generator

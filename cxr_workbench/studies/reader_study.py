@@ -324,8 +324,8 @@ def prepare_items(G, out_dir, *, n_real: int = 12, n_edited: int = 12, seed: int
     from cxr_workbench.imaging.datasets import TruthDataset
     from cxr_workbench.imaging.strips import to_uint8
     from cxr_workbench.io import save_png
-    from cxr_workbench.method.directions import plan_edit
     from cxr_workbench.method.optimize import LOConfig, run_method
+    from cxr_workbench.method.plans import plan_edit
     from cxr_workbench.model.latents import reference_latents
     out_dir = Path(out_dir)
     items = []

@@ -18,8 +18,9 @@ from PIL import Image
 from cxr_workbench.imaging.diseases import DISEASES, check_disease
 from cxr_workbench.imaging.masks import PRESETS, Box, preset
 from cxr_workbench.imaging.strips import display_scale, strip_image
-from cxr_workbench.method.directions import WPCA, pc_strip, rank_pcs_for_box, save_direction
+from cxr_workbench.method.directions import save_direction
 from cxr_workbench.method.optimize import METHOD_LABELS, LOConfig, run_method
+from cxr_workbench.method.pca import WPCA, pc_strip, rank_pcs_for_box
 from cxr_workbench.model.latents import apply_direction, synthesize
 from cxr_workbench.studies.figures import loss_figure
 
