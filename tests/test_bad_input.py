@@ -98,12 +98,16 @@ CASES = [  # (arguments, text the one error line must contain)
     (["train", "--run-dir", "{d}/run", "--source", "drr", "--ct", "{d}/nowhere"], "--ct {d}/nowhere: not a folder"),
     (["train", "--run-dir", "{d}/run", "--ct", "{d}"], "expected --source drr with it"),
     (["oracle", "--source", "drr", "--ct", "{d}/nowhere", "--out", "{d}/o.pt"], "--ct {d}/nowhere: not a folder"),
+    (EDIT + ["--tune", "10"], "tune=10 without images"),
+    (EDIT + ["--keep-film"], "keep_film=True with seeds"),
+    (EDIT + ["--latents", "{d}/g.pt"], "holds no 'ws' tensor"),
+    (["invert", "--image", "{d}/nope.png", "--tune", "-1", "--out", "{d}/inv"], "--tune"),
 ]
 
 
 # One case per command also runs as its own process, to see the process boundary (exit status,
 # nothing else on stderr); the rest call main() in this process, a second each instead of seven.
-IN_A_PROCESS = {0, 12, 20, 25, 36, 38, 51}
+IN_A_PROCESS = {0, 12, 20, 25, 36, 38, 51, 55}
 
 
 def full_args(args, files, tmp_path):

@@ -60,6 +60,9 @@ def test_augment_then_classify_end_to_end(tmp_path, capsys):
     assert len(list((tmp_path / "cls" / "predictions").glob("*.csv"))) == 3 * 4 * 2
     assert len(list((tmp_path / "cls" / "models").glob("*.pt"))) == 3 * 4 * 2
     assert (tmp_path / "cls" / "table.txt").read_text().strip() in out
+    prov = json.loads((tmp_path / "cls" / "provenance.json").read_text())
+    assert prov["kind"] == "classify" and prov["request"]["overrides"]["epochs"] == 1
+    assert prov["request"]["sets"] == [str((tmp_path / d).resolve()) for d in ("cardiomegaly", "opacity")]
     # a classifier trained by classify reads edits and sets in place of the oracle
     model = tmp_path / "cls" / "models" / "NCO_d4_real_seed0.pt"
     assert main(["edit", "--seed", "0", "--max-steps", "3", "--reader", str(model), "--out", str(tmp_path / "e"),

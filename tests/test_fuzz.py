@@ -1,7 +1,7 @@
 """Property-based fuzzing of the readers of untrusted files: box JSON, direction files,
 checkpoints (our format, rosinality, NVlabs pickles), films (PNG, JPEG, DICOM), latents, CT volumes
-and labelmaps, and reader-study databases. Whatever the bytes, the answer is a valid
-object or one ValueError; nothing else escapes and nothing is executed."""
+and labelmaps, reader-study databases, tunings (tuned.pt) and provenance records. Whatever the
+bytes, the answer is a valid object or one ValueError; nothing else escapes and nothing is executed."""
 import io
 import json
 import pickle
@@ -240,3 +240,47 @@ def test_study_database_reader(tmp_path, study_bytes, readonly, edits, cut):
         except ValueError:
             pass
         db.close()
+
+
+@pytest.fixture(scope="module")
+def tuning(tmp_path_factory):
+    """A tiny generator, pivots, and the bytes of a tuning of it for them."""
+    from cxr_workbench.method.tune import save_tuning
+    G = tiny_generator()
+    tuned = tiny_generator()
+    with torch.no_grad():
+        for p in tuned.synthesis.parameters():
+            p.add_(0.01)
+    ws = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(0)), None)
+    path, _ = save_tuning(tmp_path_factory.mktemp("tuning") / "tuned.pt", G, tuned, ws)
+    return G, ws, path.read_bytes()
+
+
+@FUZZ
+@given(edits=mutations(), cut=st.floats(0.05, 1.0))
+def test_tuning_reader(tmp_path, tuning, edits, cut):
+    """A damaged tuned.pt is refused naming the file; one that loads is the tuning as saved."""
+    from cxr_workbench.method.tune import load_tuning
+    from cxr_workbench.model.checkpoints import generator_key
+    G, ws, data = tuning
+    (tmp_path / "tuned.pt").write_bytes(mutate(data, edits, cut))
+    try:
+        tuned = load_tuning(tmp_path / "tuned.pt", G, ws)
+    except ValueError as e:
+        assert "tuned.pt" in str(e)
+    else:
+        assert generator_key(tuned) == torch.load(io.BytesIO(data), weights_only=True)["tuned"]
+
+
+@FUZZ
+@given(st.one_of(json_values, st.binary(max_size=300).map(lambda b: b.decode("latin-1"))))
+def test_provenance_reader(tmp_path, value):
+    """Whatever provenance.json holds, replay reads a record with a kind and a request or says why not."""
+    from cxr_workbench.studies.provenance import read_provenance
+    (tmp_path / "provenance.json").write_text(value if isinstance(value, str) else json.dumps(value))
+    try:
+        prov = read_provenance(tmp_path)
+    except ValueError as e:
+        assert "provenance.json" in str(e)
+    else:
+        assert isinstance(prov["request"], dict) and "kind" in prov

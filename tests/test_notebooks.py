@@ -16,7 +16,7 @@ SMALL = {
     # 3 steps barely change a film: a label check would pass nothing (tests/test_augment.py tests it)
     "06_augmentation": dict(N_SAMPLES=4, KEEP_LAST=2, MAX_STEPS=3, VERIFY=False, N_NORMAL=16, N_DISEASE=[4],
                             N_AUG=4, N_VAL=8, N_TEST=8, EPOCHS=1, SEEDS=1),
-    "07_invert_a_film": dict(STEPS=10, MAX_STEPS=10),
+    "07_invert_a_film": dict(STEPS=10, TUNE=10, MAX_STEPS=10),
     "08_reader_study": dict(N_REAL=3, N_EDITED=2, MAX_STEPS=5),
 }
 FIGURES = {

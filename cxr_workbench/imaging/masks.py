@@ -90,6 +90,17 @@ class Box:
         m[self.y0:self.y1, self.x0:self.x1] = 1.0
         return m
 
+    def soft_mask(self, feather: float, device=None) -> torch.Tensor:
+        """Pixel mask [R, R]: 0 outside the box, rising smoothly over ``feather`` pixels from the
+        box's edge to 1 inside (0: the hard mask). Nothing outside the box is touched."""
+        if feather <= 0:
+            return self.mask(device)
+        c = torch.arange(self.resolution, dtype=torch.float32, device=device) + 0.5  # pixel centres
+        dx = torch.minimum(c - self.x0, self.x1 - c)
+        dy = torch.minimum(c - self.y0, self.y1 - c)
+        t = (torch.minimum(dy[:, None], dx[None, :]) / feather).clamp(0, 1)
+        return t * t * (3 - 2 * t)  # smoothstep
+
     def to_dict(self) -> dict:
         return asdict(self)
 

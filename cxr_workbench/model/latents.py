@@ -10,12 +10,11 @@ import numpy as np
 import torch
 
 from cxr_workbench.imaging.strips import tile, to_uint8
-from cxr_workbench.io import torch_load
 from cxr_workbench.model.stylegan2 import z_from_seeds
 
-__all__ = ["MAX_RANGE", "parse_range", "MAX_LATENT", "check_latents", "read_latents_file", "parse_layers",
-           "check_layers", "check_direction", "check_class", "class_input", "random_classes", "reference_latents",
-           "apply_direction", "synthesize", "flatten_layers", "direction_on_layers", "sample_grid"]
+__all__ = ["MAX_RANGE", "parse_range", "MAX_LATENT", "check_latents", "parse_layers", "check_layers",
+           "check_direction", "check_class", "class_input", "random_classes", "reference_latents", "apply_direction",
+           "synthesize", "flatten_layers", "direction_on_layers", "sample_grid"]
 
 MAX_RANGE = 1_000_000  # values in one parsed range: more is a typo, not a request
 
@@ -61,16 +60,6 @@ def check_latents(ws, G, source: str = "latents") -> torch.Tensor:
         raise ValueError(f"{source}: latents with values up to {float(ws.abs().max()):.3g}; expected finite "
                          f"values within +-{MAX_LATENT:g}")
     return ws.detach().float()
-
-
-def read_latents_file(path, G) -> torch.Tensor:
-    """The W+ latents ("ws", [R, num_ws, w_dim]) of a file written by ``invert`` or ``edit``, checked
-    against G (read weights-only)."""
-    data = torch_load(path, "latents file", max_bytes=2 ** 30)
-    ws = data.get("ws") if isinstance(data, dict) else None
-    if not isinstance(ws, torch.Tensor):
-        raise ValueError(f"{path} holds no 'ws' tensor; expected the latents.pt written by cxr-workbench invert")
-    return check_latents(ws, G, f"latents file {path}")
 
 
 def parse_layers(text: str) -> tuple[int, ...] | None:

@@ -55,8 +55,10 @@ from cxr_workbench.method.metrics import feature_spread
 from cxr_workbench.method.optimize import METHODS, LOConfig, named_config, run_method
 from cxr_workbench.method.plans import plan_edit
 from cxr_workbench.model.checkpoints import generator_key, load_generator
-from cxr_workbench.model.latents import check_class, check_latents, read_latents_file, reference_latents
+from cxr_workbench.model.latents import check_class, check_latents, reference_latents
 from cxr_workbench.model.readers import as_reader
+from cxr_workbench.studies.films import read_inverted
+from cxr_workbench.studies.provenance import PROVENANCE, provenance
 
 __all__ = ["MANIFEST_COLUMNS", "READER_COLUMNS", "SET_COLUMNS", "SAMPLE_NAME", "to_uint16", "in_set",
            "read_set_images", "read_manifest", "set_quality", "kept_points", "edit_references", "POINTS",
@@ -341,10 +343,11 @@ class SetPlan:
 
 def plan_set(G, seeds, disease: str, n_samples: int, config: LOConfig, *, keep_last: int, method: str, box,
              direction: str, pca, reader, batch: int, latents: torch.Tensor | None, label: int, points: str,
-             vary_box: bool, verify: bool) -> SetPlan:
+             vary_box: bool, verify: bool, renderer=None) -> SetPlan:
     """Resolve a set whose options ``check_set_options`` passed: the references (``seeds``, or the rows
-    of ``latents``), their boxes and directions (``plan_edit``, once per zone with ``vary_box``), and
-    the set's description."""
+    of ``latents``), their boxes and directions (``plan_edit`` on G, once per zone with ``vary_box``),
+    and the set's description. ``renderer``: the generator that renders the edits when it is not G
+    (G tuned on the films of ``latents``: the directions stay those found on G)."""
     label = check_class(G, label)
     if latents is not None:
         latents = check_latents(latents, G)
@@ -374,26 +377,30 @@ def plan_set(G, seeds, disease: str, n_samples: int, config: LOConfig, *, keep_l
         plan = planned_for(box)
         edits = {s: (plan.box, plan.u, plan.u_source) for s in seeds}
         box_name, box_desc, u_desc, u_source = plan.box_name, plan.box.to_dict(), _u_list(plan.u), plan.u_source
-    header = _header(G, disease=disease, box_name=box_name, box=box_desc, method=method, keep_last=keep_last,
+    renderer = G if renderer is None else renderer
+    header = _header(renderer, disease=disease, box_name=box_name, box=box_desc, method=method, keep_last=keep_last,
                      config=config, u=u_desc, u_source=u_source, extra=extra)
     header["n_samples"] = n_samples
     header["batch"] = batch  # recorded, not compared: another batch size still resumes (see _verified)
     header["references"] = _references_key(seeds, latents)
     # Only what differs from the defaults, so sets made before these existed still resume.
+    if renderer is not G:
+        header["tuned_from"] = generator_key(G)
     if label:
         header["class"] = label
     if (reader.name if reader is not None else "none") != "oracle":
         header["reader"] = reader.name if reader is not None else "none"
     planned = [(s, keep_last) for s in seeds] if verify else \
         [(s, min(keep_last, n_samples - i * keep_last)) for i, s in enumerate(seeds)]
-    return SetPlan(G, config, disease, n_samples, method, keep_last, points, verify, reader, label, batch, planned,
-                   latents, edits, header)
+    return SetPlan(renderer, config, disease, n_samples, method, keep_last, points, verify, reader, label, batch,
+                   planned, latents, edits, header)
 
 
-def write_set(plan: SetPlan, out_dir, client=None, progress: bool = True) -> pd.DataFrame:
+def write_set(plan: SetPlan, out_dir, client=None, progress: bool = True, record: dict | None = None
+              ) -> pd.DataFrame:
     """Write (or finish) the set ``plan`` describes into ``out_dir``; returns the manifest. Batches of
     references are written as they finish; a verified set edits references in waves until enough
-    samples pass its label check."""
+    samples pass its label check. ``record``: the provenance written last (``provenance.json``)."""
     out_dir = check_writable(out_dir)
     with writer_lock(out_dir):
         manifest_path = out_dir / "manifest.csv"
@@ -419,6 +426,8 @@ def write_set(plan: SetPlan, out_dir, client=None, progress: bool = True) -> pd.
                 rows += _sample_rows(plan, result, out_dir)
                 _write_manifest(manifest_path, rows, plan.n_samples if plan.verify else None, order)
         manifest = _write_manifest(manifest_path, rows, plan.n_samples if plan.verify else None, order)
+        if record is not None:
+            write_json(out_dir / PROVENANCE, record)
     size = int(manifest["in_set"].sum())
     if size != plan.n_samples:  # every step above should make this impossible; never report a short set
         raise RuntimeError(f"{out_dir} holds {size} samples after the run; expected {plan.n_samples}")
@@ -507,7 +516,8 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
 
 def run_augment(req: AugmentRequest, client=None, progress: bool = True) -> pd.DataFrame:
     """Make the set ``req`` asks for: check it, load the generator (on its device) and reader, find
-    normal references (or read the latents file), plan and write; returns the manifest. With
+    normal references (or read the latents file), plan and write, then ``provenance.json``; returns
+    the manifest. With
     ``client`` the batches run on that Dask cluster; else on the one ``req`` asks for (started here,
     and closed), or in this process."""
     config, disease, device = req.check()
@@ -519,16 +529,19 @@ def run_augment(req: AugmentRequest, client=None, progress: bool = True) -> pd.D
         G = load_generator(req.checkpoint, device=device)
         reader = load_reader(req.reader)
         reader.severity(disease)  # a reader that cannot read the disease is refused before any work
-        latents = read_latents_file(req.latents, G) if req.latents is not None else None
-        seeds = [] if latents is not None else normal_seeds(G, reader, req.references_needed(),
-                                                            start=req.seed_start, label=req.label)
+        films = read_inverted(req.latents, G) if req.latents is not None else None
+        latents = None if films is None else films.ws
+        seeds = [] if films is not None else normal_seeds(G, reader, req.references_needed(), start=req.seed_start,
+                                                          label=req.label)
         if req.compile:  # after the references are found: their one-off batches need no compiling
             compile_synthesis(G)
         plan = plan_set(G, seeds, disease, req.samples, config, keep_last=req.keep_last, method=req.method,
                         box=req.box, direction=req.direction, pca=pca_for(G), reader=reader, batch=req.batch,
                         latents=latents, label=req.label, points=req.points, vary_box=req.vary_box,
-                        verify=req.verify)
-        return write_set(plan, req.out, client, progress)
+                        verify=req.verify, renderer=None if films is None else films.G)
+        record = provenance("augment", req, checkpoint=req.checkpoint, G=G, u=plan.header["u"],
+                            u_source=plan.header["u_source"], device=device)
+        return write_set(plan, req.out, client, progress, record)
     finally:
         if own:
             close(client)

@@ -16,7 +16,7 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +24,18 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from cxr_workbench.distributed import fan_out
+from cxr_workbench.distributed import close, connect, describe, fan_out
 from cxr_workbench.imaging.phantom import KINDS
-from cxr_workbench.io import atomic_write, check_writable, writer_lock
+from cxr_workbench.io import atomic_write, check_writable, write_json, writer_lock
 from cxr_workbench.model.readers import NETWORKS, make_network, save_classifier
 from cxr_workbench.model.stylegan2 import MAX_SEED
 from cxr_workbench.settings import setting, validate_settings
+from cxr_workbench.studies.provenance import PROVENANCE, provenance
 
 __all__ = ["COLUMNS", "ROWS", "ProtocolConfig", "PHANTOM_RESOLUTION", "CPU_SCALE", "random_augmentation", "real_data",
            "auroc", "auroc_from_file", "train_run", "run_name", "plan_runs", "load_sets", "run_protocol",
-           "RESULT_KEYS", "read_results", "check_sets_fit", "chosen_on_validation", "protocol_table"]
+           "RESULT_KEYS", "read_results", "check_sets_fit", "chosen_on_validation", "protocol_table", "ClassifyRequest",
+           "run_classify"]
 
 COLUMNS = {"N vs C vs O": ("normal", "cardiomegaly", "opacity"), "N vs C": ("normal", "cardiomegaly"),
            "N vs O": ("normal", "opacity")}
@@ -414,3 +416,44 @@ def protocol_table(results: pd.DataFrame) -> pd.DataFrame:
     table["_o"] = table["row"].map(order)
     return table.sort_values(["n_disease", "_o", "sigma"]).drop(columns="_o").reset_index(drop=True)
 
+
+
+@dataclass
+class ClassifyRequest:
+    """Tables 3 and 4 as ``cxr-workbench classify`` asks for them: the augmentation set folders, the
+    output folder, the paper's sizes (``full``) or the CPU scale, and ``overrides`` of
+    ProtocolConfig fields. ``workers`` > 0 or a ``scheduler``: the runs fan out over Dask."""
+
+    sets: list
+    out: Path
+    full: bool = False
+    overrides: dict = field(default_factory=dict)
+    save_models: bool = False
+    workers: int = 0
+    scheduler: str | None = None
+
+    def config(self) -> ProtocolConfig:
+        return replace(ProtocolConfig() if self.full else CPU_SCALE, **self.overrides).validate()
+
+
+def run_classify(req: ClassifyRequest, client=None, progress: bool = True) -> tuple[pd.DataFrame, str]:
+    """Run the protocol ``req`` asks for (``run_protocol``) and write ``table.txt`` (test AUROC x100,
+    mean ± std over seeds, without the p-value columns) and ``provenance.json`` beside its runs.
+    Returns the results and that table as text. With ``client`` the runs go to that Dask cluster;
+    else to the one ``req`` asks for (started here and closed), or to this process."""
+    cfg = req.config()
+    aug = load_sets(req.sets, cfg.sigmas)
+    own = client is None and bool(req.workers or req.scheduler)
+    if own:
+        client = connect(req.scheduler, workers=req.workers or 2)
+        print(describe(client), file=sys.stderr)
+    try:
+        results = run_protocol(cfg, aug, req.out, client=client, progress=progress, save_models=req.save_models)
+    finally:
+        if own:
+            close(client)
+    table = protocol_table(results)
+    text = table[[c for c in table.columns if not c.startswith("p ")]].to_string(index=False)
+    atomic_write(Path(req.out) / "table.txt", lambda f: f.write(text + "\n"), "w")
+    write_json(Path(req.out) / PROVENANCE, provenance("classify", req))
+    return results, text

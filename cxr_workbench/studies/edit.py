@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,15 +19,19 @@ from cxr_workbench.imaging.masks import disease_for_box
 from cxr_workbench.imaging.strips import strip_image
 from cxr_workbench.io import output_set, save_png, write_json
 from cxr_workbench.method.evaluate import measure
-from cxr_workbench.method.invert import InvertConfig, invert, reconstruction_report
+from cxr_workbench.method.film_edits import keep_film, residual_in_box, residual_warnings
+from cxr_workbench.method.invert import InvertConfig
 from cxr_workbench.method.optimize import METHODS, LOConfig, named_config, run_method
 from cxr_workbench.method.plans import plan_edit
+from cxr_workbench.method.tune import TuneConfig
 from cxr_workbench.model.checkpoints import load_generator
 from cxr_workbench.model.latents import reference_latents
+from cxr_workbench.studies.films import Inverted, invert_films, read_inverted
+from cxr_workbench.studies.provenance import PROVENANCE, provenance
 
 __all__ = ["EDIT_OUTPUTS", "EditRequest", "run_edit"]
 
-EDIT_OUTPUTS = ("strip.png", "latents.pt", "metrics.json")
+EDIT_OUTPUTS = ("strip.png", "latents.pt", "metrics.json", PROVENANCE)
 
 
 @dataclass
@@ -43,6 +48,9 @@ class EditRequest:
     settings: str = "ours"
     overrides: dict = field(default_factory=dict)
     images: list = field(default_factory=list)  # films to invert and edit instead of seeds
+    latents: Path | None = None     # or the latents.pt of an invert set (tuned there or not)
+    tune: int = 0                   # pivotal tuning steps after inverting ``images`` (0: none)
+    keep_film: bool = False         # film-preserving edits: only the edit's change enters the box
     fit: str = "crop"               # how a film becomes square (datasets.FITS)
     voi: str = "auto"               # DICOM display window (datasets.VOI_MODES)
     upsample: bool = False          # enlarge films smaller than the model's resolution
@@ -60,53 +68,90 @@ class EditRequest:
         pick_device(self.device)
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}; expected one of {METHODS}")
-        if not self.seeds and not self.images:
+        if not self.seeds and not self.images and self.latents is None:
             raise ValueError("seeds=[]; expected at least one reference seed or film")
+        if self.images and self.latents is not None:
+            raise ValueError(f"images and latents={self.latents}: give films to invert or the latents of inverted "
+                             "ones, not both")
+        if self.tune and not self.images:
+            raise ValueError(f"tune={self.tune} without images; tuning fits the generator to films (invert --tune "
+                             "tunes for --latents)")
+        if self.keep_film and not self.images and self.latents is None:
+            raise ValueError("keep_film=True with seeds; a film-preserving edit needs films (images or latents)")
         check_film_paths(self.images)
         return self.config(), disease_for_box(self.box, self.disease)
 
 
 def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool = True) -> list[Path]:
-    """Run one request and write ``strip.png``, ``latents.pt`` and ``metrics.json`` into out_dir.
+    """Run one request and write ``strip.png``, ``latents.pt``, ``metrics.json`` and
+    ``provenance.json`` (``studies.provenance``) into out_dir.
 
-    With ``req.images`` the films are inverted first (``invert``) and edited from their latents;
-    the metrics then also say how well each film was reproduced and whether the oracle finds it
-    plausible, so a film far from the model's domain says so. The three are written together or not
-    at all: a second writer into the same folder is refused, and a run that fails (or goes non-finite)
-    leaves no file under a final name.
+    With ``req.images`` the films are inverted first (``invert``, and tuned with ``req.tune``) and
+    edited from their latents; with ``req.latents``, the latents (and tuning) of an ``invert`` set
+    are. The direction is found on the generator as given; a tuned one renders the edits. The
+    metrics then also say how well each film was reproduced, whether the oracle finds it plausible,
+    and how much the reconstruction differs from the film inside the box (a warning when it is
+    large). ``req.keep_film``: each film plus the edit's change inside a soft-edged box
+    (``film_edits.keep_film``). The files are written together or not at all: a second writer
+    into the same folder is refused, and a run that fails (or goes non-finite) leaves no file under a
+    final name.
     """
     cfg, disease = req.check()
     reader = load_reader(req.reader)
     reader.severity(disease)  # one that cannot read the disease is refused before any work
     with output_set(out_dir, EDIT_OUTPUTS, overwrite=overwrite) as staging:
-        G = load_generator(req.checkpoint, device=pick_device(req.device))
-        plan = plan_edit(G, None if req.method == "lo" else pca_for(G), box=req.box, disease=disease,
+        G0 = load_generator(req.checkpoint, device=pick_device(req.device))
+        plan = plan_edit(G0, None if req.method == "lo" else pca_for(G0), box=req.box, disease=disease,
                          direction=req.direction, method=req.method, layers=cfg.layers, cache_dir=cache_dir())
         box, u = plan.box, plan.u
-        oracle = oracle_for(G)  # the inversion's feature loss and its report: the oracle's own features
-        films, inversion = None, []
-        if req.images:
-            films = load_films(req.images, G.img_resolution, req.fit, req.voi, req.upsample)
-            inv = invert(G, films, InvertConfig(steps=req.invert_steps), oracle=oracle, progress=progress)
-            w_ref, inversion = inv.ws, reconstruction_report(films, inv, oracle)
-        else:
-            w_ref = reference_latents(G, req.seeds, label=req.label)
-        traj = run_method(G, req.method, w_ref, box, u=u, config=cfg, progress=progress)
+        refs = _references(req, G0, progress)
+        traj = run_method(refs.G, req.method, refs.ws, box, u=u, config=cfg, progress=progress)
         rows = measure(traj, box, disease, reader)
         if not (torch.isfinite(traj.images).all() and all(math.isfinite(r["PV"]) for r in rows)):
             raise FloatingPointError(f"the {req.method} run went non-finite ({traj.message or 'NaN images'}); "
                                      "nothing was written. Try a smaller lr, sigma or c")
-        # With films, each row starts with the film itself, then its reconstruction and the edits.
-        seqs = [traj.sequence(r).cpu() if films is None else torch.cat([films[r:r + 1], traj.sequence(r).cpu()])
-                for r in range(len(w_ref))]
+        seqs = [traj.sequence(r).cpu() for r in range(len(refs.ws))]
+        films, notes, inside = refs.films if len(refs.films) else None, [], None
+        if films is not None:
+            names = [str(p) for p in req.images] or [f"film {i}" for i in range(len(films))]
+            inside = residual_in_box(films, traj.images[:, 0].cpu(), box).tolist()
+            notes = residual_warnings(names, films, traj.images[:, 0].cpu(), box)
+            for line in notes:
+                print(f"warning: {line}", file=sys.stderr)
+            if req.keep_film:
+                seqs = list(keep_film(films, torch.stack(seqs), box))
+            else:  # each row starts with the film itself, then its reconstruction and the edits
+                seqs = [torch.cat([films[r:r + 1], s]) for r, s in enumerate(seqs)]
         save_png(staging / "strip.png", strip_image(seqs, box))
-        torch.save(dict(points=traj.points.cpu(), w_ref=traj.w_ref.cpu(),
-                        seeds=list(req.seeds) if films is None else [],
-                        images=[str(p) for p in req.images], method=req.method), staging / "latents.pt")
+        torch.save(dict(points=traj.points.cpu(), w_ref=traj.w_ref.cpu(), seeds=list(req.seeds) if films is None
+                        and req.latents is None else [], images=[str(p) for p in req.images], method=req.method),
+                   staging / "latents.pt")
         write_json(staging / "metrics.json",
                    dict(request=json.loads(json.dumps(asdict(req), default=str)),
                         direction=plan.u_source, box=box.to_dict(), disease=disease, reader=reader.name,
-                        sequence="reference image followed by the n edits" + (
-                            "; the strip starts each row with the film" if films is not None else ""),
-                        inversion=inversion, trajectory=traj.summary(), per_reference=rows))
+                        sequence=_sequence_note(films is not None, req.keep_film, refs.tuned),
+                        inversion=refs.rows, residual_in_box=inside, warnings=notes, trajectory=traj.summary(),
+                        per_reference=rows))
+        write_json(staging / PROVENANCE, provenance("edit", req, checkpoint=req.checkpoint, G=G0, u=u,
+                                                    u_source=plan.u_source, device=G0.w_avg.device))
     return [Path(out_dir) / n for n in EDIT_OUTPUTS]
+
+
+def _references(req: EditRequest, G, progress: bool) -> Inverted:
+    """The request's references: seeds, films inverted (and tuned) here, or an invert set's latents."""
+    if req.images:
+        films = load_films(req.images, G.img_resolution, req.fit, req.voi, req.upsample)
+        tune = TuneConfig(steps=req.tune) if req.tune else None
+        return invert_films(G, films, InvertConfig(steps=req.invert_steps), tune, oracle_for(G), progress)
+    if req.latents is not None:
+        return read_inverted(req.latents, G)
+    return Inverted(reference_latents(G, req.seeds, label=req.label), G, torch.empty(0), [])
+
+
+def _sequence_note(films: bool, kept: bool, tuned: bool) -> str:
+    note = "reference image followed by the n edits"
+    if kept:
+        note = "the film followed by the n edits, each the film plus the edit's change inside the box"
+    elif films:
+        note += "; the strip starts each row with the film"
+    return note + ("; rendered by the generator tuned on the films" if tuned else "")

@@ -8,8 +8,9 @@ import torch
 from cxr_workbench.imaging.masks import Box
 from cxr_workbench.imaging.strips import BOX_COLOUR
 
-__all__ = ["new_figure", "comparison_figure", "loss_figure", "sigma_ablation_figure", "umap_embedding", "umap_figure",
-           "umap_plotly", "severity_histograms", "save_figure", "augmentation_examples", "films_side_by_side"]
+__all__ = ["new_figure", "comparison_figure", "residual_figure", "loss_figure", "sigma_ablation_figure",
+           "umap_embedding", "umap_figure", "umap_plotly", "severity_histograms", "save_figure",
+           "augmentation_examples", "films_side_by_side"]
 
 
 def new_figure(**kw):
@@ -55,6 +56,30 @@ def comparison_figure(rows: dict, box: Box | None = None, differences: bool = Tr
             axes[r + 1, 0].set_title("difference to reference", loc="left", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+def residual_figure(names, films: torch.Tensor, reconstructions: dict, box: Box | None = None):
+    """What the generator did not draw: per film (a row: ``names``, ``films`` [N, C, H, W]) the film,
+    then for each reconstruction (label -> [N, C, H, W], e.g. "untuned", "tuned") the reconstruction
+    and its residual, film minus reconstruction (red: the film is brighter; one colour scale for
+    all). Returns a matplotlib Figure."""
+    films = films.detach().float().cpu().mean(1)
+    recons = {k: v.detach().float().cpu().clamp(-1, 1).mean(1) for k, v in reconstructions.items()}
+    lim = max(float((films - r).abs().max()) for r in recons.values()) or 1.0
+    cols = 1 + 2 * len(recons)
+    fig = new_figure(figsize=(1.3 * cols, 1.4 * len(films)))
+    axes = fig.subplots(len(films), cols, squeeze=False)
+    for i, name in enumerate(names):
+        panels = [("film", films[i], "gray", 1.0)]
+        for label, r in recons.items():
+            panels += [(f"{label}", r[i], "gray", 1.0), (f"residual ({label})", films[i] - r[i], "RdBu_r", lim)]
+        for j, (title, img, cmap, v) in enumerate(panels):
+            axes[i, j].imshow(img.numpy(), cmap=cmap, vmin=-v, vmax=v, interpolation="nearest")
+            axes[i, j].axis("off")
+            _draw_box(axes[i, j], box)
+            axes[i, j].set_title(f"{name}: {title}" if j == 0 else title, loc="left", fontsize=7)
     fig.tight_layout(pad=0.2)
     return fig
 

@@ -156,6 +156,12 @@ def _cluster_options(parser) -> None:
     parser.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, e.g. tcp://host:8786")
 
 
+def _tune_option(parser, when: str) -> None:
+    parser.add_argument("--tune", type=_number(int, 0, 100_000), default=0, metavar="STEPS",
+                        help=f"pivotal tuning: fine-tune the generator's synthesis on the films for STEPS steps {when} "
+                             "(0: none; 100 is a good start)")
+
+
 def _film_options(parser) -> None:
     from cxr_workbench.imaging.datasets import FITS, VOI_MODES
     parser.add_argument("--fit", choices=FITS, default="crop",
@@ -171,16 +177,6 @@ def _lo_options(parser, default_settings: str) -> None:
                              "constant c, Eq. 4 literally) or augment (ours with c 0.3, 100 steps at 3x the lr)")
     add_settings_options(parser, LOConfig, defaults=NAMED_CONFIGS[default_settings],
                          title=f"LOConfig settings (defaults: --settings {default_settings})")
-
-
-def _client(args):
-    """The Dask client the options ask for, or None for this process alone."""
-    if not args.scheduler and not args.workers:
-        return None
-    from cxr_workbench.distributed import connect, describe
-    client = connect(args.scheduler, workers=args.workers or 2)
-    print(describe(client))
-    return client
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,6 +272,12 @@ def add_edit(sub) -> None:
     _reader_option(e)
     e.add_argument("--image", type=Path, nargs="+", help="films to invert and edit instead of --seed")
     e.add_argument("--invert-steps", type=_number(int, 1, 100_000), default=300, help="inversion steps per film")
+    e.add_argument("--latents", type=Path, default=None,
+                   help="edit the films of an invert set (its latents.pt; tuned there or not) instead of --seed")
+    _tune_option(e, "after inverting --image")
+    e.add_argument("--keep-film", action="store_true",
+                   help="film-preserving edits: the film plus the edit's change inside a soft-edged box, every "
+                        "pixel outside the box the film's (needs --image or --latents)")
     e.add_argument("--device", default="auto",
                    help="where the generator runs: auto (CUDA when present), cpu or cuda[:N]")
     _film_options(e)
@@ -288,7 +290,9 @@ def cmd_edit(args) -> int:
     from cxr_workbench.assets import DEFAULT_GENERATOR
     from cxr_workbench.method.optimize import LOConfig
     from cxr_workbench.studies.edit import EditRequest, run_edit
-    req = EditRequest(checkpoint=args.checkpoint or DEFAULT_GENERATOR, seeds=[] if args.image else args.seed,
+    req = EditRequest(checkpoint=args.checkpoint or DEFAULT_GENERATOR,
+                      seeds=[] if args.image or args.latents else args.seed, latents=args.latents, tune=args.tune,
+                      keep_film=args.keep_film,
                       box=args.box, direction=args.direction, method=args.method, disease=args.disease,
                       settings=args.settings, overrides=settings_overrides(args, LOConfig), images=args.image or [],
                       fit=args.fit, voi=args.voi, upsample=args.upsample, invert_steps=args.invert_steps,
@@ -332,6 +336,7 @@ def add_invert(sub) -> None:
     v = sub.add_parser("invert", formatter_class=HelpFormatter,
                        help="bring films into the latent space (W+ or W)")
     v.add_argument("--image", type=Path, nargs="+", required=True, help="PNG/JPEG/DICOM films")
+    _tune_option(v, "after the inversion; tuned.pt joins the set")
     _checkpoint_option(v)
     _common(v, out_help="output folder")
     _film_options(v)
@@ -342,12 +347,14 @@ def add_invert(sub) -> None:
 def cmd_invert(args) -> int:
     from cxr_workbench.assets import DEFAULT_GENERATOR
     from cxr_workbench.method.invert import InvertConfig
-    from cxr_workbench.studies.films import run_invert
-    rows = run_invert(args.image, args.out, config=InvertConfig(**settings_overrides(args, InvertConfig)),
-                      checkpoint=args.checkpoint or DEFAULT_GENERATOR, fit=args.fit, voi=args.voi,
-                      upsample=args.upsample, overwrite=args.overwrite, progress=not args.no_progress)
+    from cxr_workbench.studies.films import InvertRequest, run_invert
+    req = InvertRequest(args.image, checkpoint=args.checkpoint or DEFAULT_GENERATOR,
+                        overrides=settings_overrides(args, InvertConfig), tune=args.tune, fit=args.fit, voi=args.voi,
+                        upsample=args.upsample)
+    rows = run_invert(req, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     for row, path in zip(rows, args.image, strict=True):
-        print(f"{path}: PSNR {row['psnr']:.1f} dB, SSIM {row['ssim']:.3f}"
+        tuned = f" ({row['psnr_tuned']:.1f} dB tuned)" if "psnr_tuned" in row else ""
+        print(f"{path}: PSNR {row['psnr']:.1f} dB{tuned}, SSIM {row['ssim']:.3f}"
               + (f", oracle finds the film {'plausible' if row['film_plausible'] else 'NOT plausible'}"
                  if "film_plausible" in row else ""))
     print(f"-> {args.out}")
@@ -409,6 +416,22 @@ def cmd_augment(args) -> int:
     return 0
 
 
+def add_replay(sub) -> None:
+    r = sub.add_parser("replay", formatter_class=HelpFormatter,
+                       help="make an output set of edit, invert, augment or classify again from its "
+                            "provenance.json; exit 2 when it does not match")
+    r.add_argument("out", type=Path, help="the output set's folder")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args) -> int:
+    from cxr_workbench.studies.replay import replay, replay_line
+    prov, differences = replay(args.out, progress=not args.no_progress)
+    print(replay_line(args.out, prov, differences))
+    return 2 if differences else 0
+
+
 def add_classify(sub) -> None:
     from cxr_workbench.studies.classify import CPU_SCALE, ProtocolConfig
     c = sub.add_parser("classify", formatter_class=HelpFormatter,
@@ -428,27 +451,14 @@ def add_classify(sub) -> None:
 
 
 def cmd_classify(args) -> int:
-    from dataclasses import replace
-
-    from cxr_workbench.distributed import close
-    from cxr_workbench.io import atomic_write
-    from cxr_workbench.studies.classify import CPU_SCALE, ProtocolConfig, load_sets, protocol_table, run_protocol
-    cfg = replace(ProtocolConfig() if args.full else CPU_SCALE, **settings_overrides(args, ProtocolConfig)).validate()
-    aug = load_sets(args.sets, cfg.sigmas)
-    client = _client(args)
-    try:
-        results = run_protocol(cfg, aug, args.out, client=client, progress=not args.no_progress,
-                               save_models=args.save_models)
-    finally:
-        if client is not None:
-            close(client)
-    table = protocol_table(results)
-    text = table[[c for c in table.columns if not c.startswith("p ")]].to_string(index=False)
-    atomic_write(args.out / "table.txt", lambda f: f.write(text + "\n"), "w")
+    from cxr_workbench.studies.classify import ClassifyRequest, ProtocolConfig, run_classify
+    req = ClassifyRequest(args.sets, args.out, full=args.full, overrides=settings_overrides(args, ProtocolConfig),
+                          save_models=args.save_models, workers=args.workers, scheduler=args.scheduler)
+    results, text = run_classify(req, progress=not args.no_progress)
     print(text)
-    chosen = "; '(val)': the sigma with the best validation AUROC" if table["row"].str.endswith("(val)").any() else ""
-    print(f"test AUROC x100, mean ± std over {len(cfg.seeds)} seeds; * p < 0.05 (paired t-test against random "
-          f"augmentation){chosen}; runs and predictions in {args.out}")
+    chosen = "; '(val)': the sigma with the best validation AUROC" if "(val)" in text else ""
+    print(f"test AUROC x100, mean ± std over {results['seed'].nunique()} seeds; * p < 0.05 (paired t-test against "
+          f"random augmentation){chosen}; runs and predictions in {args.out}")
     return 0
 
 
@@ -496,8 +506,8 @@ def cmd_ship(args) -> int:
     return 0
 
 
-COMMANDS = (add_quickstart, add_sample, add_edit, add_train, add_invert, add_augment, add_classify, add_oracle,
-            add_ship)
+COMMANDS = (add_quickstart, add_sample, add_edit, add_train, add_invert, add_augment, add_classify, add_replay,
+            add_oracle, add_ship)
 
 
 class Parser(argparse.ArgumentParser):
