@@ -11,7 +11,7 @@ plain, one with 10x fewer photons, one with a line, an ECG lead and a tube, one 
 3. An edit of each film (LO + direction, the heart box, the "ours" settings) on the untuned and on the
    tuned generator: the oracle's severity trend and the leakage outside the box.
 
-    python benchmarks/bench_tuning.py [--steps 300] [--tune 100] [--max-steps 300]
+    python benchmarks/bench_tuning.py [--steps 300] [--tune 100] [--max-steps 300] [--skip-loss]
 """
 import argparse
 import tempfile
@@ -66,6 +66,7 @@ if __name__ == "__main__":
     p.add_argument("--steps", type=int, default=300, help="inversion steps")
     p.add_argument("--tune", type=int, default=100, help="tuning steps")
     p.add_argument("--max-steps", type=int, default=300, help="the edit's step cap")
+    p.add_argument("--skip-loss", action="store_true", help="skip part 1 (the inversion's loss)")
     args = p.parse_args()
     G, oracle = load_default_generator(), OracleReader(load_default_oracle())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; shipped generator "
@@ -77,7 +78,7 @@ if __name__ == "__main__":
     generated = synthesize(G, reference_latents(G, range(10_000, 10_008))).clamp(-1, 1)
 
     print("\n1. inversion loss: PSNR dB (mean over the set) with the oracle-feature term 0.5 | without it")
-    for label, images in (("films", films), ("generated", generated)):
+    for label, images in () if args.skip_loss else (("films", films), ("generated", generated)):
         row = []
         for weight in (0.5, 0.0):
             res = invert(G, images, InvertConfig(steps=args.steps, feature_weight=weight), oracle=oracle,
