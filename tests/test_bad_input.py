@@ -18,7 +18,7 @@ from cxr_workbench.io import COMPLETE_MARK, LOCK_NAME, STAGING_PREFIX, TEMP_MARK
 from cxr_workbench.model.checkpoints import save_generator
 from cxr_workbench.ui.cli import main
 
-EDIT_OUTPUTS = ("strip.png", "latents.pt", "metrics.json")
+EDIT_OUTPUTS = ("strip.png", "latents.pt", "metrics.json", "provenance.json")
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +102,14 @@ CASES = [  # (arguments, text the one error line must contain)
     (EDIT + ["--keep-film"], "keep_film=True with seeds"),
     (EDIT + ["--latents", "{d}/g.pt"], "holds no 'ws' tensor"),
     (["invert", "--image", "{d}/nope.png", "--tune", "-1", "--out", "{d}/inv"], "--tune"),
+    (["figure", "table2", "--sigma", "0", "--out", "{d}/fig"], "--sigma"),
+    (["replay", "{d}"], "holds no provenance.json"),
 ]
 
 
 # One case per command also runs as its own process, to see the process boundary (exit status,
 # nothing else on stderr); the rest call main() in this process, a second each instead of seven.
-IN_A_PROCESS = {0, 12, 20, 25, 36, 38, 51, 55}
+IN_A_PROCESS = {0, 12, 20, 25, 36, 38, 51, 55, 56, 57}
 
 
 def full_args(args, files, tmp_path):

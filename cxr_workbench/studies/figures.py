@@ -28,16 +28,17 @@ def _draw_box(ax, box: Box | None, scale: float = 1.0):
                                        fill=False, edgecolor=np.array(BOX_COLOUR) / 255, linewidth=1.2))
 
 
-def comparison_figure(rows: dict, box: Box | None = None, differences: bool = True, title: str | None = None):
+def comparison_figure(rows: dict, box: Box | dict | None = None, differences: bool = True, title: str | None = None):
     """Paper Fig. 3/5 layout: one row of images per method (label -> sequence [n, C, H, W], each
     starting with the reference), each followed by its difference maps x_i - x_1 when asked.
-    Returns a matplotlib Figure."""
+    ``box``: one for every row, or label -> box. Returns a matplotlib Figure."""
     labels = list(rows)
     n = max(len(v) for v in rows.values())
     n_rows = len(labels) * (2 if differences else 1)
     fig = new_figure(figsize=(1.1 * n, 1.3 * n_rows + (0.4 if title else 0)))
     axes = fig.subplots(n_rows, n, squeeze=False)
     lim = max(float((v[1:] - v[:1]).abs().max()) for v in rows.values()) or 1.0
+    boxes = box if isinstance(box, dict) else dict.fromkeys(labels, box)
     for i, label in enumerate(labels):
         seq = rows[label].detach().float().cpu().mean(1).numpy()  # [n, H, W]
         r = i * (2 if differences else 1)
@@ -47,10 +48,10 @@ def comparison_figure(rows: dict, box: Box | None = None, differences: bool = Tr
             if j >= len(seq):
                 continue
             axes[r, j].imshow(seq[j], cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
-            _draw_box(axes[r, j], box)
+            _draw_box(axes[r, j], boxes[label])
             if differences:
                 axes[r + 1, j].imshow(seq[j] - seq[0], cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
-                _draw_box(axes[r + 1, j], box)
+                _draw_box(axes[r + 1, j], boxes[label])
         axes[r, 0].set_title(label, loc="left", fontsize=8)
         if differences:
             axes[r + 1, 0].set_title("difference to reference", loc="left", fontsize=7)

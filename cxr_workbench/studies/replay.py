@@ -1,6 +1,6 @@
-"""Make an output set again from its ``provenance.json`` and say whether it matches
-(``cxr-workbench replay OUT``): the same request run into a temporary folder, then every file the
-study writes compared within ``provenance.TOLERANCE``.
+"""Make an output set (of edit, invert, augment, classify or figure) again from its
+``provenance.json`` and say whether it matches (``cxr-workbench replay OUT``): the same request run
+into a temporary folder, then every file the study writes compared within ``provenance.TOLERANCE``.
 """
 from __future__ import annotations
 
@@ -38,7 +38,14 @@ def _classify(request: dict, out: Path, progress: bool) -> list[str]:
     return ["results.csv", "table.txt"]
 
 
-KINDS = {"edit": _edit, "invert": _invert, "augment": _augment, "classify": _classify}
+def _figure(request: dict, out: Path, progress: bool) -> list[str]:
+    from cxr_workbench.studies.paper_figures import FigureRequest, make_figure
+    make_figure(FigureRequest(**request), out, progress=progress)
+    # PDF and SVG carry their creation time; the PNG and the numbers are what is compared
+    return [request["name"] + ".png"] + ([f"{request['name']}.csv"] if request["name"] == "table2" else [])
+
+
+KINDS = {"edit": _edit, "invert": _invert, "augment": _augment, "classify": _classify, "figure": _figure}
 
 
 def replay(out_dir, progress: bool = False) -> tuple[dict, list[str]]:

@@ -416,6 +416,31 @@ def cmd_augment(args) -> int:
     return 0
 
 
+def add_figure(sub) -> None:
+    from cxr_workbench.studies.paper_figures import FIGURES
+    f = sub.add_parser("figure", formatter_class=HelpFormatter,
+                       help="a figure of the paper from a fresh run: PNG, PDF and SVG with its provenance")
+    f.add_argument("name", choices=list(FIGURES), help="; ".join(f"{k}: {v}" for k, v in FIGURES.items()))
+    _checkpoint_option(f)
+    f.add_argument("--seed", type=seed_list, default=None,
+                   help="references (default: seed 3 for fig3 and fig5, 0-5 for fig4, 100-119 for table2)")
+    f.add_argument("--max-steps", type=_number(int, 1, 100_000), default=300, help="the edits' step cap")
+    f.add_argument("--sigma", type=_number(float, 0, strict_low=True), nargs="+", default=[0.3, 1.0, 2.0],
+                   help="table2: the spring lengths")
+    _common(f, out_help="output folder")
+    f.set_defaults(func=cmd_figure)
+
+
+def cmd_figure(args) -> int:
+    from cxr_workbench.assets import DEFAULT_GENERATOR
+    from cxr_workbench.studies.paper_figures import FigureRequest, make_figure
+    req = FigureRequest(args.name, checkpoint=args.checkpoint or DEFAULT_GENERATOR, seeds=args.seed,
+                        max_steps=args.max_steps, sigmas=args.sigma)
+    for path in make_figure(req, args.out, overwrite=args.overwrite, progress=not args.no_progress):
+        print(path)
+    return 0
+
+
 def add_replay(sub) -> None:
     r = sub.add_parser("replay", formatter_class=HelpFormatter,
                        help="make an output set of edit, invert, augment or classify again from its "
@@ -506,8 +531,8 @@ def cmd_ship(args) -> int:
     return 0
 
 
-COMMANDS = (add_quickstart, add_sample, add_edit, add_train, add_invert, add_augment, add_classify, add_replay,
-            add_oracle, add_ship)
+COMMANDS = (add_quickstart, add_sample, add_edit, add_train, add_invert, add_augment, add_classify, add_figure,
+            add_replay, add_oracle, add_ship)
 
 
 class Parser(argparse.ArgumentParser):
