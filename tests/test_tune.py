@@ -163,3 +163,25 @@ def test_invert_tune_then_edit_and_augment_the_films_from_the_cli(tmp_path, caps
     shutil.copy(inv / "tuned.pt", other / "tuned.pt")
     assert main(["edit", "--latents", str(other / "latents.pt"), "--out", str(tmp_path / "e2"), "--no-progress"]) == 2
     assert "tuned.pt was tuned for other latents than these" in capsys.readouterr().err
+
+
+def test_a_lead_the_generator_does_not_draw_shows_in_the_residual(tmp_path):
+    """A line no phantom has (demo_film's lead) is missing from the reconstruction: the residual
+    along it is several times the residual elsewhere."""
+    import numpy as np
+    from PIL import Image
+
+    from cxr_workbench.assets import load_default_generator
+    from cxr_workbench.imaging.datasets import load_films
+    from cxr_workbench.imaging.phantom import demo_film
+    from cxr_workbench.method.film_edits import residual
+    from cxr_workbench.method.invert import InvertConfig, invert
+    plain, lead = demo_film(3, size=128), demo_film(3, size=128, lead=True)
+    assert (lead[lead != plain] == 1.0).all() and (lead != plain).mean() > 0.002  # only the line differs
+    for name, film in (("plain", plain), ("lead", lead)):
+        Image.fromarray((film * 65535).astype(np.uint16)).save(tmp_path / f"{name}.png")
+    films = load_films([tmp_path / "plain.png", tmp_path / "lead.png"], 64)
+    G = load_default_generator()
+    r = residual(films, invert(G, films, InvertConfig(steps=60), progress=False).images)[1, 0].abs()
+    line = (films[1] - films[0])[0].abs() > 0.2  # where the lead is, at 64 px
+    assert line.sum() > 20 and r[line].mean() > 3 * r[~line].mean(), (r[line].mean(), r[~line].mean())

@@ -381,11 +381,25 @@ def render(params: PhantomParams, size: int = 64) -> tuple[np.ndarray, dict]:
     return imgs[0], {k: v[0].item() for k, v in truth.items()}
 
 
-def demo_film(seed: int = 0, kind: str = "cardiomegaly", size: int = 256, aspect: float = 1.4) -> np.ndarray:
+def demo_film(seed: int = 0, kind: str = "cardiomegaly", size: int = 256, aspect: float = 1.4,
+              lead: bool = False) -> np.ndarray:
     """A phantom as a user's film might come: ``size`` px tall, ``aspect`` times as wide (air on
-    both sides), [size, round(size * aspect)] in [0, 1]."""
+    both sides), [size, round(size * aspect)] in [0, 1]. ``lead``: with a bright line from the neck
+    down into the heart, as a pacemaker lead or a central line shows, which no phantom has (so the
+    generator cannot draw it)."""
     img, _ = render(sample_params(np.random.default_rng(seed), kind), size)
     width = round(size * aspect)
     film = np.zeros((size, width), np.float32)
-    film[:, (width - size) // 2:(width - size) // 2 + size] = img
+    left = (width - size) // 2
+    film[:, left:left + size] = img
+    if lead:
+        t = np.linspace(0, 1, 4 * size)
+        xs = left + size * (0.56 - 0.14 * t + 0.05 * np.sin(np.pi * t))  # a gentle curve, neck to heart
+        ys = size * (0.02 + 0.6 * t)
+        yy, xx = np.mgrid[:size, :width]
+        near = np.zeros((size, width), bool)
+        half = max(0.5, size / 128)  # about 1 px wide at 64 px
+        for x, y in zip(xs[::4], ys[::4]):
+            near |= (np.abs(xx - x) <= half) & (np.abs(yy - y) <= half)
+        film[near] = 1.0
     return film
