@@ -174,13 +174,13 @@ def test_film_reader(tmp_path, film_bytes, suffix, edits, cut):
 @SMALL_FUZZ
 @given(mutations(), st.floats(0.05, 1.0))
 def test_latents_reader(tmp_path, edits, cut):
-    from cxr_workbench.ui.cli import _latents_file
+    from cxr_workbench.studies.films import read_inverted
     G = tiny_generator()
     buf = io.BytesIO()
     torch.save(dict(ws=torch.randn(2, G.num_ws, G.w_dim), images=["a.png", "b.png"]), buf)
     path = tmp_path / "latents.pt"
     path.write_bytes(mutate(buf.getvalue(), edits, cut))
-    ws = refused_naming(path, lambda: _latents_file(path, G))
+    ws = refused_naming(path, lambda: read_inverted(path, G).ws)
     if ws is not None:
         assert ws.shape[1:] == (G.num_ws, G.w_dim) and torch.isfinite(ws).all()
 
