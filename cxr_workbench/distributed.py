@@ -7,11 +7,13 @@ Large shared objects (the generator, the oracle) are broadcast to every worker o
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Callable, Iterator
 
 from tqdm.auto import tqdm
 
-__all__ = ["SCHEMES", "connect", "describe", "close", "fan_out"]
+__all__ = ["SCHEMES", "connect", "describe", "close", "cluster", "fan_out"]
 
 
 def _set_torch_threads(n: int) -> int:
@@ -62,6 +64,22 @@ def close(client) -> None:
     client.close()
     if isinstance(cluster, LocalCluster):
         cluster.close()
+
+
+@contextlib.contextmanager
+def cluster(client=None, scheduler: str | None = None, workers: int = 0) -> Iterator[object]:
+    """The client to fan out over: ``client`` when given; else one of ``scheduler`` or of a local
+    cluster of ``workers`` processes, started here (said on stderr) and closed on leaving; else
+    None (this process)."""
+    if client is not None or not (scheduler or workers):
+        yield client
+        return
+    client = connect(scheduler, workers=workers or 2)
+    print(describe(client), file=sys.stderr)
+    try:
+        yield client
+    finally:
+        close(client)
 
 
 def fan_out(func: Callable, tasks: list[dict], shared: dict | None = None, client=None,

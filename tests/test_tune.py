@@ -118,7 +118,7 @@ def test_the_residual_shows_a_line_the_generator_does_not_draw_and_warns_inside_
     films[1, :, :, 30:34] = 1.0  # a line through the box, as a lead would be
     inside = residual_in_box(films, recon, box)
     assert float(inside[0]) == 0 and float(inside[1]) == pytest.approx(4 / 32)
-    lines = residual_warnings(["clean.png", "lead.png"], films, recon, box)
+    lines = residual_warnings(["clean.png", "lead.png"], inside)
     assert len(lines) == 1 and lines[0].startswith("lead.png: the reconstruction differs from the film inside the box")
 
 

@@ -44,10 +44,9 @@ def residual_in_box(films: torch.Tensor, reconstructions: torch.Tensor, box: Box
     return residual(films, reconstructions).abs()[..., mask].flatten(1).mean(1)
 
 
-def residual_warnings(names, films: torch.Tensor, reconstructions: torch.Tensor, box: Box,
-                      limit: float = RESIDUAL_WARNING) -> list[str]:
-    """One line per film whose residual inside the box exceeds ``limit``."""
-    inside = residual_in_box(films, reconstructions, box)
+def residual_warnings(names, inside, limit: float = RESIDUAL_WARNING) -> list[str]:
+    """One line per film whose residual inside the box (``residual_in_box``, ``inside`` [N]) exceeds
+    ``limit``."""
     return [f"{name}: the reconstruction differs from the film inside the box by {float(v):.3f} on average "
             f"(above {limit}); the edit is made on a chest that differs there: tune the generator (--tune) "
             "or keep the film (--keep-film)" for name, v in zip(names, inside) if float(v) > limit]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cxr_workbench.method.losses import ssim_map
-from cxr_workbench.model.latents import random_classes
+from cxr_workbench.model.latents import w_samples
 from cxr_workbench.model.readers import OracleReader
 from cxr_workbench.model.stylegan2 import MAX_SEED
 from cxr_workbench.settings import setting, validate_settings
@@ -110,11 +110,8 @@ def invert(G, images: torch.Tensor, config: InvertConfig | None = None, oracle=N
     target = check_images(G, images).to(G.w_avg.device)
     n, k = len(target), cfg.restarts
     gen = torch.Generator().manual_seed(cfg.seed)
+    _, w_avg, w_std = w_samples(G, gen)  # the film's class is unknown: all of W
     with torch.no_grad():
-        z = torch.randn(10_000, G.z_dim, generator=gen).to(target.device)
-        w_samples = G.mapping(z, random_classes(G, len(z), gen))[:, 0]  # the film's class is unknown: all of W
-        w_avg = w_samples.mean(0)
-        w_std = (w_samples - w_avg).square().sum(1).mean().sqrt()
         starts = w_avg[None].repeat(n * k, 1)
         if k > 1:  # the first start of each image is w_avg itself, the others lie around it
             jitter = torch.randn(n, k - 1, G.w_dim, generator=gen).to(target.device) * 0.5 * w_std / math.sqrt(G.w_dim)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from cxr_workbench.io import atomic_write, torch_load
 from cxr_workbench.method.invert import check_images, psnr
 from cxr_workbench.model.checkpoints import generator_key
-from cxr_workbench.model.latents import check_latents, random_classes
+from cxr_workbench.model.latents import check_latents, w_samples
 from cxr_workbench.model.stylegan2 import MAX_SEED
 from cxr_workbench.settings import setting, validate_settings
 
@@ -93,9 +93,7 @@ def tune_generator(G, films: torch.Tensor, ws: torch.Tensor, config: TuneConfig 
     gen = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         before = psnr(G.synthesis(ws), films)
-        z = torch.randn(10_000, G.z_dim, generator=gen).to(films.device)
-        w_all = G.mapping(z, random_classes(G, len(z), gen))[:, 0]
-        spread = (w_all - w_all.mean(0)).square().sum(1).mean().sqrt()
+    w_all, _, spread = w_samples(G, gen)
     tuned = copy.deepcopy(G)
     params = list(tuned.synthesis.parameters())
     for p in params:

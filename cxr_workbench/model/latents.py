@@ -13,8 +13,8 @@ from cxr_workbench.imaging.strips import tile, to_uint8
 from cxr_workbench.model.stylegan2 import z_from_seeds
 
 __all__ = ["MAX_RANGE", "parse_range", "MAX_LATENT", "check_latents", "parse_layers", "check_layers",
-           "check_direction", "check_class", "class_input", "random_classes", "reference_latents", "apply_direction",
-           "synthesize", "flatten_layers", "direction_on_layers", "sample_grid"]
+           "check_direction", "check_class", "class_input", "random_classes", "w_samples", "reference_latents",
+           "apply_direction", "synthesize", "flatten_layers", "direction_on_layers", "sample_grid"]
 
 MAX_RANGE = 1_000_000  # values in one parsed range: more is a typo, not a request
 
@@ -115,6 +115,16 @@ def class_input(G, label, n: int) -> torch.Tensor | None:
 def random_classes(G, n: int, gen: torch.Generator) -> torch.Tensor | None:
     """Classes drawn uniformly for ``n`` latents (None when G is unconditional): W as a whole."""
     return torch.randint(G.c_dim, [n], generator=gen) if G.c_dim else None
+
+
+def w_samples(G, gen: torch.Generator, n: int = 10_000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` latents of W for z drawn from ``gen`` (every class alike), their mean and their spread
+    (the root mean square distance from the mean): [n, w_dim], [w_dim], []."""
+    with torch.no_grad():
+        z = torch.randn(n, G.z_dim, generator=gen).to(G.w_avg.device)
+        w = G.mapping(z, random_classes(G, n, gen))[:, 0]
+        mean = w.mean(0)
+        return w, mean, (w - mean).square().sum(1).mean().sqrt()
 
 
 def reference_latents(G, seeds, psi: float = 1.0, label: int = 0) -> torch.Tensor:

@@ -46,7 +46,7 @@ import torch
 
 from cxr_workbench.assets import DEFAULT_GENERATOR, cache_dir, load_reader, pca_for
 from cxr_workbench.devices import compile_synthesis, pick_device
-from cxr_workbench.distributed import close, connect, describe, fan_out
+from cxr_workbench.distributed import cluster, fan_out
 from cxr_workbench.imaging.diseases import DISEASES, check_disease, reads_as
 from cxr_workbench.imaging.masks import reference_box
 from cxr_workbench.io import atomic_write, check_writable, write_json, writer_lock
@@ -517,15 +517,10 @@ def make_augmentation(G, seeds, disease: str, n_samples: int, config: LOConfig |
 def run_augment(req: AugmentRequest, client=None, progress: bool = True) -> pd.DataFrame:
     """Make the set ``req`` asks for: check it, load the generator (on its device) and reader, find
     normal references (or read the latents file), plan and write, then ``provenance.json``; returns
-    the manifest. With
-    ``client`` the batches run on that Dask cluster; else on the one ``req`` asks for (started here,
-    and closed), or in this process."""
+    the manifest. With ``client`` the batches run on that Dask cluster; else on the one ``req`` asks
+    for (``distributed.cluster``: started here, and closed), or in this process."""
     config, disease, device = req.check()
-    own = client is None and req.distributed
-    if own:
-        client = connect(req.scheduler, workers=req.workers or 2)
-        print(describe(client), file=sys.stderr)
-    try:
+    with cluster(client, req.scheduler, req.workers) as client:
         G = load_generator(req.checkpoint, device=device)
         reader = load_reader(req.reader)
         reader.severity(disease)  # a reader that cannot read the disease is refused before any work
@@ -542,9 +537,6 @@ def run_augment(req: AugmentRequest, client=None, progress: bool = True) -> pd.D
         record = provenance("augment", req, checkpoint=req.checkpoint, G=G, u=plan.header["u"],
                             u_source=plan.header["u_source"], device=device)
         return write_set(plan, req.out, client, progress, record)
-    finally:
-        if own:
-            close(client)
 
 
 def set_summary(manifest: pd.DataFrame, out_dir, reader, verify: bool) -> str:

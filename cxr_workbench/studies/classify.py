@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from cxr_workbench.distributed import close, connect, describe, fan_out
+from cxr_workbench.distributed import cluster, fan_out
 from cxr_workbench.imaging.phantom import KINDS
 from cxr_workbench.io import atomic_write, check_writable, write_json, writer_lock
 from cxr_workbench.model.readers import NETWORKS, make_network, save_classifier
@@ -440,18 +440,11 @@ def run_classify(req: ClassifyRequest, client=None, progress: bool = True) -> tu
     """Run the protocol ``req`` asks for (``run_protocol``) and write ``table.txt`` (test AUROC x100,
     mean ± std over seeds, without the p-value columns) and ``provenance.json`` beside its runs.
     Returns the results and that table as text. With ``client`` the runs go to that Dask cluster;
-    else to the one ``req`` asks for (started here and closed), or to this process."""
+    else to the one ``req`` asks for (``distributed.cluster``: started here and closed), or to this process."""
     cfg = req.config()
     aug = load_sets(req.sets, cfg.sigmas)
-    own = client is None and bool(req.workers or req.scheduler)
-    if own:
-        client = connect(req.scheduler, workers=req.workers or 2)
-        print(describe(client), file=sys.stderr)
-    try:
+    with cluster(client, req.scheduler, req.workers) as client:
         results = run_protocol(cfg, aug, req.out, client=client, progress=progress, save_models=req.save_models)
-    finally:
-        if own:
-            close(client)
     table = protocol_table(results)
     text = table[[c for c in table.columns if not c.startswith("p ")]].to_string(index=False)
     atomic_write(Path(req.out) / "table.txt", lambda f: f.write(text + "\n"), "w")

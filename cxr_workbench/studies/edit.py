@@ -115,7 +115,7 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
         if films is not None:
             names = [str(p) for p in req.images] or [f"film {i}" for i in range(len(films))]
             inside = residual_in_box(films, traj.images[:, 0].cpu(), box).tolist()
-            notes = residual_warnings(names, films, traj.images[:, 0].cpu(), box)
+            notes = residual_warnings(names, inside)
             for line in notes:
                 print(f"warning: {line}", file=sys.stderr)
             if req.keep_film:
