@@ -163,6 +163,12 @@ def test_invert_tune_then_edit_and_augment_the_films_from_the_cli(tmp_path, caps
     shutil.copy(inv / "tuned.pt", other / "tuned.pt")
     assert main(["edit", "--latents", str(other / "latents.pt"), "--out", str(tmp_path / "e2"), "--no-progress"]) == 2
     assert "tuned.pt was tuned for other latents than these" in capsys.readouterr().err
+    # films that do not fit the generator: refused naming the file
+    data.update(tuned=None, films=torch.zeros(1, 1, 32, 32))
+    torch.save(data, other / "latents.pt")
+    assert main(["edit", "--latents", str(other / "latents.pt"), "--keep-film", "--out", str(tmp_path / "e3"),
+                 "--no-progress"]) == 2
+    assert f"{other / 'latents.pt'}: its films: images have shape (1, 1, 32, 32)" in capsys.readouterr().err
 
 
 def test_a_lead_the_generator_does_not_draw_shows_in_the_residual(tmp_path):

@@ -14,7 +14,7 @@ from cxr_workbench.assets import DEFAULT_GENERATOR, oracle_for
 from cxr_workbench.imaging.datasets import check_film_paths, load_films
 from cxr_workbench.imaging.strips import strip_image
 from cxr_workbench.io import output_set, save_png, torch_load, write_json
-from cxr_workbench.method.invert import InvertConfig, invert, reconstruction_report
+from cxr_workbench.method.invert import InvertConfig, check_images, invert, reconstruction_report
 from cxr_workbench.method.tune import TuneConfig, load_tuning, save_tuning, tune_generator
 from cxr_workbench.model.checkpoints import load_generator
 from cxr_workbench.model.latents import check_latents
@@ -122,7 +122,15 @@ def read_inverted(path, G) -> Inverted:
         raise ValueError(f"{path} holds no 'ws' tensor; expected the latents.pt written by cxr-workbench invert")
     ws = check_latents(ws, G, f"latents file {path}")
     films = data.get("films")
-    films = films.float() if isinstance(films, torch.Tensor) and len(films) == len(ws) else torch.empty(0)
+    if isinstance(films, torch.Tensor):
+        try:
+            films = check_images(G, films)
+        except ValueError as e:
+            raise ValueError(f"{path}: its films: {e}") from None
+        if len(films) != len(ws):
+            raise ValueError(f"{path} holds {len(films)} films for {len(ws)} latents; expected one film per latent")
+    else:
+        films = torch.empty(0)
     tuned = data.get("tuned")
     if tuned is None:
         return Inverted(ws, G, films, [])
