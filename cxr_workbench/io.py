@@ -239,7 +239,7 @@ def unpacked_size(path) -> int | None:
     try:
         with zipfile.ZipFile(path) as z:
             return sum(i.file_size for i in z.infolist())
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):  # ValueError: a damaged name that does not decode
         return None
 
 
