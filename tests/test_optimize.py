@@ -6,7 +6,13 @@ import torch
 from conftest import tiny_generator
 
 from cxr_workbench.imaging.masks import Box
-from cxr_workbench.method.optimize import LOConfig, optimize_trajectory, run_method, translate_along
+from cxr_workbench.method.optimize import (
+    LOConfig,
+    interpolate_points,
+    optimize_trajectory,
+    run_method,
+    translate_along,
+)
 from cxr_workbench.model.latents import reference_latents
 
 
@@ -130,6 +136,8 @@ def test_nan_from_the_start_says_there_are_no_points(G):
     (dict(sigma=float("inf")), "sigma=inf"), (dict(sigma=1e30), "sigma=1e"), (dict(c=float("inf")), "c=inf"),
     (dict(lr=float("nan")), "lr=nan"), (dict(schedule="linear"), "schedule='linear'"),
     (dict(angle_form="cone"), "angle_form='cone'"), (dict(n=3.5), "n=3.5"), (dict(max_steps=True), "max_steps=True"),
+    (dict(coarse=0), "coarse=0"), (dict(n=12, coarse=5), "coarse=5 with n=12"),
+    (dict(n=6, coarse=3), "coarse=3 with n=6"),
 ])
 def test_bad_config(G, kw, match):
     with pytest.raises(ValueError, match=match):
@@ -186,3 +194,24 @@ def test_a_box_and_a_direction_per_reference(G):
         run_method(G, "lo+dir", w, BOX, u=[u, u, u], config=FAST, progress=False)
     with pytest.raises(ValueError, match="3 boxes for 2 references"):
         run_method(G, "lo+dir", w, [BOX] * 3, u=u, config=FAST, progress=False)
+
+
+def test_interpolated_points_lie_on_the_path_through_the_optimised_ones():
+    w_ref = torch.zeros(1, 2, 3)
+    points = torch.stack([torch.full((2, 3), 3.0), torch.full((2, 3), 9.0)])[None]   # [1, 2, 2, 3]
+    out = interpolate_points(w_ref, points, 3)
+    assert out.shape == (1, 6, 2, 3)
+    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([1.0, 2.0, 3.0, 5.0, 7.0, 9.0]))
+
+
+def test_coarse_optimises_every_kth_point_and_interpolates_the_rest(G):
+    w = reference_latents(G, [2])
+    u = torch.randn(16)
+    cfg = replace(FAST, n=9, coarse=3, max_steps=20)
+    traj = optimize_trajectory(G, w, BOX, u=u, config=cfg, progress=False)
+    rough = optimize_trajectory(G, w, BOX, u=u, config=replace(cfg, n=3, sigma=3 * cfg.sigma, coarse=1), progress=False)
+    assert traj.points.shape == (1, 9, G.num_ws, 16) and traj.images.shape == (1, 9, 1, 16, 16)
+    assert traj.config == cfg and traj.steps == rough.steps
+    torch.testing.assert_close(traj.points[:, 2::3], rough.points)   # the optimised points, as a run of 3 finds them
+    torch.testing.assert_close(traj.points[:, 0], w + (rough.points[:, 0] - w) / 3)
+    torch.testing.assert_close(traj.images, G.synthesis(traj.points[0]).detach()[None], atol=1e-5, rtol=1e-4)

@@ -38,8 +38,8 @@ from cxr_workbench.model.latents import (
 from cxr_workbench.settings import setting, validate_settings
 
 __all__ = ["METHODS", "METHOD_LABELS", "LOConfig", "NAMED_CONFIGS", "named_config", "Trajectory", "objective_terms",
-           "directions_on_layers", "evaluate_objective", "optimize_trajectory", "translate_along", "BATCH_MEMORY",
-           "activation_bytes", "references_per_loop", "run_method", "join_trajectories"]
+           "directions_on_layers", "evaluate_objective", "optimize_trajectory", "interpolate_points", "translate_along",
+           "BATCH_MEMORY", "activation_bytes", "references_per_loop", "run_method", "join_trajectories"]
 
 METHODS = ("lo", "lo+dir", "linear")
 METHOD_LABELS = {"lo": "Baseline LO", "linear": "Linear translation", "lo+dir": "LO + direction"}
@@ -78,6 +78,8 @@ class LOConfig:
                                    low=0, high=100)
     init_seed: int = setting(0, "seed of the start jitter and of Baseline LO's random start direction",
                               low=0, high=2 ** 63 - 1)
+    coarse: int = setting(1, "optimise every k-th point only (n/k points, springs k*sigma) and place the others "
+                             "on straight lines between them in W+; 1: every point (the paper)", low=1, high=100)
 
     validate = validate_settings
 
@@ -89,8 +91,14 @@ class LOConfig:
 # the springs need not stretch the path first) and at most 50 steps at 2x the lr: 1.85x the
 # samples per hour of the earlier 100 steps at 3x the lr, at the same oracle readings and PV within
 # 3 % (benchmarks/bench_augment.py; docs/method.md).
+# The editor's fast setting: 4 of the 12 points optimised (each optimised point stands for 3 of
+# the paper's), a fixed 120 steps at 3x the lr from points a spring length apart, the others
+# interpolated: a strip in about 3 s on 2 cores with the generator compiled, PV, trend and
+# leakage near the full setting's (benchmarks/bench_interactive.py; docs/method.md).
 NAMED_CONFIGS = {"ours": LOConfig(), "literal": LOConfig(schedule="constant", angle_form="literal"),
-                 "augment": LOConfig(c=0.3, max_steps=50, lr=0.02, init_spacing=1.0)}
+                 "augment": LOConfig(c=0.3, max_steps=50, lr=0.02, init_spacing=1.0),
+                 "interactive": LOConfig(coarse=3, max_steps=120, min_steps=120, lr=0.03, init_spacing=1.0,
+                                         lr_drops=0)}
 
 
 def named_config(name: str, **overrides) -> LOConfig:
@@ -129,6 +137,9 @@ class Trajectory:
 
 def _prepare(G, w_ref: torch.Tensor, box: Box | None, config: LOConfig):
     config.validate()
+    if config.n % config.coarse or config.n // config.coarse < 3:
+        raise ValueError(f"coarse={config.coarse} with n={config.n}; expected a divisor of n that leaves at least "
+                         "3 optimised points")
     if w_ref.ndim == 2:
         w_ref = w_ref[None]
     if w_ref.ndim != 3 or w_ref.shape[1:] != (G.num_ws, G.w_dim):
@@ -240,6 +251,15 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, *, u: torch.Tensor | N
     """
     config = config or LOConfig()
     w_ref, layers = _prepare(G, w_ref, box, config)
+    if config.coarse > 1:
+        k = config.coarse
+        rough = optimize_trajectory(G, w_ref, box, u=u, config=replace(config, n=config.n // k, sigma=config.sigma * k,
+                                                                       coarse=1),
+                                    progress=progress, callback=callback, callback_every=callback_every)
+        t0 = time.perf_counter()
+        points = interpolate_points(w_ref, rough.points, k)
+        return replace(rough, points=points, images=synthesize(G, points), config=config,
+                       wall_time=rough.wall_time + time.perf_counter() - t0)
     device = w_ref.device
     R, n, L, w_dim = w_ref.shape[0], config.n, len(layers), G.w_dim
     method = "lo" if u is None else "lo+dir"
@@ -303,6 +323,18 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, *, u: torch.Tensor | N
     return Trajectory(method=method, w_ref=w_ref, points=ws.detach(), reference_images=x_ref, images=images,
                       config=config, history=history, steps=step + 1, status=status, message=message,
                       wall_time=time.perf_counter() - t0)
+
+
+def interpolate_points(w_ref: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
+    """k points for each optimised one, on straight lines in W+ from the reference through the
+    optimised points (``LOConfig.coarse``): the (j*k)-th point is the j-th optimised one.
+
+    w_ref: [R, num_ws, w_dim]; points: [R, m, num_ws, w_dim]. Returns [R, m * k, num_ws, w_dim]."""
+    path = torch.cat([w_ref[:, None], points], dim=1)            # [R, m + 1, num_ws, w_dim]
+    t = torch.arange(1, points.shape[1] * k + 1, device=points.device) / k
+    lo = t.floor().long().clamp(max=points.shape[1] - 1)
+    frac = (t - lo)[None, :, None, None]
+    return path[:, lo] * (1 - frac) + path[:, lo + 1] * frac
 
 
 def translate_along(G, w_ref: torch.Tensor, u: torch.Tensor, config: LOConfig | None = None,
