@@ -23,11 +23,11 @@ import numpy as np
 
 from cxr_workbench.imaging.diseases import DISEASES
 
-__all__ = ["SCHEMA_VERSION", "SOURCES", "QUALITY", "SCHEMA", "open_study_db", "create_study", "study_id",
-           "add_reader", "reader_id", "next_item", "previous_item", "progress", "submit", "answers", "summary",
-           "machine_reader", "prepare_items"]
+__all__ = ["SCHEMA_VERSION", "SOURCES", "QUALITY", "SCHEMA", "MIGRATIONS", "open_study_db", "create_study",
+           "study_id", "add_reader", "reader_id", "ensure_reader", "next_item", "previous_item", "progress", "submit",
+           "answers", "summary", "machine_reader", "prepare_items"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SOURCES = ("real", "synthetic")
 QUALITY = (1, 2, 3, 4, 5)
 SCHEMA = """
@@ -42,6 +42,18 @@ CREATE TABLE answers (id INTEGER PRIMARY KEY, item_id INTEGER NOT NULL REFERENCE
                       cardiomegaly INTEGER NOT NULL, opacity INTEGER NOT NULL, quality INTEGER NOT NULL,
                       answered_at TEXT NOT NULL, UNIQUE (item_id, reader_id, revision));
 """
+# Version 2 adds the severity quiz (studies/quiz.py): its students are this database's readers.
+# MIGRATIONS[k] takes a database of version k to k + 1.
+MIGRATIONS = {1: """
+CREATE TABLE quizzes (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, seed INTEGER NOT NULL,
+                      created TEXT NOT NULL);
+CREATE TABLE questions (id INTEGER PRIMARY KEY, quiz_id INTEGER NOT NULL REFERENCES quizzes(id),
+                        position INTEGER NOT NULL, kind TEXT NOT NULL, prompt TEXT NOT NULL, images TEXT NOT NULL,
+                        choices TEXT NOT NULL, truth TEXT NOT NULL, UNIQUE (quiz_id, position));
+CREATE TABLE responses (id INTEGER PRIMARY KEY, question_id INTEGER NOT NULL REFERENCES questions(id),
+                        reader_id INTEGER NOT NULL REFERENCES readers(id), response TEXT NOT NULL,
+                        score REAL NOT NULL, answered_at TEXT NOT NULL, UNIQUE (question_id, reader_id));
+"""}
 
 
 def _now() -> str:
@@ -77,16 +89,17 @@ def _open_to_write(path: Path) -> sqlite3.Connection:
         version = _schema_version(db, path)
         db.execute("PRAGMA synchronous=FULL")  # an answer, once committed, survives a crash
         db.execute("PRAGMA foreign_keys=ON")
-        if version == 0:
-            db.execute("BEGIN IMMEDIATE")  # one creator at a time
-            if _schema_version(db, path) == 0:  # no one made it while we waited
-                if db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]:
-                    raise ValueError(f"{path}: an SQLite database of something else; expected a reader-study "
-                                     "database")
-                for statement in SCHEMA.split(";"):
+        if version < SCHEMA_VERSION:
+            db.execute("BEGIN IMMEDIATE")  # one creator (or upgrader) at a time
+            version = _schema_version(db, path)  # what another opener made while we waited
+            if version == 0 and db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]:
+                raise ValueError(f"{path}: an SQLite database of something else; expected a reader-study database")
+            for script in ([SCHEMA] if version == 0 else []) + [MIGRATIONS[v] for v in range(max(version, 1),
+                                                                                               SCHEMA_VERSION)]:
+                for statement in script.split(";"):
                     if statement.strip():
                         db.execute(statement)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
     except sqlite3.OperationalError:
         db.close()  # closing rolls back what was begun
@@ -189,6 +202,15 @@ def add_reader(db, name: str) -> int:
         return db.execute("INSERT INTO readers (name, created) VALUES (?, ?)", (name, _now())).lastrowid
     except sqlite3.IntegrityError:
         raise ValueError(f"reader {name!r} exists") from None
+
+
+def ensure_reader(db, name: str) -> int:
+    """The id of the reader called ``name``, added if new (an app's student signing in again, or in
+    two tabs at once, gets the one row)."""
+    if not name or not name.strip():
+        raise ValueError("reader name is empty")
+    db.execute("INSERT OR IGNORE INTO readers (name, created) VALUES (?, ?)", (name, _now()))
+    return reader_id(db, name)
 
 
 def reader_id(db, name: str) -> int:
