@@ -39,8 +39,8 @@ def quiz(tmp_path):
 
 
 @pytest.mark.parametrize("kind,answer,score", [
-    ("order", "BCA", 1.0), ("order", "ACB", 0.0), ("order", "b, c, a", 1.0), ("order", "CAB", 1 / 3), ("order", "CBA", 2 / 3),
-    ("order", "BAC", 2 / 3), ("region", "heart", 1.0), ("region", "lung_upper_left", 0.0),
+    ("order", "BCA", 1.0), ("order", "ACB", 0.0), ("order", "b, c, a", 1.0), ("order", "CAB", 1 / 3),
+    ("order", "CBA", 2 / 3), ("order", "BAC", 2 / 3), ("region", "heart", 1.0), ("region", "lung_upper_left", 0.0),
 ])
 def test_answers_score_the_share_of_pairs_in_order_or_the_region(kind, answer, score):
     choices = list("ABC") if kind == "order" else list(qz.REGIONS)

@@ -64,8 +64,13 @@ def test_roi_drawer_sync_validation_and_json(G, tmp_path):
     assert d.canvas.bboxes[0]["x"] == d.box.x0 * 16
     d.fields["x1"].value = 15  # typing updates the box and the canvas
     assert d.box.x1 == 15 and d.canvas.bboxes[0]["width"] == (15 - d.box.x0) * 16
-    d.canvas.bboxes = [dict(x=32, y=32, width=128, height=96, label="roi")]  # mouse drawing
-    assert (d.box.x0, d.box.y0, d.box.x1, d.box.y1) == (2, 2, 10, 8)
+    # mouse drawing: the widget sends the new box at mouse down (no size yet), which must leave the
+    # box being drawn alone, then at mouse up with its size
+    before, drawn = d.box, dict(x=32, y=32, width=0, height=0, label="")
+    d.canvas.bboxes = [*d.canvas.bboxes, drawn]
+    assert d.box == before and d.canvas.bboxes[-1] == drawn
+    d.canvas.bboxes = [*d.canvas.bboxes[:-1], dict(drawn, width=128, height=96)]
+    assert (d.box.x0, d.box.y0, d.box.x1, d.box.y1) == (2, 2, 10, 8) and len(d.canvas.bboxes) == 1
     assert d.fields["x1"].value == 10
     good = d.box
     d.fields["x1"].value = 1  # x1 < x0: reported, not applied

@@ -174,7 +174,8 @@ def _lo_options(parser, default_settings: str) -> None:
     from cxr_workbench.method.optimize import NAMED_CONFIGS, LOConfig
     parser.add_argument("--settings", choices=sorted(NAMED_CONFIGS), default=default_settings,
                         help="named settings the options below change: ours, the paper's as printed (literal: "
-                             "constant c, Eq. 4 literally) or augment (ours with c 0.3, 100 steps at 3x the lr)")
+                             "constant c, Eq. 4 literally), augment (ours with c 0.3, 50 steps at 2x the lr) or "
+                             "interactive (the editor's: 4 of 12 points optimised, 120 steps at 3x the lr)")
     add_settings_options(parser, LOConfig, defaults=NAMED_CONFIGS[default_settings],
                          title=f"LOConfig settings (defaults: --settings {default_settings})")
 
@@ -531,8 +532,96 @@ def cmd_ship(args) -> int:
     return 0
 
 
+def add_quiz(sub) -> None:
+    q = sub.add_parser("quiz", formatter_class=HelpFormatter,
+                       help="a severity quiz for a class: make one from trajectories, or export its scores as CSV")
+    q.add_argument("action", choices=["make", "scores"], help="make: films and questions into --db; scores: "
+                   "students.csv, questions.csv and answers.csv")
+    q.add_argument("--db", type=Path, required=True, help="the study database (SQLite; made if new)")
+    q.add_argument("--name", required=True, help="the quiz's name in the database")
+    _checkpoint_option(q)
+    q.add_argument("--order", type=_number(int, 0, 1000), default=4, help="make: 'order these films' questions")
+    q.add_argument("--region", type=_number(int, 0, 1000), default=4, help="make: 'which region changed' questions")
+    q.add_argument("--films", type=_number(int, 2, 26), default=4, help="make: films per order question")
+    q.add_argument("--seed", type=_number(int, 0), default=0, help="make: the edits' seeds and the questions' order")
+    _common(q, out_help="make: where the films go; scores: where the CSV files go")
+    q.set_defaults(func=cmd_quiz)
+
+
+def cmd_quiz(args) -> int:
+    from cxr_workbench.studies import quiz as qz
+    from cxr_workbench.studies.reader_study import open_study_db
+    if args.action == "scores":
+        db = open_study_db(args.db, readonly=True)
+        for path in qz.export_scores(db, args.name, args.out, overwrite=args.overwrite):
+            print(path)
+        return 0
+    from cxr_workbench.assets import DEFAULT_GENERATOR
+    from cxr_workbench.model.checkpoints import load_generator
+    db = open_study_db(args.db)
+    if db.execute("SELECT 1 FROM quizzes WHERE name=?", (args.name,)).fetchone():
+        raise ValueError(f"quiz {args.name!r} exists in {args.db}; choose another name")
+    G = load_generator(args.checkpoint or DEFAULT_GENERATOR)
+    questions = qz.prepare_quiz(G, args.out, n_order=args.order, n_region=args.region, films=args.films,
+                                seed=args.seed, progress=not args.no_progress)
+    qz.create_quiz(db, args.name, questions, seed=args.seed)
+    print(f"quiz {args.name!r}: {len(questions)} questions in {args.db}, films in {args.out}; serve it with "
+          f"cxr-workbench app quiz --db {args.db} --quiz {args.name}")
+    return 0
+
+
+def add_app(sub) -> None:
+    from cxr_workbench.ui.apps import APPS
+    a = sub.add_parser("app", formatter_class=HelpFormatter,
+                       help="serve the editor, PC browser, reader study or quiz as a web app (Voila): no code")
+    a.add_argument("name", choices=list(APPS), help="the app")
+    a.add_argument("--port", type=_number(int, 1, 65535), default=8866, help="the port")
+    a.add_argument("--host", default="127.0.0.1", help="the address to bind (no authentication: localhost "
+                   "unless --allow-remote)")
+    a.add_argument("--allow-remote", action="store_true", help="allow a --host other than localhost")
+    _checkpoint_option(a)
+    a.add_argument("--seed", type=_number(int, 0), default=0, help="editor, pc-browser: the film's seed")
+    a.add_argument("--box", default="heart", help="editor, pc-browser: the first box (a preset or box JSON)")
+    a.add_argument("--no-compile", action="store_true", help="editor: do not compile the generator")
+    a.add_argument("--db", type=Path, help="reader, quiz: the study database")
+    a.add_argument("--study", help="reader: the study's name")
+    a.add_argument("--quiz", help="quiz: the quiz's name")
+    a.add_argument("--teacher", action="store_true", help="quiz: the class's answers and scores, not the questions")
+    a.add_argument("--out", type=Path, default=Path("quiz_scores"), help="quiz --teacher: where CSV exports go")
+    a.set_defaults(func=cmd_app)
+
+
+def cmd_app(args) -> int:
+    from cxr_workbench.imaging.masks import load_box
+    from cxr_workbench.ui.apps import check_host, serve
+    check_host(args.host, args.allow_remote)
+    checkpoint = None if args.checkpoint is None else str(args.checkpoint.resolve())
+    if args.name in ("editor", "pc-browser"):
+        load_box(args.box, 64)  # a box that cannot be read is named before the server starts
+        params = dict(generator=checkpoint, seed=args.seed,
+                      box=str(Path(args.box).resolve()) if Path(args.box).is_file() else args.box)
+        if args.name == "editor":
+            params["compile"] = not args.no_compile
+    else:
+        from cxr_workbench.studies.reader_study import open_study_db
+        what = "study" if args.name == "reader" else "quiz"
+        if args.db is None or getattr(args, what) is None:
+            raise ValueError(f"app {args.name} needs --db and --{what}")
+        db = open_study_db(args.db, readonly=True)
+        if args.name == "reader":
+            from cxr_workbench.studies.reader_study import study_id
+            study_id(db, args.study)
+            params = dict(db=str(args.db.resolve()), study=args.study)
+        else:
+            from cxr_workbench.studies.quiz import quiz_id
+            quiz_id(db, args.quiz)
+            params = dict(db=str(args.db.resolve()), quiz=args.quiz, teacher=args.teacher,
+                          out_dir=str(args.out.resolve()))
+    return serve(args.name, params, port=args.port, host=args.host, allow_remote=args.allow_remote)
+
+
 COMMANDS = (add_quickstart, add_sample, add_edit, add_train, add_invert, add_augment, add_classify, add_figure,
-            add_replay, add_oracle, add_ship)
+            add_replay, add_oracle, add_ship, add_quiz, add_app)
 
 
 class Parser(argparse.ArgumentParser):

@@ -231,9 +231,10 @@ class ROIDrawer:
         if self._syncing or not self.canvas.bboxes:
             return
         b, s = self.canvas.bboxes[-1], self.scale
-        if b["width"] < max(s, 2) or b["height"] < max(s, 2):  # a click, not a drag: keep the current box
-            if self.box is not None:
-                self.set_box(self.box, self.presets.value)
+        # A box of no size: a click, or a drag just begun (the widget sends the new box on mouse
+        # down, then again on mouse up). Keep the current box and leave the canvas alone: setting
+        # it now would drop the box being drawn under the mouse.
+        if b["width"] < max(s, 2) or b["height"] < max(s, 2):
             return
         self._try(lambda: Box(round(b["x"] / s), round(b["y"] / s), round((b["x"] + b["width"]) / s),
                               round((b["y"] + b["height"]) / s), self.resolution))
@@ -270,9 +271,13 @@ class OptimizationRunner:
         self.progress = ipw.IntProgress(min=0, max=cfg.max_steps, description="step")
         self.loss_plot = ipw.Image(format="png", layout=ipw.Layout(width="400px", height="auto"))
         self.strip = ipw.Image(format="png", layout=ipw.Layout(max_width="100%", height="auto", object_fit="contain"))
+        for img in (self.loss_plot, self.strip):  # hidden until drawn: an empty image shows as a broken one
+            img.layout.display = "none"
+            img.observe(lambda _, img=img: setattr(img.layout, "display", None), "value")
         self.message = ipw.HTML()
         self.base_config = cfg
         self.results: dict = {}
+        self.on_done: list = []  # called with the results after each run that ends without an error
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.run_button.on_click(lambda _: self.run(block=False))
@@ -329,6 +334,8 @@ class OptimizationRunner:
                                                      labels=[METHOD_LABELS[m] for m in order]))
             self.message.value = "; ".join(f"{m}: {t.steps} steps, {t.status}, {t.wall_time:.1f} s"
                                            for m, t in self.results.items())
+            for done in self.on_done:
+                done(self.results)
         except Exception as e:  # shown in the widget: a background thread has nowhere else to report
             self.message.value = f"<span style='color:#b00'>{type(e).__name__}: {e}</span>"
             self.error = e
