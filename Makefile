@@ -54,5 +54,6 @@ bench: setup
 	$(BIN)/python benchmarks/bench_modconv.py
 	$(BIN)/python benchmarks/bench_optimize.py
 	$(BIN)/python benchmarks/bench_interactive.py
+	$(BIN)/python benchmarks/bench_interactive.py
 	$(BIN)/python benchmarks/bench_slider.py
 	$(BIN)/python benchmarks/quality.py

@@ -3,7 +3,7 @@ measured in the same run: training and inference images/s at 64 px, and test AUR
 real-only N vs C vs O run at the CPU scale; then the protocol's runs serially vs on a local Dask
 cluster of 2 one-thread workers.
 
-    python benchmarks/bench_classify.py [--batch 64] [--steps 5] [--runs 4] [--epochs 12]
+    python benchmarks/bench_classify.py [--batch 64] [--steps 5] [--runs 4] [--epochs 12] [--networks small,densenet121]
 """
 import argparse
 import time
@@ -41,13 +41,15 @@ if __name__ == "__main__":
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--runs", type=int, default=4, help="runs for the serial vs Dask comparison")
     p.add_argument("--epochs", type=int, default=CPU_SCALE.epochs)
+    p.add_argument("--networks", default="small,densenet121", help="networks timed (the first is the comparison's)")
     args = p.parse_args()
     cfg = replace(CPU_SCALE, epochs=args.epochs)
     data = real_data(cfg)
     print(f"torch threads {torch.get_num_threads()}; CPU scale: {cfg.n_normal} normal, {cfg.n_disease} disease, "
           f"{cfg.n_val}/{cfg.n_test} val/test per class, {cfg.epochs} epochs")
     rates = {}
-    for name in ("small", "densenet121"):
+    names = args.networks.split(",")
+    for name in names:
         train_rate, infer_rate = images_per_second(name, args.batch, args.steps)
         params = sum(q.numel() for q in make_network(name, 3).parameters())
         r = train_run(data, {}, replace(cfg, network=name), column="N vs C vs O", n_disease=cfg.n_disease[0],
@@ -55,7 +57,8 @@ if __name__ == "__main__":
         rates[name] = train_rate
         print(f"{name:12s} {params / 1e6:6.2f} M params  train {train_rate:7.0f} img/s  infer {infer_rate:7.0f} img/s  "
               f"real-only N vs C vs O: test AUROC {r['test_auroc']:.3f} in {r['wall_s']:.0f} s", flush=True)
-    print(f"small / densenet121 training speed: {rates['small'] / rates['densenet121']:.1f}x")
+    for name in names[1:]:
+        print(f"{names[0]} / {name} training speed: {rates[names[0]] / rates[name]:.1f}x")
 
     runs = [r for r in plan_runs(cfg) if r["row"] == "real"][:args.runs]
     shared = dict(data=data, aug={}, cfg=cfg)

@@ -12,7 +12,7 @@ Measures, in one run on this machine:
    freedom (layers outside the config's) can only help it;
 4. R = 1, 8, 32 references batched: time per reference.
 
-    python benchmarks/bench_optimize.py [--refs 3] [--ref-steps 500] [--batches 1,8,32]
+    python benchmarks/bench_optimize.py [--refs 3] [--ref-steps 500] [--batches 1,8,32] [--max-steps N]
 """
 import argparse
 import statistics
@@ -70,10 +70,11 @@ def main():
     p.add_argument("--refs", type=int, default=3, help="references timed for the single-trajectory median")
     p.add_argument("--ref-steps", type=int, default=500, help="Adam steps per point of the reference")
     p.add_argument("--batches", default="1,8,32")
+    p.add_argument("--max-steps", type=int, default=None, help="cap ours' steps (a smoke run only)")
     args = p.parse_args()
     G = load_default_generator()
     box = preset("heart", G.img_resolution)
-    cfg = LOConfig()
+    cfg = LOConfig() if args.max_steps is None else LOConfig(max_steps=args.max_steps, min_steps=0)
     u, best, _ = suggest_direction(G, pca_for(G), box, "cardiomegaly", layers=cfg.layers)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; shipped {G.img_resolution}px generator, "
           f"heart box, u = PC {best['pc']}, n = {cfg.n}, layers {cfg.layers}")

@@ -4,7 +4,7 @@ transposed up-convolution, then channels-last G and D (the current CPU default),
 autocast, measured in the same run, plus the achieved FLOP/s as a share of this CPU's fp32 matmul
 FLOP/s.
 
-    python benchmarks/bench_train.py [--kimg 0.64] [--threads 2]
+    python benchmarks/bench_train.py [--kimg 0.64] [--threads 2] [--variants 1,2,3,4]
 """
 import argparse
 import tempfile
@@ -56,7 +56,9 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--kimg", type=float, default=0.64, help="thousands of images per variant")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--variants", default="1,2,3,4", help="which of VARIANTS (the first is the reference)")
     args = p.parse_args()
+    variants = [VARIANTS[int(k) - 1] for k in args.variants.split(",")]
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(snapshot_kimg=1000.0)  # the shipped architecture; no snapshot inside the timing
     images = TruthDataset(512, cfg.resolution, seed=0).images_tensor()
@@ -66,10 +68,10 @@ if __name__ == "__main__":
     print(f"torch {torch.__version__}, {args.threads} threads; fp32 matmul {peak / 1e9:.0f} GFLOP/s; "
           f"{per_image / 1e9:.2f} GFLOP per image (G + D steps, R1 excluded)")
     rates = {}
-    for label, upconv, amp, channels_last in VARIANTS:
+    for label, upconv, amp, channels_last in variants:
         stylegan2.UPCONV["impl"] = upconv
         rates[label] = kimg_per_hour(cfg, images, args.kimg, amp, channels_last)
         share = rates[label] * 1000 / 3600 * per_image / peak
-        print(f"{label:42s} {rates[label]:7.1f} kimg/h  ({rates[label] / rates[VARIANTS[0][0]]:.2f}x the reference; "
+        print(f"{label:42s} {rates[label]:7.1f} kimg/h  ({rates[label] / rates[variants[0][0]]:.2f}x the reference; "
               f"{share:.0%} of matmul FLOP/s)")
     stylegan2.UPCONV["impl"] = "transpose"

@@ -1,8 +1,8 @@
 """The notebooks in a real browser: JupyterLab on a loopback port, Debian's Chromium driven by
 Playwright. The quickstart's figures show as images; a plotly point hovered with the mouse says what
-it is; a PC slider moved with the mouse redraws the image; a box drawn with the mouse reaches Python
-and the run button's progress and strip reach their end; five keyed reader answers reach the
-database and a reloaded page resumes at the next item. Screenshots go to out/browser/.
+it is; five keyed reader answers reach the database and a reloaded page resumes at the next item.
+The PC browser's slider and the editor's box drawn with the mouse, then run, are the same widgets
+in the apps (tests/test_apps.py). Screenshots go to out/browser/.
 
 Run alone with ``pytest -m browser``. Chromium comes from Debian (``.ci/run`` and ``make test``
 install it); Playwright's own browser download does not work offline.
@@ -31,8 +31,6 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 
 # Small settings; the reader study has more items than the five answers typed, to see it resume.
 NOTEBOOKS = {"00_quickstart": dict(MAX_STEPS=15),
-             "02_pc_browser": dict(DIRECTION_FILE="u.pt", LOCAL=["local"]),
-             "03_mask_and_edit": dict(MAX_STEPS=15),
              "04_umap_trajectories": dict(SEEDS=[0, 1], MAX_STEPS=10),
              "08_reader_study": dict(N_REAL=4, N_EDITED=3, MAX_STEPS=5)}
 
@@ -128,56 +126,6 @@ def shot(locator, name):
     SHOTS.mkdir(parents=True, exist_ok=True)
     locator.scroll_into_view_if_needed()
     locator.screenshot(path=str(SHOTS / name))
-
-
-def test_pc_browser_slider_redraws(browser, lab):
-    page = open_and_run_all(browser, lab, "02_pc_browser", "u = PC")
-    widget = page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-slider")).first
-    image = widget.locator("img").first
-    before = image.get_attribute("src")
-    slider = widget.locator(".widget-slider", has_text="PC 0").first
-    handle = slider.locator(".noUi-handle").first
-    handle.scroll_into_view_if_needed()
-    box = handle.bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] / 2 + 70, box["y"] + box["height"] / 2, steps=8)
-    page.mouse.up()
-    page.wait_for_function("([img, before]) => img.getAttribute('src') !== before", arg=[image.element_handle(),
-                                                                                        before], timeout=60_000)
-    assert slider.locator(".widget-readout").inner_text().strip() not in ("+0.00", "0.00")
-    shot(widget, "pc_browser.png")
-
-
-def test_editor_box_drawn_with_the_mouse_and_run(browser, lab):
-    # Drawn as soon as the runner's first run is done, not after the kernel goes idle: in headless
-    # Chromium 156 with JupyterLab 4.6.6 a drag on the box widget of an idle notebook draws nothing
-    # (seen on 2026-12-02, with jupyter-bbox-widget 0.6.0 and 0.7.0 alike; not understood yet).
-    page = open_and_run_all(browser, lab, "03_mask_and_edit", " steps, ", idle=False)
-    drawer = page.locator(".jp-OutputArea-output").filter(has_text="preset").first
-    canvas = drawer.locator("img").first
-    canvas.scroll_into_view_if_needed()
-    b = canvas.bounding_box()
-    x0, y0 = b["x"] + b["width"] * 0.25, b["y"] + b["height"] * 0.55
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    page.mouse.move(x0 + b["width"] * 0.3, y0 + b["height"] * 0.25, steps=10)
-    page.mouse.up()
-    # Python applied the drawn box: the drawer's message is written by Python; the runner heard of it
-    page.wait_for_function("(el) => /box 1[5-7],3[4-6] - 3[4-6],5[0-2]/.test(el.innerText)",
-                           arg=drawer.element_handle(), timeout=60_000)
-    page.wait_for_function("() => document.body.innerText.includes('will be used by the next run')", timeout=60_000)
-    assert "(custom)" in drawer.locator("select").first.evaluate("el => el.options[el.selectedIndex].text")
-    assert "Classes:" not in drawer.inner_text()  # no class chooser for the one kind of box
-    shot(drawer, "roi_drawer.png")
-    runner = page.locator(".jp-OutputArea-output").filter(has=page.locator("button", has_text="run")).first
-    runner.locator("button", has_text="run").first.click()
-    page.wait_for_function("(el) => !el.innerText.includes('will be used by the next run')",
-                           arg=runner.element_handle(), timeout=60_000)  # the run has started
-    progress = runner.locator(".progress-bar").first
-    page.wait_for_function("(el) => el.style.width === '100%'", arg=progress.element_handle(), timeout=600_000)
-    page.wait_for_function("(el) => el.innerText.includes(' steps, ')", arg=runner.element_handle(), timeout=600_000)
-    shot(runner, "editor.png")
 
 
 def test_quickstart_figures_are_images_on_the_page(browser, lab):
