@@ -155,13 +155,15 @@ def read_dicom(path, window: tuple[float, float] | None = None, voi: str = "auto
     _check_deflated_size(path)
     try:
         ds = pydicom.dcmread(str(path))
-    except (InvalidDicomError, OSError, EOFError, ValueError) as e:
-        raise ValueError(f"{path}: not a DICOM file ({str(e)[:80]})") from None
+    except (InvalidDicomError, OSError, EOFError, ValueError, NotImplementedError) as e:  # NotImplemented: a VR
+        raise ValueError(f"{path}: not a DICOM file ({str(e)[:80]})") from None     # pydicom does not know
     try:
         frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
         check_film_size(path, int(ds.Rows), int(ds.Columns), frames)
     except AttributeError:
         raise ValueError(f"{path}: DICOM without Rows and Columns; expected a radiograph") from None
+    except (NotImplementedError, TypeError, ValueError) as e:  # elements are parsed when first read
+        raise ValueError(f"{path}: DICOM header cannot be read ({str(e)[:80]})") from None
     try:
         raw = ds.pixel_array
     except Exception as e:  # no decoder for this transfer syntax, or no pixel data
@@ -235,7 +237,7 @@ def _check_deflated_size(path) -> None:
     from pydicom.uid import DeflatedExplicitVRLittleEndian
     try:
         meta = pydicom.filereader.read_file_meta_info(str(path))
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError):
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, NotImplementedError):
         return  # not a file meta pydicom reads: dcmread says what is wrong
     if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
         return
