@@ -167,3 +167,8 @@ def test_cli_quiz_scores_and_app_refusals(quiz, tmp_path):
     assert main(["app", "editor", "--host", "0.0.0.0"]) == 2
     assert main(["app", "reader", "--db", str(path)]) == 2
     assert main(["app", "editor", "--box", "no_such_box"]) == 2
+    # a quiz of a name the database holds is refused before any edit; nonsense counts before anything
+    assert main(["quiz", "make", "--db", str(path), "--name", "class", "--out", str(tmp_path / "f")]) == 2
+    assert main(["quiz", "make", "--db", str(path), "--name", "new", "--out", str(tmp_path / "f"), "--order", "0",
+                 "--region", "0"]) == 2
+    assert not (tmp_path / "f").exists()

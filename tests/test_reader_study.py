@@ -275,3 +275,26 @@ def test_many_processes_adding_one_reader_at_once_one_wins_the_others_are_told(s
         for p in procs:
             p.join(timeout=60)
         assert out == ["added"] + [f"reader 'reader{trial}' exists"] * 3, out
+
+
+def test_run_study_makes_a_study_once_and_keeps_its_answers(tmp_path, monkeypatch):
+    from cxr_workbench import assets
+    from cxr_workbench.method.pca import compute_pca
+    G = tiny_generator(img_resolution=16, z_dim=16, w_dim=16)
+    monkeypatch.setattr(assets, "pca_for", lambda g: compute_pca(g, n_samples=500))
+    req = rs.StudyRequest(tmp_path / "study.db", "s", n_real=2, n_edited=2, max_steps=2, readers=("ann", "oracle"))
+    sid = rs.run_study(req, G)
+    db = rs.open_study_db(tmp_path / "study.db")
+    item = rs.next_item(db, "s", "ann")
+    rs.submit(db, "s", "ann", item["id"], True, False, 3)
+    monkeypatch.setattr(rs, "prepare_items", lambda *a, **k: pytest.fail("made again"))
+    assert rs.run_study(req, G) == sid and rs.progress(db, "s", "ann") == (1, 4)
+    assert len(list((tmp_path / "images").glob("*.png"))) == 4
+
+
+@pytest.mark.parametrize("kw,match", [(dict(n_real=-1), "n_real=-1"), (dict(max_steps=0), "max_steps=0"),
+                                      (dict(n_real=0, n_edited=0), "at least one film"), (dict(name=" "), "empty"),
+                                      (dict(seed=1.5), "seed=1.5")])
+def test_a_study_request_is_checked_before_anything_runs(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        rs.run_study(rs.StudyRequest(tmp_path / "study.db", **kw), G=None)

@@ -18,6 +18,7 @@ import itertools
 import json
 import sqlite3
 import string
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,8 @@ import numpy as np
 from cxr_workbench.imaging.diseases import DISEASES
 from cxr_workbench.studies.reader_study import _now, ensure_reader
 
-__all__ = ["KINDS", "REGIONS", "prepare_quiz", "create_quiz", "quiz_id", "next_question", "quiz_progress",
-           "answer_question", "score_answer", "responses", "scores", "export_scores"]
+__all__ = ["KINDS", "REGIONS", "QuizRequest", "run_quiz", "prepare_quiz", "create_quiz", "quiz_id", "next_question",
+           "quiz_progress", "answer_question", "score_answer", "responses", "scores", "export_scores"]
 
 KINDS = ("order", "region")
 REGIONS = ("heart", "lung_upper_right", "lung_upper_left", "lung_lower_right", "lung_lower_left")
@@ -53,10 +54,7 @@ def prepare_quiz(G, out_dir, *, n_order: int = 4, n_region: int = 4, films: int 
     from cxr_workbench.method.plans import plan_edit
     from cxr_workbench.model.latents import reference_latents
     from cxr_workbench.model.readers import as_reader
-    if n_order < 0 or n_region < 0 or n_order + n_region == 0:
-        raise ValueError(f"n_order={n_order}, n_region={n_region}; expected at least one question")
-    if not 2 <= films <= len(string.ascii_uppercase):
-        raise ValueError(f"films={films}; expected 2 to 26 films per order question")
+    QuizRequest(None, "quiz", out_dir, n_order, n_region, films, seed).check()
     cfg = config or named_config("augment")
     reader = as_reader(reader if reader is not None else oracle_for(G))
     rng = np.random.default_rng(seed)
@@ -91,6 +89,43 @@ def prepare_quiz(G, out_dir, *, n_order: int = 4, n_region: int = 4, films: int 
         questions.append(_question(kind, f"Order these films from the least to the most severe {disease}: "
                                          f"type the letters, e.g. {letters[::-1]}.", images, letters, truth))
     return questions
+
+
+@dataclass(frozen=True)
+class QuizRequest:
+    """A quiz to make (``cxr-workbench quiz make``): the database, its name, where the films go,
+    how many questions of each kind, films per order question and the seed of the edits."""
+
+    db: Path
+    name: str
+    films_dir: Path
+    n_order: int = 4
+    n_region: int = 4
+    films: int = 4
+    seed: int = 0
+
+    def check(self) -> "QuizRequest":
+        """The counts and the name, checked before a model is loaded; returns the request."""
+        if min(self.n_order, self.n_region) < 0 or self.n_order + self.n_region == 0:
+            raise ValueError(f"n_order={self.n_order}, n_region={self.n_region}; expected at least one question")
+        if not 2 <= self.films <= len(string.ascii_uppercase):
+            raise ValueError(f"films={self.films}; expected 2 to 26 films per order question")
+        if not str(self.name).strip():
+            raise ValueError("quiz name is empty")
+        return self
+
+
+def run_quiz(req: QuizRequest, G, progress: bool = False) -> int:
+    """Make the quiz ``req`` asks for on G; a name the database holds is refused before any edit.
+    Returns the quiz's id."""
+    from cxr_workbench.studies.reader_study import open_study_db
+    req.check()
+    db = open_study_db(req.db)
+    if db.execute("SELECT 1 FROM quizzes WHERE name=?", (req.name,)).fetchone():
+        raise ValueError(f"quiz {req.name!r} exists in {req.db}; choose another name")
+    questions = prepare_quiz(G, req.films_dir, n_order=req.n_order, n_region=req.n_region, films=req.films,
+                             seed=req.seed, progress=progress)
+    return create_quiz(db, req.name, questions, seed=req.seed)
 
 
 def create_quiz(db, name: str, questions: list[dict], seed: int = 0) -> int:

@@ -16,6 +16,7 @@ import os
 import random
 import sqlite3
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from cxr_workbench.imaging.diseases import DISEASES
 
 __all__ = ["SCHEMA_VERSION", "SOURCES", "QUALITY", "SCHEMA", "MIGRATIONS", "open_study_db", "create_study",
            "study_id", "add_reader", "reader_id", "ensure_reader", "next_item", "previous_item", "progress", "submit",
-           "answers", "summary", "machine_reader", "prepare_items"]
+           "answers", "summary", "machine_reader", "prepare_items", "StudyRequest", "run_study"]
 
 SCHEMA_VERSION = 2
 SOURCES = ("real", "synthetic")
@@ -369,3 +370,51 @@ def prepare_items(G, out_dir, *, n_real: int = 12, n_edited: int = 12, seed: int
             items.append(dict(path=path, source="synthetic", cardiomegaly=disease == "cardiomegaly",
                               opacity=disease == "opacity"))
     return items
+
+
+@dataclass(frozen=True)
+class StudyRequest:
+    """A reader study to make (notebook 08): the database, the study's name, where its films go,
+    how many real and edited films, the edits' step cap and seed, and the readers to add."""
+
+    db: Path
+    name: str = "table1"
+    images: Path | None = None       # default: images/ beside the database
+    n_real: int = 12
+    n_edited: int = 12
+    max_steps: int = 300
+    seed: int = 0
+    readers: tuple = ()
+
+    def check(self) -> "StudyRequest":
+        """Every field checked before a model is loaded; returns the request."""
+        for field_name in ("n_real", "n_edited", "max_steps", "seed"):
+            value = getattr(self, field_name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if field_name == "max_steps" else 0):
+                raise ValueError(f"{field_name}={value!r}; expected a whole number"
+                                 + (" >= 1" if field_name == "max_steps" else " >= 0"))
+        if self.n_real + self.n_edited == 0:
+            raise ValueError("n_real=0 and n_edited=0; a study needs at least one film")
+        if not str(self.name).strip():
+            raise ValueError("study name is empty")
+        return self
+
+
+def run_study(req: StudyRequest, G, progress: bool = False) -> int:
+    """Make the study ``req`` asks for unless its database holds one of that name (run again, it
+    keeps the study and its answers), and add its readers. Returns the study's id."""
+    from cxr_workbench.method.optimize import LOConfig
+    req.check()
+    db = open_study_db(req.db)
+    if db.execute("SELECT 1 FROM studies WHERE name=?", (req.name,)).fetchone() is None:
+        images = Path(req.images) if req.images is not None else Path(req.db).parent / "images"
+        items = prepare_items(G, images, n_real=req.n_real, n_edited=req.n_edited, seed=req.seed,
+                              config=LOConfig(max_steps=req.max_steps), progress=progress)
+        try:
+            create_study(db, req.name, items, seed=req.seed)
+        except ValueError as e:  # made by another process meanwhile: use theirs
+            if "exists" not in str(e):
+                raise
+    for reader in req.readers:
+        ensure_reader(db, reader)
+    return study_id(db, req.name)

@@ -558,14 +558,11 @@ def cmd_quiz(args) -> int:
         return 0
     from cxr_workbench.assets import DEFAULT_GENERATOR
     from cxr_workbench.model.checkpoints import load_generator
-    db = open_study_db(args.db)
-    if db.execute("SELECT 1 FROM quizzes WHERE name=?", (args.name,)).fetchone():
-        raise ValueError(f"quiz {args.name!r} exists in {args.db}; choose another name")
-    G = load_generator(args.checkpoint or DEFAULT_GENERATOR)
-    questions = qz.prepare_quiz(G, args.out, n_order=args.order, n_region=args.region, films=args.films,
-                                seed=args.seed, progress=not args.no_progress)
-    qz.create_quiz(db, args.name, questions, seed=args.seed)
-    print(f"quiz {args.name!r}: {len(questions)} questions in {args.db}, films in {args.out}; serve it with "
+    req = qz.QuizRequest(args.db, args.name, args.out, n_order=args.order, n_region=args.region, films=args.films,
+                         seed=args.seed).check()
+    qid = qz.run_quiz(req, load_generator(args.checkpoint or DEFAULT_GENERATOR), progress=not args.no_progress)
+    total = open_study_db(args.db).execute("SELECT count(*) FROM questions WHERE quiz_id=?", (qid,)).fetchone()[0]
+    print(f"quiz {args.name!r}: {total} questions in {args.db}, films in {args.out}; serve it with "
           f"cxr-workbench app quiz --db {args.db} --quiz {args.name}")
     return 0
 
