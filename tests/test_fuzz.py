@@ -286,13 +286,15 @@ def test_provenance_reader(tmp_path, value):
         assert isinstance(prov["request"], dict) and "kind" in prov
 
 
-def test_a_dicom_tag_of_an_unknown_value_representation_is_refused_naming_the_file(tmp_path, film_bytes):
-    # found by test_film_reader on a clean machine: pydicom raises NotImplementedError for a VR it
-    # does not know, first in the file meta group (read before dcmread), then anywhere it parses late
+@pytest.mark.parametrize("damage", ["vr", "cut"])
+def test_a_damaged_dicom_header_is_refused_naming_the_file(tmp_path, film_bytes, damage):
+    # found by test_film_reader on clean machines: pydicom's parser raises NotImplementedError for a
+    # VR it does not know and BytesLengthException for a value cut short, first in the file meta
+    # group (read before dcmread), then anywhere it parses an element late
+    from cxr_workbench.imaging.datasets import read_image
     data = film_bytes[".dcm"]
     at = data.index(b"\x02\x00\x00\x00UL", 128)  # (0002,0000), explicit VR
-    path = tmp_path / "bad_vr.dcm"
-    path.write_bytes(data[:at + 4] + b"AL" + data[at + 6:])
-    with pytest.raises(ValueError, match="bad_vr.dcm"):
-        from cxr_workbench.imaging.datasets import read_image
+    path = tmp_path / f"bad_{damage}.dcm"
+    path.write_bytes(data[:at + 4] + b"AL" + data[at + 6:] if damage == "vr" else data[:int(0.15 * len(data))])
+    with pytest.raises(ValueError, match=f"bad_{damage}.dcm"):
         read_image(path)
