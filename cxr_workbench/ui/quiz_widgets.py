@@ -2,34 +2,16 @@
 the class's answers (``studies.quiz`` does the work; these only show it and take clicks)."""
 from __future__ import annotations
 
-import threading
-
 import ipywidgets as ipw
 from PIL import Image
 
 from cxr_workbench.studies import quiz as qz
-from cxr_workbench.studies.reader_study import open_study_db
-from cxr_workbench.ui.widgets import png_bytes
+from cxr_workbench.ui.widgets import PerThreadDB, png_bytes
 
 __all__ = ["QuizWidget", "ClassView"]
 
 
-class _PerThreadDB:
-    """An SQLite connection per thread: widget events may arrive on another thread than the one
-    that built the widget (ipykernel 7), and a connection serves only the thread that opened it."""
-
-    def __init__(self, path):
-        self.path, self._local = path, threading.local()
-
-    @property
-    def db(self):
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = open_study_db(self.path)
-        return db
-
-
-class QuizWidget(_PerThreadDB):
+class QuizWidget(PerThreadDB):
     """One student answering a quiz: the films of the question, lettered; an order is typed
     (``CADB``) and a region picked; **answer** stores it at once, says whether it was right and
     moves on. A student who comes back resumes at the first unanswered question."""
@@ -101,7 +83,7 @@ class QuizWidget(_PerThreadDB):
         self.show_next()
 
 
-class ClassView(_PerThreadDB):
+class ClassView(PerThreadDB):
     """What the teacher sees: per student and per question, answered and mean score, refreshed on
     **refresh**; **export CSV** writes students.csv, questions.csv and answers.csv to ``out_dir``."""
 

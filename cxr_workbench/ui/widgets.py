@@ -24,7 +24,8 @@ from cxr_workbench.method.pca import WPCA, pc_strip, rank_pcs_for_box
 from cxr_workbench.model.latents import apply_direction, synthesize
 from cxr_workbench.studies.figures import loss_figure
 
-__all__ = ["png_bytes", "figure_png", "PCBrowser", "ROIDrawer", "OptimizationRunner", "ReaderStudyWidget"]
+__all__ = ["png_bytes", "figure_png", "PCBrowser", "ROIDrawer", "OptimizationRunner", "PerThreadDB",
+           "ReaderStudyWidget"]
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -372,7 +373,25 @@ class OptimizationRunner:
         return self.results
 
 
-class ReaderStudyWidget:
+class PerThreadDB:
+    """An SQLite connection to a study database per thread: widget events may arrive on another
+    thread than the one that built the widget (ipykernel 7), and a connection serves only the thread
+    that opened it."""
+
+    def __init__(self, path):
+        self.db_path, self._local = path, threading.local()
+
+    @property
+    def db(self):
+        """This thread's connection to the study database."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            from cxr_workbench.studies.reader_study import open_study_db
+            db = self._local.db = open_study_db(self.db_path)
+        return db
+
+
+class ReaderStudyWidget(PerThreadDB):
     """One reader working through a blinded study (``reader_study``): the film, its position and
     the reader's progress; cardiomegaly / opacity / neither and a quality 1-5; **submit**. For
     speed, type keys in the box and press Enter: ``c`` cardiomegaly, ``o`` opacity, ``n`` neither,
@@ -391,8 +410,7 @@ class ReaderStudyWidget:
     def __init__(self, db_path, study: str, reader: str):
         from cxr_workbench.studies import reader_study as rs
         self._rs = rs
-        self.db_path = db_path
-        self._local = threading.local()
+        super().__init__(db_path)
         self.study, self.reader = study, reader
         rs.reader_id(self.db, reader)  # a reader that does not exist is named now, not at the first answer
         self.image = ipw.Image(format="png", layout=ipw.Layout(width="320px", height="320px"))
@@ -415,14 +433,6 @@ class ReaderStudyWidget:
                                                       ipw.HTML(f"<small>{self.KEYS_HELP}</small>"), self.message])])
         self.item, self.revising = None, False
         self.show_next()
-
-    @property
-    def db(self):
-        """This thread's connection to the study database."""
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = self._rs.open_study_db(self.db_path)
-        return db
 
     def clear(self):
         for box in (self.cardiomegaly, self.opacity, self.neither):
