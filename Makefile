@@ -44,7 +44,7 @@ chromium:
 
 test: setup chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=40
 
 bench: setup
 	$(BIN)/python benchmarks/bench_phantom.py
@@ -53,7 +53,6 @@ bench: setup
 	$(BIN)/python benchmarks/bench_invert.py
 	$(BIN)/python benchmarks/bench_modconv.py
 	$(BIN)/python benchmarks/bench_optimize.py
-	$(BIN)/python benchmarks/bench_interactive.py
 	$(BIN)/python benchmarks/bench_interactive.py
 	$(BIN)/python benchmarks/bench_slider.py
 	$(BIN)/python benchmarks/quality.py

@@ -1,6 +1,6 @@
 """Property-based fuzzing of the readers of untrusted files: box JSON, direction files,
 checkpoints (our format, rosinality, NVlabs pickles), films (PNG, JPEG, DICOM), latents, CT volumes
-and labelmaps, reader-study databases, tunings (tuned.pt) and provenance records. Whatever the
+and labelmaps, reader-study databases, tunings (tuned.pt), provenance records and edit sets read back. Whatever the
 bytes, the answer is a valid object or one ValueError; nothing else escapes and nothing is executed."""
 import io
 import json
@@ -284,6 +284,44 @@ def test_provenance_reader(tmp_path, value):
         assert "provenance.json" in str(e)
     else:
         assert isinstance(prov["request"], dict) and "kind" in prov
+
+
+def _edit_set(folder, metrics: dict) -> None:
+    """An edit set of one reference, written by hand: provenance, metrics and latents."""
+    folder.mkdir(exist_ok=True)
+    (folder / "provenance.json").write_text(json.dumps(dict(kind="edit", request=dict(seeds=[3]), generator=dict(
+        path="g.pt", sha256="0" * 64))))
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    torch.save(dict(w_ref=torch.zeros(1, 4, 8), points=torch.ones(1, 12, 4, 8)), folder / "latents.pt")
+
+
+EDIT_METRICS = dict(request=dict(method="lo+dir"), disease="cardiomegaly",
+                    box=dict(x0=20, y0=30, x1=44, y1=50, resolution=64),
+                    trajectory=dict(config=dict(sigma=0.3, layers=[0, 1, 2, 3])), per_reference=[dict(PV=1.5)])
+
+
+@FUZZ
+@given(field=st.sampled_from(["request", "disease", "box", "trajectory", "per_reference", None]),
+       value=st.one_of(json_values, box_like))
+def test_edit_set_reader(tmp_path, field, value):
+    """Whatever an edit set's metrics.json holds, figures read the set back or refuse it naming the file."""
+    from cxr_workbench.studies.edit import read_edit_set
+    metrics = value if field is None else {**EDIT_METRICS, field: value}
+    _edit_set(tmp_path / "set", metrics)
+    try:
+        es = read_edit_set(tmp_path / "set")
+    except ValueError as e:
+        assert "metrics.json" in str(e)
+    else:
+        assert es.points.shape == (1, 12, 4, 8) and len(es.rows) == 1 and es.box.resolution == 64
+
+
+def test_the_unmutated_edit_set_reads(tmp_path):
+    from cxr_workbench.studies.edit import read_edit_set
+    _edit_set(tmp_path / "set", EDIT_METRICS)
+    es = read_edit_set(tmp_path / "set")
+    assert (es.method, es.disease, es.seeds, es.config.sigma, es.config.layers) == ("lo+dir", "cardiomegaly", [3],
+                                                                                     0.3, (0, 1, 2, 3))
 
 
 @pytest.mark.parametrize("damage", ["vr", "cut"])

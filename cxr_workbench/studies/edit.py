@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -15,9 +15,10 @@ import torch
 from cxr_workbench.assets import DEFAULT_GENERATOR, cache_dir, load_reader, oracle_for, pca_for
 from cxr_workbench.devices import pick_device
 from cxr_workbench.imaging.datasets import check_film_paths, load_films
-from cxr_workbench.imaging.masks import disease_for_box
+from cxr_workbench.imaging.diseases import DISEASES
+from cxr_workbench.imaging.masks import Box, disease_for_box
 from cxr_workbench.imaging.strips import strip_image
-from cxr_workbench.io import output_set, save_png, write_json
+from cxr_workbench.io import output_set, save_png, torch_load, write_json
 from cxr_workbench.method.evaluate import measure
 from cxr_workbench.method.film_edits import keep_film, residual_in_box, residual_warnings
 from cxr_workbench.method.invert import InvertConfig
@@ -27,9 +28,9 @@ from cxr_workbench.method.tune import TuneConfig
 from cxr_workbench.model.checkpoints import load_generator
 from cxr_workbench.model.latents import reference_latents
 from cxr_workbench.studies.films import Inverted, invert_films, read_inverted
-from cxr_workbench.studies.provenance import PROVENANCE, provenance
+from cxr_workbench.studies.provenance import PROVENANCE, provenance, read_provenance
 
-__all__ = ["EDIT_OUTPUTS", "EditRequest", "run_edit"]
+__all__ = ["EDIT_OUTPUTS", "EditRequest", "run_edit", "EditSet", "read_edit_set"]
 
 EDIT_OUTPUTS = ("strip.png", "latents.pt", "metrics.json", PROVENANCE)
 
@@ -155,3 +156,67 @@ def _sequence_note(films: bool, kept: bool, tuned: bool) -> str:
     elif films:
         note += "; the strip starts each row with the film"
     return note + ("; rendered by the generator tuned on the films" if tuned else "")
+
+
+@dataclass
+class EditSet:
+    """An ``edit`` output set of seeds, read back (what a figure or table made from it needs)."""
+
+    path: Path
+    method: str
+    disease: str
+    box: Box
+    config: LOConfig
+    seeds: list
+    w_ref: torch.Tensor     # [R, num_ws, w_dim]
+    points: torch.Tensor    # [R, n, num_ws, w_dim]
+    rows: list              # per reference: measure's figures
+    generator: dict         # provenance's record of the generator: path, name, sha256, weights
+
+
+def read_edit_set(path) -> EditSet:
+    """The edit output set in folder ``path``, checked: its files, the request's method and disease,
+    the box, the settings, latents of one shape and finite, a row of figures per reference. Sets of
+    films are refused (their strips hold the films, which the latents alone do not make again).
+    Every error is one line naming the file and the field."""
+    path = Path(path)
+    prov = read_provenance(path)
+    if prov["kind"] != "edit" or not prov.get("generator"):
+        raise ValueError(f"{path}: a {prov['kind']} set; expected the output set of an edit")
+    req = prov["request"]
+    if req.get("images") or req.get("latents"):
+        raise ValueError(f"{path}: an edit of films; expected an edit of seeds (a film's edit cannot be rendered "
+                         "again from its latents alone)")
+    metrics = path / "metrics.json"
+    try:
+        m = json.loads(metrics.read_text())
+        method, disease, rows = m["request"]["method"], m["disease"], m["per_reference"]
+        settings = m["trajectory"]["config"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{metrics}: not an edit's metrics ({type(e).__name__}: {e})") from None
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"{metrics}: request.method={method!r}; expected one of {METHODS}")
+    box = Box.from_dict(m.get("box"), source=f"{metrics} box")
+    if not isinstance(disease, str) or disease not in DISEASES:
+        raise ValueError(f"{metrics}: disease={disease!r}; expected one of {sorted(DISEASES)}")
+    if not isinstance(settings, dict):
+        raise ValueError(f"{metrics}: trajectory.config={settings!r:.60}; expected the run's settings")
+    try:
+        config = replace(LOConfig(), **{k: tuple(v) if k == "layers" and v is not None else v
+                                        for k, v in settings.items()}).validate()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{metrics}: trajectory.config: {e}") from None
+    latents = torch_load(path / "latents.pt", "edit latents")
+    w_ref, points = (latents.get(k) if isinstance(latents, dict) else None for k in ("w_ref", "points"))
+    if not (isinstance(w_ref, torch.Tensor) and isinstance(points, torch.Tensor) and w_ref.ndim == 3
+            and points.ndim == 4 and points.shape[0] == w_ref.shape[0] >= 1 and points.shape[1] >= 1
+            and points.shape[2:] == w_ref.shape[1:]):
+        raise ValueError(f"{path / 'latents.pt'}: w_ref {getattr(w_ref, 'shape', None)}, points "
+                         f"{getattr(points, 'shape', None)}; expected [R, L, D] and [R, n, L, D]")
+    if not (torch.isfinite(w_ref).all() and torch.isfinite(points).all()):
+        raise ValueError(f"{path / 'latents.pt'}: holds NaN or inf; expected finite latents")
+    if not isinstance(rows, list) or len(rows) != len(w_ref) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{metrics}: per_reference holds {len(rows) if isinstance(rows, list) else rows!r:.40}; "
+                         f"expected one row per reference ({len(w_ref)})")
+    return EditSet(path, method, disease, box, config, list(req.get("seeds") or []), w_ref.float(),
+                   points.float(), rows, prov["generator"])

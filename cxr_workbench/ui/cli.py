@@ -420,7 +420,8 @@ def cmd_augment(args) -> int:
 def add_figure(sub) -> None:
     from cxr_workbench.studies.paper_figures import FIGURES
     f = sub.add_parser("figure", formatter_class=HelpFormatter,
-                       help="a figure of the paper from a fresh run: PNG, PDF and SVG with its provenance")
+                       help="a figure of the paper from a fresh run or from output sets: PNG, PDF and SVG with "
+                            "its provenance")
     f.add_argument("name", choices=list(FIGURES), help="; ".join(f"{k}: {v}" for k, v in FIGURES.items()))
     _checkpoint_option(f)
     f.add_argument("--seed", type=seed_list, default=None,
@@ -428,6 +429,10 @@ def add_figure(sub) -> None:
     f.add_argument("--max-steps", type=_number(int, 1, 100_000), default=300, help="the edits' step cap")
     f.add_argument("--sigma", type=_number(float, 0, strict_low=True), nargs="+", default=[0.3, 1.0, 2.0],
                    help="table2: the spring lengths")
+    f.add_argument("--from", dest="sources", type=Path, nargs="+", default=[], metavar="SET",
+                   help="draw from these output sets instead of a fresh run: edit sets of seeds (fig3: one per "
+                        "method and disease; fig4, fig5: one disease), for table2 also earlier table2 sets; "
+                        "their generator, references and settings are used")
     _common(f, out_help="output folder")
     f.set_defaults(func=cmd_figure)
 
@@ -435,8 +440,11 @@ def add_figure(sub) -> None:
 def cmd_figure(args) -> int:
     from cxr_workbench.assets import DEFAULT_GENERATOR
     from cxr_workbench.studies.paper_figures import FigureRequest, make_figure
+    if args.sources and args.checkpoint:
+        raise ValueError(f"--checkpoint {args.checkpoint} with --from; a figure from output sets uses the generator "
+                         "that made them")
     req = FigureRequest(args.name, checkpoint=args.checkpoint or DEFAULT_GENERATOR, seeds=args.seed,
-                        max_steps=args.max_steps, sigmas=args.sigma)
+                        max_steps=args.max_steps, sigmas=args.sigma, sources=args.sources)
     for path in make_figure(req, args.out, overwrite=args.overwrite, progress=not args.no_progress):
         print(path)
     return 0
