@@ -108,7 +108,7 @@ def read_sources(req: FigureRequest) -> list:
     for Table 2 also earlier table2 sets, each edit once."""
     sets = [_read_source(p, req.name) for p in req.sources]
     edit_sets = [s for s in sets if isinstance(s, EditSet)]
-    if req.name == "table2":
+    if req.name == "table2" and sets:
         _table2_rows(sets)
     else:
         first = {}
