@@ -108,9 +108,10 @@ def read_sources(req: FigureRequest) -> list:
     for Table 2 also earlier table2 sets, each edit once."""
     sets = [_read_source(p, req.name) for p in req.sources]
     edit_sets = [s for s in sets if isinstance(s, EditSet)]
-    if req.name == "table2" and sets:
-        _table2_rows(sets)
-    else:
+    if req.name == "table2":
+        if sets:
+            _table2_rows(sets)
+    elif sets:
         first = {}
         for es in edit_sets:
             key = es.disease, es.method
