@@ -3,10 +3,11 @@ import math
 import pytest
 import torch
 
-from cxr_workbench.imaging.masks import Box
+from cxr_workbench.imaging.masks import Box, box_masks
 from cxr_workbench.method.losses import angle_loss, image_loss, spring_loss, ssim_map, target_schedule
 
 BOX = Box(4, 4, 12, 12, resolution=16)
+MASK = box_masks(BOX, 1, 16)  # [1, 1, 16, 16]
 
 
 def edited(d_in, d_out, n=3):
@@ -21,11 +22,11 @@ def test_image_loss_known_answers():
     ref, x = edited([0.1, 0.2, 0.3], [0.0, 0.05, 0.0])
     c = target_schedule(0.3, 3)  # 0.1, 0.2, 0.3
     torch.testing.assert_close(c, torch.tensor([0.1, 0.2, 0.3]))
-    l1 = image_loss(ref, x, BOX, c, "l1")
+    l1 = image_loss(ref, x, MASK, c, "l1")
     torch.testing.assert_close(l1, torch.tensor([[0.0, 0.05, 0.0]]), atol=1e-6, rtol=0)
-    l2 = image_loss(ref, x, BOX, torch.tensor([0.0, 0.0, 0.0]), "l2")
+    l2 = image_loss(ref, x, MASK, torch.tensor([0.0, 0.0, 0.0]), "l2")
     torch.testing.assert_close(l2, torch.tensor([[0.01, 0.04 + 0.0025, 0.09]]), atol=1e-6, rtol=0)
-    const = image_loss(ref, x, BOX, target_schedule(0.3, 3, "constant"), "l1")
+    const = image_loss(ref, x, MASK, target_schedule(0.3, 3, "constant"), "l1")
     torch.testing.assert_close(const, torch.tensor([[0.2, 0.15, 0.0]]), atol=1e-6, rtol=0)
 
 
@@ -34,16 +35,16 @@ def test_ssim_distance():
     a = torch.rand(2, 1, 16, 16) * 2 - 1
     torch.testing.assert_close(ssim_map(a, a), torch.ones(2, 16, 16), atol=1e-5, rtol=0)
     ref = a[:1]
-    same = image_loss(ref, a[:1, None].repeat(1, 2, 1, 1, 1), BOX, torch.zeros(2), "ssim")
+    same = image_loss(ref, a[:1, None].repeat(1, 2, 1, 1, 1), MASK, torch.zeros(2), "ssim")
     torch.testing.assert_close(same, torch.zeros(1, 2), atol=1e-5, rtol=0)
     noisy = a[:1, None] + 0.5 * torch.randn(1, 1, 1, 16, 16)
-    assert image_loss(ref, noisy, BOX, torch.zeros(1), "ssim").item() > 0.1
+    assert image_loss(ref, noisy, MASK, torch.zeros(1), "ssim").item() > 0.1
 
 
 def test_image_loss_gradients_batched():
     ref = torch.zeros(3, 1, 16, 16)
     x = torch.randn(3, 4, 1, 16, 16, requires_grad=True)
-    loss = image_loss(ref, x, BOX, target_schedule(0.1, 4))
+    loss = image_loss(ref, x, MASK, target_schedule(0.1, 4))
     assert loss.shape == (3, 4)
     loss.sum().backward()
     assert torch.isfinite(x.grad).all() and (x.grad != 0).any()
@@ -81,9 +82,12 @@ def test_image_loss_takes_a_box_per_reference():
     ref, x = torch.randn(3, 1, 16, 16), torch.randn(3, 4, 1, 16, 16)
     boxes = [Box(0, 0, 8, 8, 16), Box(4, 6, 14, 10, 16), Box(10, 2, 16, 16, 16)]
     c = target_schedule(0.3, 4)
-    each = image_loss(ref, x, boxes, c)
+    each = image_loss(ref, x, box_masks(boxes, 3, 16), c)
     for r, b in enumerate(boxes):  # the same as each reference alone with its box
-        torch.testing.assert_close(each[r:r + 1], image_loss(ref[r:r + 1], x[r:r + 1], b, c))
-    torch.testing.assert_close(image_loss(ref, x, boxes[:1] * 3, c), image_loss(ref, x, boxes[0], c))
+        torch.testing.assert_close(each[r:r + 1], image_loss(ref[r:r + 1], x[r:r + 1], box_masks(b, 1, 16), c))
+    torch.testing.assert_close(image_loss(ref, x, box_masks(boxes[:1] * 3, 3, 16), c),
+                               image_loss(ref, x, box_masks(boxes[0], 3, 16), c))
     with pytest.raises(ValueError, match="2 boxes for 3 references"):
-        image_loss(ref, x, boxes[:2], c)
+        box_masks(boxes[:2], 3, 16)
+    with pytest.raises(ValueError, match="box is for 16 px but the images are 32 px"):
+        box_masks(boxes, 3, 32)

@@ -10,8 +10,8 @@ import torch
 
 from cxr_workbench.imaging.diseases import DISEASES, check_disease
 
-__all__ = ["MIN_SIDE", "PRESETS", "BOX_FIELDS", "Box", "preset", "load_box", "disease_for_box", "jittered_box",
-           "reference_box"]
+__all__ = ["MIN_SIDE", "PRESETS", "BOX_FIELDS", "Box", "box_masks", "preset", "load_box", "disease_for_box",
+           "jittered_box", "reference_box"]
 
 MIN_SIDE = 4  # pixels; a smaller box has too few pixels for a stable image loss
 
@@ -142,6 +142,19 @@ class Box:
             raise ValueError(f"box file {path}: not valid JSON ({e}); expected an object with "
                              f"{', '.join(BOX_FIELDS)}") from None
         return cls.from_dict(data, source=f"box file {path}")
+
+
+def box_masks(box: Box | list[Box], R: int, resolution: int, device=None) -> torch.Tensor:
+    """The masks of one box for all R references, or of one box per reference: [1 or R, 1, H, W],
+    1.0 inside. Made once per run; a count or a resolution that does not fit is refused."""
+    boxes = [box] if isinstance(box, Box) else list(box)
+    if len(boxes) not in (1, R):
+        raise ValueError(f"{len(boxes)} boxes for {R} references; expected one, or one per reference")
+    for b in boxes:
+        if b.resolution != resolution:
+            raise ValueError(f"box is for {b.resolution} px but the images are {resolution} px; use "
+                             "box.at_resolution()")
+    return torch.stack([b.mask(device=device) for b in boxes])[:, None]
 
 
 def preset(name: str, resolution: int) -> Box:

@@ -4,12 +4,8 @@ All are batched over R references and n trajectory points and differentiable.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
-
-from cxr_workbench.imaging.masks import Box
 
 __all__ = ["DISTANCES", "SCHEDULES", "ANGLE_FORMS", "ssim_map", "pixel_distance_maps", "target_schedule",
            "image_loss", "spring_loss", "angle_loss"]
@@ -73,21 +69,16 @@ def target_schedule(c: float, n: int, schedule: str = "ramp") -> torch.Tensor:
     raise ValueError(f"schedule={schedule!r}; expected one of {SCHEDULES}")
 
 
-def image_loss(x_ref: torch.Tensor, x: torch.Tensor, box: Box | Sequence[Box], targets: torch.Tensor,
+def image_loss(x_ref: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor,
                distance: str = "l1") -> torch.Tensor:
     """Eq. 1: ``L_X = |D(x_M, x_i,M) - c_i| + D(x*_M, x*_i,M)`` per point.
 
-    x_ref: [R, C, H, W]; x: [R, n, C, H, W]; targets c_i: [n]; ``box`` one Box for all references
-    or one per reference. Returns [R, n]. D inside is the mean over the box, outside the mean over
-    the complement.
+    x_ref: [R, C, H, W]; x: [R, n, C, H, W]; mask: [1 or R, 1, H, W], 1.0 inside the box
+    (``masks.box_masks``); targets c_i: [n]. Returns [R, n]. D inside is the mean over the box,
+    outside the mean over the complement.
     """
-    boxes = [box] if isinstance(box, Box) else list(box)
-    if len(boxes) not in (1, x.shape[0]):
-        raise ValueError(f"{len(boxes)} boxes for {x.shape[0]} references; expected one, or one per reference")
-    if any(x.shape[-1] != b.resolution for b in boxes):
-        raise ValueError(f"images are {x.shape[-1]} px but a box is for {boxes[0].resolution} px")
     d = pixel_distance_maps(x_ref, x, distance)  # [R, n, H, W]
-    mask = torch.stack([b.mask(device=d.device) for b in boxes])[:, None]  # [1 or R, 1, H, W]
+    mask = mask.to(d)
     inside = (d * mask).sum((-2, -1)) / mask.sum((-2, -1))
     outside = (d * (1 - mask)).sum((-2, -1)) / (1 - mask).sum((-2, -1))
     return (inside - targets.to(d)).abs() + outside

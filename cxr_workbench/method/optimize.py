@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from cxr_workbench.imaging.masks import Box
+from cxr_workbench.imaging.masks import Box, box_masks
 from cxr_workbench.method.losses import (
     ANGLE_FORMS,
     DISTANCES,
@@ -45,7 +45,7 @@ METHODS = ("lo", "lo+dir", "linear")
 METHOD_LABELS = {"lo": "Baseline LO", "linear": "Linear translation", "lo+dir": "LO + direction"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class LOConfig:
     """Settings of one trajectory optimisation; defaults from the paper where it gives them
     (docs/method.md says why for the rest). Each field's metadata is the one definition of its
@@ -83,6 +83,16 @@ class LOConfig:
 
     validate = validate_settings
 
+    def __post_init__(self):
+        # checked once, when made (replace() makes a new one): a config that exists is valid
+        validate_settings(self)
+        if self.n % self.coarse or self.n // self.coarse < 3:
+            raise ValueError(f"coarse={self.coarse} with n={self.n}; expected a divisor of n that leaves at least "
+                             "3 optimised points")
+        if self.coarse * self.sigma > 100:
+            raise ValueError(f"coarse={self.coarse} with sigma={self.sigma}; the optimised points' springs "
+                             "(coarse * sigma) must stay within 100")
+
 
 # Named settings: ours (the defaults, docs/method.md says why); the paper's as printed (the same
 # in-box target c for every point, Eq. 4 literally); and for augmentation sets, ours with an
@@ -106,7 +116,7 @@ def named_config(name: str, **overrides) -> LOConfig:
     if name not in NAMED_CONFIGS:
         raise ValueError(f"settings={name!r}; expected one of {sorted(NAMED_CONFIGS)}")
     try:
-        return replace(NAMED_CONFIGS[name], **overrides).validate()
+        return replace(NAMED_CONFIGS[name], **overrides)
     except TypeError as e:  # an unknown field name
         raise ValueError(f"settings {sorted(overrides)}: {e}") from None
 
@@ -135,36 +145,30 @@ class Trajectory:
                     wall_time=self.wall_time, config=asdict(self.config))
 
 
-def _prepare(G, w_ref: torch.Tensor, box: Box | None, config: LOConfig):
-    config.validate()
-    if config.n % config.coarse or config.n // config.coarse < 3:
-        raise ValueError(f"coarse={config.coarse} with n={config.n}; expected a divisor of n that leaves at least "
-                         "3 optimised points")
+def _prepare(G, w_ref: torch.Tensor, box, config: LOConfig):
+    """The run's inputs resolved once: the references [R, num_ws, w_dim] on G's device, the moving
+    layers, and the box masks [1 or R, 1, H, W] (``box``: one, or one per reference; None: no
+    mask). The config was checked when it was made."""
     if w_ref.ndim == 2:
         w_ref = w_ref[None]
     if w_ref.ndim != 3 or w_ref.shape[1:] != (G.num_ws, G.w_dim):
         raise ValueError(f"w_ref has shape {tuple(w_ref.shape)}; expected [R, {G.num_ws}, {G.w_dim}] "
                          f"or [{G.num_ws}, {G.w_dim}]")
-    boxes = [] if box is None else [box] if isinstance(box, Box) else list(box)
-    if len(boxes) > 1 and len(boxes) != w_ref.shape[0]:
-        raise ValueError(f"{len(boxes)} boxes for {w_ref.shape[0]} references; expected one, or one per reference")
-    for b in boxes:
-        if b.resolution != G.img_resolution:
-            raise ValueError(f"box is for {b.resolution} px but the generator makes {G.img_resolution} px; "
-                             "use box.at_resolution()")
     layers = check_layers(config.layers, G.num_ws)
-    return w_ref.detach().to(G.w_avg.device, torch.float32), layers
+    device = G.w_avg.device
+    mask = None if box is None else box_masks(box, w_ref.shape[0], G.img_resolution, device)
+    return w_ref.detach().to(device, torch.float32), layers, mask
 
 
-def objective_terms(x_ref, images, box, points, ref, u_flat, config: LOConfig) -> dict:
+def objective_terms(x_ref, images, mask, points, ref, u_flat, config: LOConfig) -> dict:
     """The terms of Eq. 3 (+ Eq. 4 when ``u_flat`` is given), per reference.
 
-    x_ref: [R, C, H, W]; images: [R, n, C, H, W]; box: a Box or one per reference; points:
+    x_ref: [R, C, H, W]; images: [R, n, C, H, W]; mask: [1 or R, 1, H, W] (``masks.box_masks``); points:
     [R, n, D] moving layers flattened; ref: [R, D]; u_flat: [D] or [R, D] unit, or None. Returns
     dict of [R] tensors, ``total`` included.
     """
     targets = target_schedule(config.c, images.shape[1], config.schedule).to(images.device)
-    terms = dict(image=image_loss(x_ref, images, box, targets, config.distance).sum(1),
+    terms = dict(image=image_loss(x_ref, images, mask, targets, config.distance).sum(1),
                  spring1=spring_loss(points, 1, config.sigma), spring2=spring_loss(points, 2, config.sigma))
     terms["angle"] = angle_loss(points, ref, u_flat, math.radians(config.theta_deg), config.angle_form) \
         if u_flat is not None else torch.zeros_like(terms["image"])
@@ -192,7 +196,8 @@ def evaluate_objective(G, traj: "Trajectory", box, u, layers=None) -> dict:
         return flatten_layers(w, layers)
     u_flat = None if u is None else directions_on_layers(G, u, R, layers).to(traj.points)
     with torch.no_grad():
-        terms = objective_terms(traj.reference_images, traj.images, box, flat(traj.points), flat(traj.w_ref),
+        mask = box_masks(box, R, traj.images.shape[-1], traj.images.device)
+        terms = objective_terms(traj.reference_images, traj.images, mask, flat(traj.points), flat(traj.w_ref),
                                 u_flat, traj.config)
     return {k: float(v.mean()) for k, v in terms.items()}
 
@@ -250,16 +255,21 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, *, u: torch.Tensor | N
     images (``info["images"]`` [R, n, C, H, W]); returning True stops the run.
     """
     config = config or LOConfig()
-    w_ref, layers = _prepare(G, w_ref, box, config)
-    if config.coarse > 1:
-        k = config.coarse
-        rough = optimize_trajectory(G, w_ref, box, u=u, config=replace(config, n=config.n // k, sigma=config.sigma * k,
-                                                                       coarse=1),
-                                    progress=progress, callback=callback, callback_every=callback_every)
-        t0 = time.perf_counter()
-        points = interpolate_points(w_ref, rough.points, k)
-        return replace(rough, points=points, images=synthesize(G, points), config=config,
-                       wall_time=rough.wall_time + time.perf_counter() - t0)
+    w_ref, layers, mask = _prepare(G, w_ref, box, config)
+    if config.coarse == 1:
+        return _optimize(G, w_ref, layers, mask, u, config, progress, callback, callback_every)
+    k = config.coarse
+    rough = _optimize(G, w_ref, layers, mask, u, replace(config, n=config.n // k, sigma=config.sigma * k, coarse=1),
+                      progress, callback, callback_every)
+    t0 = time.perf_counter()
+    points = interpolate_points(w_ref, rough.points, k)
+    return replace(rough, points=points, images=synthesize(G, points), config=config,
+                   wall_time=rough.wall_time + time.perf_counter() - t0)
+
+
+def _optimize(G, w_ref: torch.Tensor, layers: list[int], mask: torch.Tensor, u, config: LOConfig, progress: bool,
+              callback, callback_every: int) -> Trajectory:
+    """The loop of ``optimize_trajectory`` on resolved inputs (``_prepare``), every point optimised."""
     device = w_ref.device
     R, n, L, w_dim = w_ref.shape[0], config.n, len(layers), G.w_dim
     method = "lo" if u is None else "lo+dir"
@@ -287,7 +297,7 @@ def optimize_trajectory(G, w_ref: torch.Tensor, box: Box, *, u: torch.Tensor | N
     for step in bar:
         ws = full_ws(offset)
         images = G.synthesis(ws.reshape(R * n, G.num_ws, w_dim)).reshape(R, n, *x_ref.shape[1:])
-        terms = objective_terms(x_ref, images, box, ref_sel[:, None] + offset, ref_sel, u_flat, config)
+        terms = objective_terms(x_ref, images, mask, ref_sel[:, None] + offset, ref_sel, u_flat, config)
         total = terms["total"].sum()
         if not torch.isfinite(total):
             found = torch.isfinite(best_total)
@@ -342,7 +352,7 @@ def translate_along(G, w_ref: torch.Tensor, u: torch.Tensor, config: LOConfig | 
     """Linear translation (paper Fig. 3, row 3): w_i = w_ref + i * step_size * u on the chosen
     layers, i = 1..n (``step_size`` defaults to sigma, the spring rest length)."""
     config = config or LOConfig()
-    w_ref, layers = _prepare(G, w_ref, None, config)
+    w_ref, layers, _ = _prepare(G, w_ref, None, config)
     u = check_direction(u, G.w_dim, G.num_ws).to(w_ref.device)
     size = config.sigma if step_size is None else step_size
     t0 = time.perf_counter()

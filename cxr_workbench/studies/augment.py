@@ -300,7 +300,7 @@ class AugmentRequest:
 def check_set_options(disease: str, n_samples: int, config: LOConfig, *, keep_last: int, points: str, method: str,
                       batch: int, verify: bool, reader, box, vary_box: bool) -> tuple[LOConfig, str]:
     """The checks of a set's options that need no model; returns the validated config and disease."""
-    config, disease = config.validate(), check_disease(disease)
+    disease = check_disease(disease)
     if method not in METHODS:
         raise ValueError(f"method={method!r}; expected one of {METHODS}")
     if not isinstance(n_samples, int) or n_samples < 1:

@@ -203,7 +203,7 @@ def read_edit_set(path) -> EditSet:
         raise ValueError(f"{metrics}: trajectory.config={settings!r:.60}; expected the run's settings")
     try:
         config = replace(LOConfig(), **{k: tuple(v) if k == "layers" and v is not None else v
-                                        for k, v in settings.items()}).validate()
+                                        for k, v in settings.items()})
     except (TypeError, ValueError) as e:
         raise ValueError(f"{metrics}: trajectory.config: {e}") from None
     latents = torch_load(path / "latents.pt", "edit latents")

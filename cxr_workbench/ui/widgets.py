@@ -290,7 +290,7 @@ class OptimizationRunner:
 
     def config(self) -> LOConfig:
         return replace(self.base_config, sigma=float(self.sigma.value), theta_deg=float(self.theta.value),
-                       c=float(self.c.value), max_steps=int(self.max_steps.value)).validate()
+                       c=float(self.c.value), max_steps=int(self.max_steps.value))
 
     def _callback(self, label, offset):
         history = {k: [] for k in ("image", "spring1", "spring2", "angle", "total")}
