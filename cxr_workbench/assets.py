@@ -60,9 +60,10 @@ def pca_for(G, n_samples: int = 20000):
     return compute_pca(G, n_samples=n_samples, cache_dir=cache_dir())
 
 
-def oracle_for(G):
-    """The shipped oracle if it reads images of G's size and channels, else None."""
+def oracle_for(G, shipped=None):
+    """The shipped oracle if it reads images of G's size and channels, else None; ``shipped``: the
+    shipped oracle when the caller has loaded it already."""
     if not DEFAULT_ORACLE.is_file() or G.img_channels != 1:
         return None
-    oracle = load_default_oracle()
+    oracle = shipped if shipped is not None else load_default_oracle()
     return oracle if oracle.resolution == G.img_resolution else None

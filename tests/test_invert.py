@@ -63,8 +63,10 @@ def films(tmp_path_factory, G):
     return d
 
 
-def test_invert_and_edit_films_from_the_cli(films, tmp_path):
+def test_invert_and_edit_films_from_the_cli(films, tmp_path, monkeypatch):
     import json
+
+    from cxr_workbench.model import oracle
 
     from cxr_workbench.imaging.datasets import load_films
     from cxr_workbench.ui.cli import main
@@ -77,11 +79,14 @@ def test_invert_and_edit_films_from_the_cli(films, tmp_path):
     assert len(rows) == 2 and all(r["psnr"] > 0 for r in rows)
     assert torch.load(out / "latents.pt", weights_only=True)["ws"].shape == (2, 6, 16)
     edit = tmp_path / "edit"
+    loads = []
+    monkeypatch.setattr(oracle, "load_oracle", lambda path, _load=oracle.load_oracle: loads.append(path) or _load(path))
     assert main(["edit", "--checkpoint", str(films / "g.pt"), "--image", str(films / "film.dcm"), "--box", "heart",
                  "--invert-steps", "10", "--max-steps", "5", "--layers", "0-3", "--direction", "pc:0",
                  "--out", str(edit), "--no-progress"]) == 0
     metrics = json.loads((edit / "metrics.json").read_text())
     assert metrics["inversion"][0]["psnr"] > 0 and "starts each row with the film" in metrics["sequence"]
+    assert len(loads) == 1  # the shipped oracle reads the edit and checks the inversion: loaded once
 
 
 def test_films_too_small_or_missing_are_refused(films, tmp_path, capsys):

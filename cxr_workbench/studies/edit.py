@@ -105,7 +105,7 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
         plan = plan_edit(G0, None if req.method == "lo" else pca_for(G0), box=req.box, disease=disease,
                          direction=req.direction, method=req.method, layers=cfg.layers, cache_dir=cache_dir())
         box, u = plan.box, plan.u
-        refs = _references(req, G0, progress)
+        refs = _references(req, G0, reader.oracle if req.reader == "oracle" else None, progress)
         traj = run_method(refs.G, req.method, refs.ws, box, u=u, config=cfg, progress=progress)
         rows = measure(traj, box, disease, reader)
         if not (torch.isfinite(traj.images).all() and all(math.isfinite(r["PV"]) for r in rows)):
@@ -138,12 +138,14 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
     return [Path(out_dir) / n for n in EDIT_OUTPUTS]
 
 
-def _references(req: EditRequest, G, progress: bool) -> Inverted:
-    """The request's references: seeds, films inverted (and tuned) here, or an invert set's latents."""
+def _references(req: EditRequest, G, shipped_oracle, progress: bool) -> Inverted:
+    """The request's references: seeds, films inverted (and tuned) here, or an invert set's latents.
+    ``shipped_oracle``: the shipped oracle if already loaded (it checks the inversions)."""
     if req.images:
         films = load_films(req.images, G.img_resolution, req.fit, req.voi, req.upsample)
         tune = TuneConfig(steps=req.tune) if req.tune else None
-        return invert_films(G, films, InvertConfig(steps=req.invert_steps), tune, oracle_for(G), progress)
+        return invert_films(G, films, InvertConfig(steps=req.invert_steps), tune, oracle_for(G, shipped_oracle),
+                            progress)
     if req.latents is not None:
         return read_inverted(req.latents, G)
     return Inverted(reference_latents(G, req.seeds, label=req.label), G, torch.empty(0), [])
