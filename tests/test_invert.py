@@ -66,9 +66,8 @@ def films(tmp_path_factory, G):
 def test_invert_and_edit_films_from_the_cli(films, tmp_path, monkeypatch):
     import json
 
-    from cxr_workbench.model import oracle
-
     from cxr_workbench.imaging.datasets import load_films
+    from cxr_workbench.model import oracle
     from cxr_workbench.ui.cli import main
     jpg, dcm = load_films([films / "film.jpg", films / "film.dcm"], 16)
     assert (jpg - dcm).abs().mean() < 0.1  # MONOCHROME1 inverted; the JPEG cropped, not squeezed

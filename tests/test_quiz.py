@@ -59,6 +59,10 @@ def test_answers_that_are_not_one_are_refused_by_name(kind, answer, match):
 
 def test_a_student_answers_resumes_and_the_class_is_scored(quiz, tmp_path):
     path, db = quiz
+    readonly = rs.open_study_db(path, readonly=True)  # a student's first look is a read: nothing is written
+    assert qz.next_question(readonly, "class", "ann")["position"] == 0
+    assert qz.quiz_progress(readonly, "class", "ann") == (0, 4)
+    assert db.execute("SELECT count(*) FROM readers WHERE name='ann'").fetchone()[0] == 0
     q = qz.next_question(db, "class", "ann")
     assert "truth" not in q and q["position"] == 0 and qz.quiz_progress(db, "class", "ann") == (0, 4)
     truth = json.loads(db.execute("SELECT truth FROM questions WHERE id=?", (q["id"],)).fetchone()[0])
@@ -156,7 +160,7 @@ def test_prepare_quiz_orders_by_the_readers_severity(tmp_path, monkeypatch):
     assert qz.quiz_progress(db, "made", "ann") == (0, 3)
 
 
-def test_cli_quiz_scores_and_app_refusals(quiz, tmp_path):
+def test_cli_quiz_scores_and_app_refusals(quiz, tmp_path, capsys):
     from cxr_workbench.ui.cli import main
     path, db = quiz
     q = qz.next_question(db, "class", "ann")
@@ -172,3 +176,12 @@ def test_cli_quiz_scores_and_app_refusals(quiz, tmp_path):
     assert main(["quiz", "make", "--db", str(path), "--name", "new", "--out", str(tmp_path / "f"), "--order", "0",
                  "--region", "0"]) == 2
     assert not (tmp_path / "f").exists()
+    box = tmp_path / "box.json"
+    box.write_text(json.dumps(dict(x0=0, y0=0, x1=2, y1=2, resolution=64)))
+    assert main(["app", "editor", "--box", str(box)]) == 2  # read at its own size before any server starts
+    assert "2x2 pixels" in capsys.readouterr().err
+    # made on the shipped generator: its questions reach the database and the films the folder
+    assert main(["quiz", "make", "--db", str(path), "--name", "made", "--out", str(tmp_path / "f"), "--order", "1",
+                 "--region", "0", "--films", "2", "--no-progress"]) == 0
+    assert "quiz 'made': 1 questions" in capsys.readouterr().out
+    assert qz.quiz_progress(db, "made", "ann") == (0, 1) and len(list((tmp_path / "f").glob("*.png"))) == 2

@@ -10,8 +10,8 @@ import torch
 
 from cxr_workbench.imaging.diseases import DISEASES, check_disease
 
-__all__ = ["MIN_SIDE", "PRESETS", "BOX_FIELDS", "Box", "box_masks", "preset", "load_box", "disease_for_box",
-           "jittered_box", "reference_box"]
+__all__ = ["MIN_SIDE", "PRESETS", "BOX_FIELDS", "Box", "box_masks", "preset", "load_box", "check_box",
+           "disease_for_box", "jittered_box", "reference_box"]
 
 MIN_SIDE = 4  # pixels; a smaller box has too few pixels for a stable image loss
 
@@ -171,6 +171,14 @@ def load_box(spec, resolution: int) -> Box:
     if _check_spec(spec) in PRESETS:
         return preset(spec, resolution)
     return Box.load(spec).at_resolution(resolution)
+
+
+def check_box(spec) -> str:
+    """A preset name, or a box JSON file read and checked at its own resolution (where it will be
+    used is not known yet: an app's generator, say); returns the spec."""
+    if _check_spec(spec) not in PRESETS:
+        Box.load(spec)
+    return spec
 
 
 def _check_spec(spec):

@@ -26,8 +26,8 @@ import numpy as np
 from cxr_workbench.imaging.diseases import DISEASES
 from cxr_workbench.studies.reader_study import _now, ensure_reader
 
-__all__ = ["KINDS", "REGIONS", "QuizRequest", "run_quiz", "prepare_quiz", "create_quiz", "quiz_id", "next_question",
-           "quiz_progress", "answer_question", "score_answer", "responses", "scores", "export_scores"]
+__all__ = ["KINDS", "REGIONS", "QuizRequest", "check_counts", "run_quiz", "prepare_quiz", "create_quiz", "quiz_id",
+           "next_question", "quiz_progress", "answer_question", "score_answer", "responses", "scores", "export_scores"]
 
 KINDS = ("order", "region")
 REGIONS = ("heart", "lung_upper_right", "lung_upper_left", "lung_lower_right", "lung_lower_left")
@@ -54,7 +54,7 @@ def prepare_quiz(G, out_dir, *, n_order: int = 4, n_region: int = 4, films: int 
     from cxr_workbench.method.plans import plan_edit
     from cxr_workbench.model.latents import reference_latents
     from cxr_workbench.model.readers import as_reader
-    QuizRequest(None, "quiz", out_dir, n_order, n_region, films, seed).check()
+    check_counts(n_order, n_region, films)
     cfg = config or named_config("augment")
     reader = as_reader(reader if reader is not None else oracle_for(G))
     rng = np.random.default_rng(seed)
@@ -106,18 +106,23 @@ class QuizRequest:
 
     def check(self) -> "QuizRequest":
         """The counts and the name, checked before a model is loaded; returns the request."""
-        if min(self.n_order, self.n_region) < 0 or self.n_order + self.n_region == 0:
-            raise ValueError(f"n_order={self.n_order}, n_region={self.n_region}; expected at least one question")
-        if not 2 <= self.films <= len(string.ascii_uppercase):
-            raise ValueError(f"films={self.films}; expected 2 to 26 films per order question")
+        check_counts(self.n_order, self.n_region, self.films)
         if not str(self.name).strip():
             raise ValueError("quiz name is empty")
         return self
 
 
-def run_quiz(req: QuizRequest, G, progress: bool = False) -> int:
+def check_counts(n_order: int, n_region: int, films: int) -> None:
+    """Questions of each kind and films per order question, or a one-line refusal."""
+    if min(n_order, n_region) < 0 or n_order + n_region == 0:
+        raise ValueError(f"n_order={n_order}, n_region={n_region}; expected at least one question")
+    if not 2 <= films <= len(string.ascii_uppercase):
+        raise ValueError(f"films={films}; expected 2 to 26 films per order question")
+
+
+def run_quiz(req: QuizRequest, G, progress: bool = False) -> list[dict]:
     """Make the quiz ``req`` asks for on G; a name the database holds is refused before any edit.
-    Returns the quiz's id."""
+    Returns its questions (``prepare_quiz``)."""
     from cxr_workbench.studies.reader_study import open_study_db
     req.check()
     db = open_study_db(req.db)
@@ -125,7 +130,8 @@ def run_quiz(req: QuizRequest, G, progress: bool = False) -> int:
         raise ValueError(f"quiz {req.name!r} exists in {req.db}; choose another name")
     questions = prepare_quiz(G, req.films_dir, n_order=req.n_order, n_region=req.n_region, films=req.films,
                              seed=req.seed, progress=progress)
-    return create_quiz(db, req.name, questions, seed=req.seed)
+    create_quiz(db, req.name, questions, seed=req.seed)
+    return questions
 
 
 def create_quiz(db, name: str, questions: list[dict], seed: int = 0) -> int:
@@ -165,8 +171,8 @@ def quiz_id(db, name: str) -> int:
 
 def next_question(db, quiz: str, student: str) -> dict | None:
     """The student's first unanswered question (id, position, kind, prompt, images, choices; never
-    the truth), or None when all are answered. A new student is added."""
-    rid = ensure_reader(db, student)
+    the truth), or None when all are answered. A read: a student not seen yet starts at the first."""
+    rid = _student(db, student)
     row = db.execute("SELECT q.id, q.position, q.kind, q.prompt, q.images, q.choices FROM questions q "
                      "WHERE q.quiz_id=? AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.question_id=q.id "
                      "AND r.reader_id=?) ORDER BY q.position LIMIT 1", (quiz_id(db, quiz), rid)).fetchone()
@@ -177,12 +183,20 @@ def next_question(db, quiz: str, student: str) -> dict | None:
 
 
 def quiz_progress(db, quiz: str, student: str) -> tuple[int, int]:
-    """(answered, total) questions of the quiz for this student."""
-    qid, rid = quiz_id(db, quiz), ensure_reader(db, student)
+    """(answered, total) questions of the quiz for this student (a read: nothing is added)."""
+    qid, rid = quiz_id(db, quiz), _student(db, student)
     total = db.execute("SELECT count(*) FROM questions WHERE quiz_id=?", (qid,)).fetchone()[0]
     done = db.execute("SELECT count(*) FROM responses r JOIN questions q ON q.id=r.question_id "
                       "WHERE q.quiz_id=? AND r.reader_id=?", (qid, rid)).fetchone()[0]
     return done, total
+
+
+def _student(db, name: str) -> int | None:
+    """The student's reader id, or None for one who has answered nothing yet (nothing is written)."""
+    if not name or not name.strip():
+        raise ValueError("reader name is empty")
+    row = db.execute("SELECT id FROM readers WHERE name=?", (name,)).fetchone()
+    return None if row is None else row[0]
 
 
 def score_answer(kind: str, response: str, truth: str, choices: list) -> float:

@@ -568,9 +568,8 @@ def cmd_quiz(args) -> int:
     from cxr_workbench.model.checkpoints import load_generator
     req = qz.QuizRequest(args.db, args.name, args.out, n_order=args.order, n_region=args.region, films=args.films,
                          seed=args.seed).check()
-    qid = qz.run_quiz(req, load_generator(args.checkpoint or DEFAULT_GENERATOR), progress=not args.no_progress)
-    total = open_study_db(args.db).execute("SELECT count(*) FROM questions WHERE quiz_id=?", (qid,)).fetchone()[0]
-    print(f"quiz {args.name!r}: {total} questions in {args.db}, films in {args.out}; serve it with "
+    questions = qz.run_quiz(req, load_generator(args.checkpoint or DEFAULT_GENERATOR), progress=not args.no_progress)
+    print(f"quiz {args.name!r}: {len(questions)} questions in {args.db}, films in {args.out}; serve it with "
           f"cxr-workbench app quiz --db {args.db} --quiz {args.name}")
     return 0
 
@@ -597,12 +596,12 @@ def add_app(sub) -> None:
 
 
 def cmd_app(args) -> int:
-    from cxr_workbench.imaging.masks import load_box
+    from cxr_workbench.imaging.masks import check_box
     from cxr_workbench.ui.apps import check_host, serve
     check_host(args.host, args.allow_remote)
     checkpoint = None if args.checkpoint is None else str(args.checkpoint.resolve())
     if args.name in ("editor", "pc-browser"):
-        load_box(args.box, 64)  # a box that cannot be read is named before the server starts
+        check_box(args.box)  # a box that cannot be read is named before the server starts
         params = dict(generator=checkpoint, seed=args.seed,
                       box=str(Path(args.box).resolve()) if Path(args.box).is_file() else args.box)
         if args.name == "editor":
