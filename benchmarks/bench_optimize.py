@@ -22,7 +22,7 @@ from dataclasses import replace
 import torch
 
 from cxr_workbench.assets import load_default_generator, pca_for
-from cxr_workbench.imaging.masks import preset
+from cxr_workbench.imaging.masks import box_masks, preset
 from cxr_workbench.method.losses import spring_loss, target_schedule
 from cxr_workbench.method.optimize import LOConfig, Trajectory, evaluate_objective, objective_terms, optimize_trajectory
 from cxr_workbench.method.pca import suggest_direction
@@ -41,6 +41,7 @@ def reference_implementation(G, w_ref, box, u, cfg: LOConfig, steps: int) -> Tra
     with torch.no_grad():
         x_ref = G.synthesis(w_ref)
     targets = target_schedule(cfg.c, cfg.n, cfg.schedule)
+    mask = box_masks(box, 1, G.img_resolution)
     done = []
     t0 = time.perf_counter()
     for i in range(cfg.n):
@@ -51,7 +52,7 @@ def reference_implementation(G, w_ref, box, u, cfg: LOConfig, steps: int) -> Tra
             img = G.synthesis(w[None])[:, None]                    # [1, 1, C, H, W]
             pts = flat(torch.stack(done[-2:] + [w])[None])         # [1, <=3, D]: the points i-2..i
             # The terms of Eqs. 3-4 that involve point i: its image, its angle, its springs to i-1, i-2.
-            terms = objective_terms(x_ref, img, box, pts[:, -1:], ref_flat, u_flat, own)
+            terms = objective_terms(x_ref, img, mask, pts[:, -1:], ref_flat, u_flat, own)
             loss = (cfg.alpha * terms["image"] + cfg.delta * terms["angle"]
                     + cfg.beta * spring_loss(pts[:, -2:], 1, cfg.sigma) + cfg.gamma * spring_loss(pts, 2, cfg.sigma))
             opt.zero_grad()
