@@ -44,7 +44,7 @@ chromium:
 
 test: setup chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q --durations=40
+	$(BIN)/python -m pytest -q --durations=60
 
 bench: setup
 	$(BIN)/python benchmarks/bench_phantom.py

@@ -1,6 +1,8 @@
 """The notebooks in a real browser: JupyterLab on a loopback port, Debian's Chromium driven by
 Playwright. The quickstart's figures show as images; a plotly point hovered with the mouse says what
 it is; five keyed reader answers reach the database and a reloaded page resumes at the next item.
+Each notebook run here is then saved and checked as the headless runs are (tests/test_notebooks.py
+runs the others).
 The PC browser's slider and the editor's box drawn with the mouse, then run, are the same widgets
 in the apps (tests/test_apps.py). Screenshots go to out/browser/.
 
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import check_executed_notebook
 
 from cxr_workbench.ui.notebooks import NOTEBOOK_DIR, inject_parameters
 
@@ -122,6 +125,23 @@ def wait_idle(page, timeout_ms: int = 600_000):
     }""", timeout=timeout_ms)
 
 
+def save_and_check(page, lab, name):
+    """Save the notebook run in JupyterLab and check it as the headless runs are checked
+    (``conftest.check_executed_notebook``: no error, figures as images, its files, its HTML)."""
+    _, _, root = lab
+    path = root / f"{name}.ipynb"
+    page.locator(".jp-Notebook").first.click()
+    page.keyboard.press("Control+s")
+    deadline = time.time() + 60
+    while True:  # the save lands when the file holds the run's outputs
+        nb = nbformat.read(path, as_version=4)
+        if any(c.get("outputs") for c in nb.cells if c.cell_type == "code") or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path} was not saved with its outputs"
+    return check_executed_notebook(name, nb, root / f"out{name[:2]}")
+
+
 def shot(locator, name):
     SHOTS.mkdir(parents=True, exist_ok=True)
     locator.scroll_into_view_if_needed()
@@ -140,6 +160,7 @@ def test_quickstart_figures_are_images_on_the_page(browser, lab):
     width, height = comparison.evaluate("el => [el.naturalWidth, el.naturalHeight]")
     assert width > 600 and height > 300 and comparison.is_visible()
     shot(page.locator(".jp-Cell").filter(has_text="comparison_figure(").first, "quickstart_comparison.png")
+    save_and_check(page, lab, "00_quickstart")
 
 
 def test_umap_plotly_hover_names_the_point(browser, lab):
@@ -171,6 +192,8 @@ def test_umap_plotly_hover_names_the_point(browser, lab):
     text = label.text_content()
     assert "step" in text and "reference" in text, text
     shot(plot, "umap_hover.png")
+    html = save_and_check(page, lab, "04_umap_trajectories")
+    assert "Plotly.newPlot" in html and 'src="https://cdn.plot.ly' not in html  # plotly.js inlined
 
 
 def test_reader_study_keyed_answers_reach_the_database_and_resume_after_reload(browser, lab):
@@ -201,3 +224,4 @@ def test_reader_study_keyed_answers_reach_the_database_and_resume_after_reload(b
     assert "item 6 of 7" in widget.inner_text()
     width = widget.locator(".progress-bar").first.evaluate("el => parseFloat(el.style.width)")
     assert abs(width - 100 * 5 / 7) < 0.1, width
+    save_and_check(page, lab, "08_reader_study")
