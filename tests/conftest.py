@@ -15,9 +15,9 @@ def _private_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory):
-    """One cache of searched directions for the tests that run the same search on the shipped
-    generator (notebook 02 headless and in the browser, the README driver): the search itself is
-    tested in test_directions, these tests need only its answer."""
+    """One cache of directions for the tests that find the same ones on the shipped generator
+    (notebooks headless and in the browser, the apps, the README driver): the searches themselves
+    are tested in test_directions, these tests need only their answers."""
     return tmp_path_factory.mktemp("shared-cache")
 
 

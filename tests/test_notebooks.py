@@ -10,7 +10,9 @@ from cxr_workbench.ui.notebooks import NOTEBOOK_DIR, execute_notebook, inject_pa
 # 00, 04 and 08 run in JupyterLab instead (tests/test_browser.py), checked there the same way.
 SMALL = {
     "01_the_generator": dict(N_QUALITY=100),
-    "02_pc_browser": dict(LOCAL=["local"]),  # local+ searches for minutes on a CPU
+    # the searched directions take minutes on a CPU (test_directions tests them): SeFa's closed form
+    # runs the same scoreboard cells
+    "02_pc_browser": dict(LOCAL=["sefa"]),
     "03_mask_and_edit": dict(MAX_STEPS=15),
     "05_pv_table": dict(SEEDS=[0, 1], SIGMAS=[0.3], MAX_STEPS=10),
     # 3 steps barely change a film: a label check would pass nothing (tests/test_augment.py tests it)
