@@ -184,4 +184,11 @@ def test_cli_quiz_scores_and_app_refusals(quiz, tmp_path, capsys):
     assert main(["quiz", "make", "--db", str(path), "--name", "made", "--out", str(tmp_path / "f"), "--order", "1",
                  "--region", "0", "--films", "2", "--no-progress"]) == 0
     assert "quiz 'made': 1 questions" in capsys.readouterr().out
-    assert qz.quiz_progress(db, "made", "ann") == (0, 1) and len(list((tmp_path / "f").glob("*.png"))) == 2
+    assert qz.quiz_progress(db, "made", "ann") == (0, 1)
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == qz.film_names(1, 0, 2) == ["q000_A.png", "q000_B.png"]
+    # a second quiz into the same folder would replace those films: refused before any edit, unless asked
+    assert main(["quiz", "make", "--db", str(path), "--name", "second", "--out", str(tmp_path / "f"), "--order", "1",
+                 "--films", "3", "--no-progress"]) == 2
+    assert "q000_A.png" in capsys.readouterr().err
+    assert len(list((tmp_path / "f").iterdir())) == 2
+    assert not db.execute("SELECT 1 FROM quizzes WHERE name='second'").fetchone()

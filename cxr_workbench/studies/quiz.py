@@ -26,8 +26,9 @@ import numpy as np
 from cxr_workbench.imaging.diseases import DISEASES
 from cxr_workbench.studies.reader_study import _now, ensure_reader
 
-__all__ = ["KINDS", "REGIONS", "QuizRequest", "check_counts", "run_quiz", "prepare_quiz", "create_quiz", "quiz_id",
-           "next_question", "quiz_progress", "answer_question", "score_answer", "responses", "scores", "export_scores"]
+__all__ = ["KINDS", "REGIONS", "QuizRequest", "check_counts", "film_names", "run_quiz", "prepare_quiz",
+           "create_quiz", "quiz_id", "next_question", "quiz_progress", "answer_question", "score_answer", "responses",
+           "scores", "export_scores"]
 
 KINDS = ("order", "region")
 REGIONS = ("heart", "lung_upper_right", "lung_upper_left", "lung_lower_right", "lung_lower_left")
@@ -74,7 +75,7 @@ def prepare_quiz(G, out_dir, *, n_order: int = 4, n_region: int = 4, films: int 
     for q, (kind, disease, zone) in enumerate(zip(kinds, diseases, zones)):
         seq = traj.sequence(q)                                       # [n + 1, C, H, W]
         def png(i, name, q=q, seq=seq):
-            return save_png(out_dir / f"q{q:03d}_{name}.png", to_uint8(seq[i:i + 1])[0])
+            return save_png(out_dir / _film_name(q, name), to_uint8(seq[i:i + 1])[0])
         if kind == "region":
             images = [png(0, "before"), png(len(seq) - 1, "after")]
             questions.append(_question(kind, "Which region changed from the first film to the second?", images,
@@ -91,10 +92,22 @@ def prepare_quiz(G, out_dir, *, n_order: int = 4, n_region: int = 4, films: int 
     return questions
 
 
+def _film_name(question: int, film: str) -> str:
+    return f"q{question:03d}_{film}.png"
+
+
+def film_names(n_order: int, n_region: int, films: int) -> list[str]:
+    """The files of a quiz's films (``prepare_quiz`` writes them): each order question's films
+    A, B, ... then each region question's before and after."""
+    return ([_film_name(q, letter) for q in range(n_order) for letter in string.ascii_uppercase[:films]]
+            + [_film_name(q, side) for q in range(n_order, n_order + n_region) for side in ("before", "after")])
+
+
 @dataclass(frozen=True)
 class QuizRequest:
-    """A quiz to make (``cxr-workbench quiz make``): the database, its name, where the films go,
-    how many questions of each kind, films per order question and the seed of the edits."""
+    """A quiz to make (``cxr-workbench quiz make``): the database, its name, where the films go
+    (written as one set: refused where films of those names exist unless ``overwrite``), how many
+    questions of each kind, films per order question and the seed of the edits."""
 
     db: Path
     name: str
@@ -103,6 +116,7 @@ class QuizRequest:
     n_region: int = 4
     films: int = 4
     seed: int = 0
+    overwrite: bool = False   # films of these names in films_dir may be replaced
 
     def check(self) -> "QuizRequest":
         """The counts and the name, checked before a model is loaded; returns the request."""
@@ -123,13 +137,18 @@ def check_counts(n_order: int, n_region: int, films: int) -> None:
 def run_quiz(req: QuizRequest, G, progress: bool = False) -> list[dict]:
     """Make the quiz ``req`` asks for on G; a name the database holds is refused before any edit.
     Returns its questions (``prepare_quiz``)."""
+    from cxr_workbench.io import output_set
     from cxr_workbench.studies.reader_study import open_study_db
     req.check()
     db = open_study_db(req.db)
     if db.execute("SELECT 1 FROM quizzes WHERE name=?", (req.name,)).fetchone():
         raise ValueError(f"quiz {req.name!r} exists in {req.db}; choose another name")
-    questions = prepare_quiz(G, req.films_dir, n_order=req.n_order, n_region=req.n_region, films=req.films,
-                             seed=req.seed, progress=progress)
+    names = film_names(req.n_order, req.n_region, req.films)
+    with output_set(req.films_dir, names, overwrite=req.overwrite) as staging:  # all the films or none
+        questions = prepare_quiz(G, staging, n_order=req.n_order, n_region=req.n_region, films=req.films,
+                                 seed=req.seed, progress=progress)
+    final = Path(req.films_dir)
+    questions = [dict(q, images=[str(final / Path(p).name) for p in q["images"]]) for q in questions]
     create_quiz(db, req.name, questions, seed=req.seed)
     return questions
 

@@ -567,7 +567,7 @@ def cmd_quiz(args) -> int:
     from cxr_workbench.assets import DEFAULT_GENERATOR
     from cxr_workbench.model.checkpoints import load_generator
     req = qz.QuizRequest(args.db, args.name, args.out, n_order=args.order, n_region=args.region, films=args.films,
-                         seed=args.seed).check()
+                         seed=args.seed, overwrite=args.overwrite).check()
     questions = qz.run_quiz(req, load_generator(args.checkpoint or DEFAULT_GENERATOR), progress=not args.no_progress)
     print(f"quiz {args.name!r}: {len(questions)} questions in {args.db}, films in {args.out}; serve it with "
           f"cxr-workbench app quiz --db {args.db} --quiz {args.name}")
