@@ -8,6 +8,7 @@ Large shared objects (the generator, the oracle) are broadcast to every worker o
 from __future__ import annotations
 
 import contextlib
+import socket
 import sys
 from typing import Callable, Iterator
 
@@ -38,6 +39,9 @@ def connect(scheduler: str | None = None, workers: int = 2, threads: int = 1, ti
             raise ValueError(f"scheduler {scheduler!r}: the {scheme}:// protocol is not supported here; expected "
                              f"{' or '.join(s + '://host:port' for s in SCHEMES)}")
         try:
+            if scheme == "tcp":  # a refused port is said at once; Dask would retry it for ``timeout``
+                host, _, port = scheduler.split("://")[-1].rpartition(":")
+                socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
             client = Client(scheduler, timeout=f"{timeout}s")
         except Exception as e:  # unreachable, or something that is not a Dask scheduler answering
             raise ValueError(f"scheduler {scheduler!r} is unreachable ({type(e).__name__}: {e}); expected the "

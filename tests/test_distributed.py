@@ -78,9 +78,16 @@ def test_table2_on_dask_matches_the_serial_sweep(client, one_thread):
     pd.testing.assert_frame_equal(serial, remote)
 
 
-def test_an_unreachable_scheduler_is_named():
-    with pytest.raises(ValueError, match="scheduler 'tcp://127.0.0.1:9' is unreachable"):
-        connect("tcp://127.0.0.1:9", timeout=1)
+def test_an_unreachable_scheduler_is_named_and_a_running_one_is_reached():
+    from dask.distributed import LocalCluster
+    with pytest.raises(ValueError, match="scheduler 'tcp://127.0.0.1:9' is unreachable.*ConnectionRefusedError"):
+        connect("tcp://127.0.0.1:9", timeout=5)  # refused by the port itself, before Dask's retries
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as running:
+        client = connect(running.scheduler_address)
+        try:
+            assert len(client.scheduler_info()["workers"]) == 1
+        finally:
+            close(client)
 
 
 TASK_FAILS = """
