@@ -220,5 +220,8 @@ def read_edit_set(path) -> EditSet:
     if not isinstance(rows, list) or len(rows) != len(w_ref) or not all(isinstance(r, dict) for r in rows):
         raise ValueError(f"{metrics}: per_reference holds {len(rows) if isinstance(rows, list) else rows!r:.40}; "
                          f"expected one row per reference ({len(w_ref)})")
-    return EditSet(path, method, disease, box, config, list(req.get("seeds") or []), w_ref.float(),
-                   points.float(), rows, prov["generator"])
+    seeds = req.get("seeds")
+    if not isinstance(seeds, list) or len(seeds) != len(w_ref) or not all(isinstance(s, int) for s in seeds):
+        raise ValueError(f"{path / PROVENANCE}: request.seeds={seeds!r:.60}; expected the {len(w_ref)} seeds of its "
+                         "references")
+    return EditSet(path, method, disease, box, config, seeds, w_ref.float(), points.float(), rows, prov["generator"])
