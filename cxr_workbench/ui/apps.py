@@ -101,8 +101,9 @@ def editor_app(generator=None, seed: int = 0, box: str = "heart", disease: str |
         threading.Thread(target=_warm_compiled, args=(G, runner, w_ref, plan.box, plan.u, status), daemon=True).start()
     note = ("<small>settings <b>interactive</b> optimises 4 of the 12 points and places the others between them: "
             "a strip in seconds; <b>ours</b> is the full setting of the CLI and notebooks. On the shipped generator "
-            "the fast setting's PV, trend and leakage are near the full one's (benchmarks/bench_interactive.py, "
-            "docs/method.md).</small>")
+            "a heart edit's PV, trend and leakage are within 10 % of the full setting's; a lung opacity edit is "
+            "weaker (PV about 0.8x, and some films' severity trend turns the other way): use <b>ours</b> for a "
+            "figure or a table (benchmarks/bench_interactive.py, docs/method.md).</small>")
     return ipw.VBox([_title("Edit inside a box", f"Draw a box on the film (or pick a preset), then press <b>run</b>. "
                             f"Disease: {plan.disease}; direction: {plan.u_source}."),
                      drawer.widget, ipw.HBox([chooser, status]), ipw.HTML(note), runner.widget, readings])
