@@ -102,7 +102,7 @@ def editor_app(generator=None, seed: int = 0, box: str = "heart", disease: str |
     note = ("<small>settings <b>interactive</b> optimises 4 of the 12 points and places the others between them: "
             "a strip in seconds; <b>ours</b> is the full setting of the CLI and notebooks. On the shipped generator "
             "a heart edit's PV, trend and leakage are within 10 % of the full setting's; a lung opacity edit is "
-            "weaker (PV about 0.8x, and some films' severity trend turns the other way): use <b>ours</b> for a "
+            "weaker (PV about 0.8x, and the oracle reads some films moving the other way): use <b>ours</b> for a "
             "figure or a table (benchmarks/bench_interactive.py, docs/method.md).</small>")
     return ipw.VBox([_title("Edit inside a box", f"Draw a box on the film (or pick a preset), then press <b>run</b>. "
                             f"Disease: {plan.disease}; direction: {plan.u_source}."),
