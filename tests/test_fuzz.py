@@ -324,6 +324,23 @@ def test_the_unmutated_edit_set_reads(tmp_path):
                                                                                      0.3, (0, 1, 2, 3))
 
 
+@pytest.mark.parametrize("latents, message", [
+    (dict(w_ref=torch.zeros(1, 4, 8).to_sparse(), points=torch.ones(1, 12, 4, 8)), "w_ref: a sparse_coo tensor"),
+    (dict(w_ref=torch.zeros(1, 4, 8), points=torch.ones(1, 12, 4, 8, device="meta")), "points: a meta tensor"),
+    (dict(w_ref=torch.zeros(1, 4, 8, dtype=torch.int64), points=torch.ones(1, 12, 4, 8)), "w_ref: a torch.int64"),
+    (dict(w_ref=torch.zeros(1, 4, 8), points=torch.ones(1, 0, 4, 8)), "points: latents of shape \\(1, 0, 4, 8\\)"),
+    (dict(w_ref=torch.zeros(1, 4, 8), points=torch.ones(2, 12, 4, 8)), "w_ref \\(1, 4, 8\\), points \\(2, 12, 4, 8\\)"),
+    (dict(w_ref=torch.zeros(1, 4, 8), points=torch.full((1, 12, 4, 8), float("inf"))), "points: .*expected finite"),
+    ([torch.zeros(1, 4, 8)], "w_ref: NoneType"),
+])
+def test_an_edit_sets_broken_latents_are_refused_naming_the_file(tmp_path, latents, message):
+    from cxr_workbench.studies.edit import read_edit_set
+    _edit_set(tmp_path / "set", EDIT_METRICS)
+    torch.save(latents, tmp_path / "set" / "latents.pt")
+    with pytest.raises(ValueError, match=f"latents.pt: {message}"):
+        read_edit_set(tmp_path / "set")
+
+
 @pytest.mark.parametrize("damage", ["vr", "cut"])
 def test_a_damaged_dicom_header_is_refused_naming_the_file(tmp_path, film_bytes, damage):
     # found by test_film_reader on clean machines: pydicom's parser raises NotImplementedError for a

@@ -98,7 +98,7 @@ def test_direction_files_declaring_too_much_are_refused(tmp_path, monkeypatch):
     (torch.full((1, 6, 8), float("nan")), "expected finite"),
     (torch.ones(1, 6, 8, dtype=torch.bool), "torch.bool"),
     (torch.ones(1, 6, 8, dtype=torch.complex64), "complex64"),
-    (torch.zeros(0, 6, 8), "with R >= 1"),
+    (torch.zeros(0, 6, 8), "expected \\[R, 6, 8\\] with no empty dimension"),
     (torch.ones(1, 6, 8).to_sparse(), "a sparse_coo tensor"),
     (torch.ones(1, 6, 8, device="meta"), "a meta tensor"),
 ])

@@ -45,8 +45,8 @@ KINDS = ("normal",) + tuple(DISEASES)   # a film's kind: index into this for the
 
 def check_disease(disease: str) -> str:
     """``disease`` if it is in the table, else a one-line error naming the choices."""
-    if disease not in DISEASES:
-        raise ValueError(f"disease={disease!r}; expected one of {sorted(DISEASES)}")
+    if not isinstance(disease, str) or disease not in DISEASES:  # a list read from a file is unhashable
+        raise ValueError(f"disease={disease!r:.60}; expected one of {sorted(DISEASES)}")
     return disease
 
 

@@ -44,18 +44,21 @@ def parse_range(text: str, name: str = "value") -> list[int]:
 MAX_LATENT = 1e3  # |w| of any StyleGAN2 is O(1)-O(10); far beyond this is a broken file, not a latent
 
 
-def check_latents(ws, G, source: str = "latents") -> torch.Tensor:
-    """W+ latents [R, num_ws, w_dim] as float32, or a ValueError naming ``source``: real floating
-    values, finite, within +-MAX_LATENT, of G's shape."""
+def check_latents(ws, G=None, source: str = "latents", batch_dims: int = 1) -> torch.Tensor:
+    """W+ latents [*batch, num_ws, w_dim] (``batch_dims`` leading dims, each >= 1) as float32, or a
+    ValueError naming ``source``: a dense tensor of real floating values, finite, within
+    +-MAX_LATENT, of G's shape (any num_ws and w_dim with G None)."""
     if isinstance(ws, torch.Tensor) and (ws.layout != torch.strided or ws.is_meta):
         kind = "a meta tensor (no data)" if ws.is_meta else f"a {str(ws.layout).removeprefix('torch.')} tensor"
         raise ValueError(f"{source}: {kind}; expected dense W+ latents")
     if not isinstance(ws, torch.Tensor) or not ws.is_floating_point() or ws.is_complex():
         kind = type(ws).__name__ if not isinstance(ws, torch.Tensor) else f"a {ws.dtype} tensor"
         raise ValueError(f"{source}: {kind}; expected real floating-point W+ latents")
-    if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim) or len(ws) == 0:
-        raise ValueError(f"{source}: latents of shape {tuple(ws.shape)}; expected [R, {G.num_ws}, {G.w_dim}] "
-                         "with R >= 1")
+    batch = ", ".join("RN"[i] if i < 2 else f"B{i}" for i in range(batch_dims))
+    layers = (G.num_ws, G.w_dim) if G is not None else ("L", "D")
+    if ws.ndim != batch_dims + 2 or (G is not None and tuple(ws.shape[-2:]) != layers) or 0 in ws.shape:
+        raise ValueError(f"{source}: latents of shape {tuple(ws.shape)}; expected [{batch}, {layers[0]}, {layers[1]}] "
+                         "with no empty dimension")
     if not torch.isfinite(ws).all() or ws.abs().max() > MAX_LATENT:
         raise ValueError(f"{source}: latents with values up to {float(ws.abs().max()):.3g}; expected finite "
                          f"values within +-{MAX_LATENT:g}")

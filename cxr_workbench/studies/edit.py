@@ -15,7 +15,7 @@ import torch
 from cxr_workbench.assets import DEFAULT_GENERATOR, cache_dir, load_reader, oracle_for, pca_for
 from cxr_workbench.devices import pick_device
 from cxr_workbench.imaging.datasets import check_film_paths, load_films
-from cxr_workbench.imaging.diseases import DISEASES
+from cxr_workbench.imaging.diseases import check_disease
 from cxr_workbench.imaging.masks import Box, disease_for_box
 from cxr_workbench.imaging.strips import strip_image
 from cxr_workbench.io import output_set, save_png, torch_load, write_json
@@ -26,7 +26,7 @@ from cxr_workbench.method.optimize import METHODS, LOConfig, named_config, run_m
 from cxr_workbench.method.plans import plan_edit
 from cxr_workbench.method.tune import TuneConfig
 from cxr_workbench.model.checkpoints import load_generator
-from cxr_workbench.model.latents import reference_latents
+from cxr_workbench.model.latents import check_latents, reference_latents
 from cxr_workbench.studies.films import Inverted, invert_films, read_inverted
 from cxr_workbench.studies.provenance import PROVENANCE, provenance, read_provenance
 
@@ -199,8 +199,10 @@ def read_edit_set(path) -> EditSet:
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"{metrics}: request.method={method!r}; expected one of {METHODS}")
     box = Box.from_dict(m.get("box"), source=f"{metrics} box")
-    if not isinstance(disease, str) or disease not in DISEASES:
-        raise ValueError(f"{metrics}: disease={disease!r}; expected one of {sorted(DISEASES)}")
+    try:
+        check_disease(disease)
+    except ValueError as e:
+        raise ValueError(f"{metrics}: {e}") from None
     if not isinstance(settings, dict):
         raise ValueError(f"{metrics}: trajectory.config={settings!r:.60}; expected the run's settings")
     try:
@@ -209,14 +211,13 @@ def read_edit_set(path) -> EditSet:
     except (TypeError, ValueError) as e:
         raise ValueError(f"{metrics}: trajectory.config: {e}") from None
     latents = torch_load(path / "latents.pt", "edit latents")
+    file = path / "latents.pt"
     w_ref, points = (latents.get(k) if isinstance(latents, dict) else None for k in ("w_ref", "points"))
-    if not (isinstance(w_ref, torch.Tensor) and isinstance(points, torch.Tensor) and w_ref.ndim == 3
-            and points.ndim == 4 and points.shape[0] == w_ref.shape[0] >= 1 and points.shape[1] >= 1
-            and points.shape[2:] == w_ref.shape[1:]):
-        raise ValueError(f"{path / 'latents.pt'}: w_ref {getattr(w_ref, 'shape', None)}, points "
-                         f"{getattr(points, 'shape', None)}; expected [R, L, D] and [R, n, L, D]")
-    if not (torch.isfinite(w_ref).all() and torch.isfinite(points).all()):
-        raise ValueError(f"{path / 'latents.pt'}: holds NaN or inf; expected finite latents")
+    w_ref = check_latents(w_ref, source=f"{file}: w_ref")
+    points = check_latents(points, source=f"{file}: points", batch_dims=2)
+    if points.shape[0] != w_ref.shape[0] or points.shape[2:] != w_ref.shape[1:]:
+        raise ValueError(f"{file}: w_ref {tuple(w_ref.shape)}, points {tuple(points.shape)}; expected [R, L, D] and "
+                         "[R, n, L, D]")
     if not isinstance(rows, list) or len(rows) != len(w_ref) or not all(isinstance(r, dict) for r in rows):
         raise ValueError(f"{metrics}: per_reference holds {len(rows) if isinstance(rows, list) else rows!r:.40}; "
                          f"expected one row per reference ({len(w_ref)})")
@@ -224,4 +225,4 @@ def read_edit_set(path) -> EditSet:
     if not isinstance(seeds, list) or len(seeds) != len(w_ref) or not all(isinstance(s, int) for s in seeds):
         raise ValueError(f"{path / PROVENANCE}: request.seeds={seeds!r:.60}; expected the {len(w_ref)} seeds of its "
                          "references")
-    return EditSet(path, method, disease, box, config, seeds, w_ref.float(), points.float(), rows, prov["generator"])
+    return EditSet(path, method, disease, box, config, seeds, w_ref, points, rows, prov["generator"])
