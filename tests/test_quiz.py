@@ -85,6 +85,29 @@ def test_a_student_answers_resumes_and_the_class_is_scored(quiz, tmp_path):
         qz.export_scores(again, "class", tmp_path / "scores")
 
 
+def test_signing_in_builds_the_quiz_once_and_keeps_what_is_typed(quiz):
+    # start's click blurs the name field, so the name and the click arrive one after the other; both
+    # built a quiz, and the second replaced the first under an answer being typed (a flaky browser test)
+    from cxr_workbench.ui.apps import quiz_app
+    path, db = quiz
+    app = quiz_app(path, "class")
+    page = app.children[-1]
+    sign_in = page.children[0]
+    name, start = sign_in.children
+    name.value = "ann"  # the blur
+    shown = page.children[0]
+    assert shown is not sign_in and "question 1 of 4" in shown.children[2].value
+    start.click()  # the click
+    assert page.children[0] is shown
+    order, region, answer = shown.children[4:7]
+    if qz.next_question(db, "class", "ann")["kind"] == "order":
+        order.value = "BCA"  # typed, then Enter
+    else:
+        region.value = "heart"
+        answer.click()
+    assert qz.quiz_progress(db, "class", "ann") == (1, 4) and "question 2 of 4" in shown.children[2].value
+
+
 def test_unknown_quiz_and_second_quiz_of_one_name_are_refused(quiz, tmp_path):
     _, db = quiz
     with pytest.raises(ValueError, match="quiz 'other' does not exist; known: \\['class'\\]"):

@@ -127,9 +127,13 @@ def _signed_in(what: str, make) -> ipw.VBox:
     name = ipw.Text(placeholder="your name", description="name", continuous_update=False)
     start = ipw.Button(description="start", button_style="primary")
     message = ipw.HTML()
-    page = ipw.VBox([ipw.HBox([name, start]), message])
+    sign_in = ipw.HBox([name, start])
+    page = ipw.VBox([sign_in, message])
 
     def begin(_=None):
+        # the field's value arrives as start's click blurs it, then the click: both call begin
+        if page.children[0] is not sign_in:
+            return
         if not name.value.strip():
             message.value = "<span style='color:#b00'>type your name first</span>"
             return
