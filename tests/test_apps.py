@@ -41,7 +41,7 @@ def serve(tmp_path_factory, shared_cache):
                    JUPYTER_RUNTIME_DIR=str(root / ".runtime"))
         proc = subprocess.Popen([sys.executable, "-m", "cxr_workbench.ui.cli", "app", *args, "--port", str(port)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
-        servers.append((proc, log))
+        servers.append((proc, port, log))
         deadline = time.time() + 120
         while True:
             try:
@@ -52,10 +52,12 @@ def serve(tmp_path_factory, shared_cache):
                     pytest.fail(f"app {args} did not start: {(root / f'app{port}.log').read_text()[-2000:]}")
                 time.sleep(0.5)
     yield start
-    for proc, log in servers:
+    for proc, port, log in servers:
         proc.terminate()
-        proc.wait(30)
+        proc.wait(60)
         log.close()
+        with pytest.raises(OSError):  # Voila itself stopped with the app, not left serving
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -209,10 +210,27 @@ def serve(name: str, params: dict, *, port: int = 8866, host: str = "127.0.0.1",
            "--Voila.port_retries=0"]
     print(f"serving the {name} app at http://{'localhost' if host in LOCALHOST else host}:{port}/ "
           "(Ctrl+C stops it)", flush=True)
+    proc = subprocess.Popen(cmd)
+    # stopped by SIGTERM as by Ctrl+C: Voila and its kernels go too, and the folder is removed
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
     try:
-        return subprocess.call(cmd)
+        return proc.wait()
     except KeyboardInterrupt:
         return 0
     finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         if own:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
