@@ -34,8 +34,11 @@ def test_edit_writes_strip_latents_metrics(tmp_path, ckpt, method):
     assert main(args) == 2  # refuses to overwrite
 
 
-def test_edit_with_box_json_and_direction_file(tmp_path, ckpt, capsys):
+def test_edit_with_box_json_and_direction_file(tmp_path, ckpt, capsys, monkeypatch):
     Box(2, 2, 10, 10, 16).save(tmp_path / "box.json")
+    reads = []
+    load = Box.load.__func__
+    monkeypatch.setattr(Box, "load", classmethod(lambda cls, path: reads.append(path) or load(cls, path)))
     u = torch.zeros(16)
     u[0] = 1
     save_direction(tmp_path / "u.pt", u, source="hand-made")
@@ -43,7 +46,14 @@ def test_edit_with_box_json_and_direction_file(tmp_path, ckpt, capsys):
             str(tmp_path / "u.pt"), "--method", "linear", "--out", str(tmp_path / "o")]
     assert main(args) == 2  # a custom box must say which disease it shows
     assert "--disease" in capsys.readouterr().err and not (tmp_path / "o" / "strip.png").exists()
+    reads.clear()
     assert main(args + ["--disease", "opacity"]) == 0
+    assert len(reads) == 1  # the box is read and checked once
+    # ... and before the generator is loaded: a broken file is named without loading one
+    (tmp_path / "bad.json").write_text('{"x0": 1}')
+    monkeypatch.setattr("cxr_workbench.studies.edit.load_generator", lambda *a, **k: pytest.fail("loaded"))
+    assert main(args[:4] + [str(tmp_path / "bad.json"), "--disease", "opacity", "--out", str(tmp_path / "r")]) == 2
+    assert "bad.json: lacks" in capsys.readouterr().err
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["disease"] == "opacity"
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["direction"] == "hand-made"
     assert main(["edit", "--checkpoint", str(ckpt), "--box", "kidney", "--out", str(tmp_path / "p")]) == 2

@@ -1,6 +1,6 @@
 import pytest
 
-from cxr_workbench.imaging.masks import PRESETS, Box, preset
+from cxr_workbench.imaging.masks import PRESETS, Box, BoxChoice, choose_box, load_box, preset
 
 
 def test_box_mask_and_fractions():
@@ -42,3 +42,22 @@ def test_bad_types_and_presets():
         preset("liver", 64)
     for name in PRESETS:
         assert preset(name, 64).mask().sum() > 16
+
+
+def test_a_box_is_chosen_once_with_the_disease_it_shows(tmp_path):
+    heart = choose_box("heart")
+    assert heart == BoxChoice("heart", "cardiomegaly") and heart.at(64) == preset("heart", 64)
+    assert choose_box(None, "opacity").disease == "opacity" and choose_box(None, "opacity").box is None
+    assert choose_box(heart) is heart and choose_box(heart, "opacity").disease == "opacity"
+    Box(2, 2, 10, 10, 16).save(tmp_path / "box.json")
+    custom = choose_box(tmp_path / "box.json", "opacity")
+    assert custom.box == Box(2, 2, 10, 10, 16) and custom.at(64) == Box(8, 8, 40, 40, 64)
+    assert load_box(tmp_path / "box.json", 16) == custom.box and load_box(heart, 32) == preset("heart", 32)
+    with pytest.raises(ValueError, match="box.json is not a preset, so its disease is unknown"):
+        choose_box(tmp_path / "box.json")
+    with pytest.raises(ValueError, match="box='kidney'; expected a preset"):
+        choose_box("kidney", "opacity")
+    with pytest.raises(ValueError, match="disease='gout'"):
+        choose_box("heart", "gout")
+    with pytest.raises(ValueError, match="box=None and disease=None"):
+        choose_box(None)

@@ -10,8 +10,8 @@ import torch
 
 from cxr_workbench.imaging.diseases import DISEASES, check_disease
 
-__all__ = ["MIN_SIDE", "PRESETS", "BOX_FIELDS", "Box", "box_masks", "preset", "load_box", "check_box",
-           "disease_for_box", "jittered_box", "reference_box"]
+__all__ = ["MIN_SIDE", "PRESETS", "BOX_FIELDS", "Box", "box_masks", "preset", "BoxChoice", "choose_box", "load_box",
+           "check_box", "jittered_box", "reference_box"]
 
 MIN_SIDE = 4  # pixels; a smaller box has too few pixels for a stable image loss
 
@@ -164,39 +164,70 @@ def preset(name: str, resolution: int) -> Box:
     return Box.from_fractions(*PRESETS[name]["fractions"], resolution)
 
 
+@dataclass(frozen=True)
+class BoxChoice:
+    """A box as a request names it, read and checked once, with the disease an edit of it shows: a
+    preset (made at the generator's resolution by ``at``) or a Box read from a file or drawn."""
+
+    name: str               # the preset or file it came from; "custom" for a drawn Box
+    disease: str
+    box: Box | None = None  # None for a preset
+
+    def at(self, resolution: int) -> Box:
+        """The box at ``resolution`` px."""
+        return _at(self.name, self.box, resolution)
+
+
+def choose_box(spec, disease: str | None = None) -> BoxChoice:
+    """Read ``spec`` (a preset name, a box JSON file, a Box, a BoxChoice; None: ``disease``'s
+    preset) once, with the disease its edit shows: ``disease`` when given, else the preset's; a
+    custom box must say which disease it is for."""
+    if isinstance(spec, BoxChoice):
+        return spec if disease in (None, spec.disease) else BoxChoice(spec.name, check_disease(disease), spec.box)
+    if spec is None:
+        if disease is None:
+            raise ValueError("box=None and disease=None; expected a box, a disease, or both")
+        spec = DISEASES[check_disease(disease)].box
+    name, box = _read_spec(spec)
+    if disease is not None:
+        disease = check_disease(disease)
+    elif box is None:
+        disease = PRESETS[name]["disease"]
+    else:
+        raise ValueError(f"box={name} is not a preset, so its disease is unknown; give one of {sorted(DISEASES)} "
+                         "(--disease)")
+    return BoxChoice(name, disease, box)
+
+
 def load_box(spec, resolution: int) -> Box:
     """A Box, a preset name (``heart``, ``lung_lower_left`` ...) or a box JSON file, at ``resolution``."""
-    if isinstance(spec, Box):
-        return spec if spec.resolution == resolution else spec.at_resolution(resolution)
-    if _check_spec(spec) in PRESETS:
-        return preset(spec, resolution)
-    return Box.load(spec).at_resolution(resolution)
+    return _at(*_read_spec(spec), resolution)
 
 
 def check_box(spec) -> str:
     """A preset name, or a box JSON file read and checked at its own resolution (where it will be
     used is not known yet: an app's generator, say); returns the spec."""
-    if _check_spec(spec) not in PRESETS:
-        Box.load(spec)
+    _read_spec(spec)
     return spec
 
 
-def _check_spec(spec):
-    if not isinstance(spec, Box) and spec not in PRESETS and not Path(spec).is_file():
-        raise ValueError(f"box={spec!r}; expected a preset ({', '.join(PRESETS)}) or a box .json file")
-    return spec
+def _at(name: str, box: Box | None, resolution: int) -> Box:
+    if box is None:
+        return preset(name, resolution)
+    return box if box.resolution == resolution else box.at_resolution(resolution)
 
 
-def disease_for_box(spec, disease: str | None = None) -> str:
-    """The disease an edit of this box shows: ``disease`` when given, else the preset's; a custom
-    box (file or Box) must say which disease it is for."""
-    _check_spec(spec)
-    if disease is not None:
-        return check_disease(disease)
-    if isinstance(spec, str) and spec in PRESETS:
-        return PRESETS[spec]["disease"]
-    raise ValueError(f"box={spec if isinstance(spec, str) else 'custom'!s} is not a preset, so its disease is unknown; "
-                     f"give one of {sorted(DISEASES)} (--disease)")
+def _read_spec(spec) -> tuple[str, Box | None]:
+    """(name, Box) of a Box or a box file; (name, None) of a preset."""
+    if isinstance(spec, BoxChoice):
+        return spec.name, spec.box
+    if isinstance(spec, Box):
+        return "custom", spec
+    if isinstance(spec, (str, Path)) and str(spec) in PRESETS:
+        return str(spec), None
+    if isinstance(spec, (str, Path)) and Path(spec).is_file():
+        return str(spec), Box.load(spec)
+    raise ValueError(f"box={spec!r:.80}; expected a preset ({', '.join(PRESETS)}) or a box .json file")
 
 
 def jittered_box(box: Box, rng, shift: float, scale: tuple[float, float]) -> Box:

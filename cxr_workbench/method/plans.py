@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cxr_workbench.imaging.diseases import DISEASES, check_disease
-from cxr_workbench.imaging.masks import Box, disease_for_box, load_box
+from cxr_workbench.imaging.masks import Box, choose_box
 from cxr_workbench.method.directions import choose_direction
 from cxr_workbench.method.pca import WPCA
 
@@ -27,19 +26,15 @@ class EditPlan:
 
 def plan_edit(G, pca: WPCA | None, *, box=None, disease: str | None = None, direction: str = "auto",
               method: str = "lo+dir", layers=None, cache_dir=None, progress: bool = False) -> EditPlan:
-    """The box (a preset, box JSON or Box; default: the disease's box), the disease it shows
-    (default: the preset's) and u (``choose_direction``, with its ``progress``; none for Baseline
-    LO, ``method="lo"``)."""
-    if box is None:
-        if disease is None:
-            raise ValueError("box=None and disease=None; expected a box, a disease, or both")
-        box = DISEASES[check_disease(disease)].box
-    disease = disease_for_box(box, disease)
-    box_obj = load_box(box, G.img_resolution)
+    """The box (a preset, box JSON, Box or ``masks.BoxChoice``; default: the disease's box), the
+    disease it shows (default: the preset's) and u (``choose_direction``, with its ``progress``;
+    none for Baseline LO, ``method="lo"``)."""
+    choice = choose_box(box, disease)
+    box_obj = choice.at(G.img_resolution)
     if method == "lo":
         u, source = None, "none"
     else:
-        chosen = choose_direction(G, pca, box_obj, direction, disease, layers=layers, cache_dir=cache_dir,
+        chosen = choose_direction(G, pca, box_obj, direction, choice.disease, layers=layers, cache_dir=cache_dir,
                                   progress=progress)
         u, source = chosen.u, chosen.description
-    return EditPlan(box_obj, "custom" if isinstance(box, Box) else str(box), disease, u, source)
+    return EditPlan(box_obj, choice.name, choice.disease, u, source)

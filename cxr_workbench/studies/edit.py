@@ -16,7 +16,7 @@ from cxr_workbench.assets import DEFAULT_GENERATOR, cache_dir, load_reader, orac
 from cxr_workbench.devices import pick_device
 from cxr_workbench.imaging.datasets import check_film_paths, load_films
 from cxr_workbench.imaging.diseases import check_disease
-from cxr_workbench.imaging.masks import Box, disease_for_box
+from cxr_workbench.imaging.masks import Box, BoxChoice, choose_box
 from cxr_workbench.imaging.strips import strip_image
 from cxr_workbench.io import output_set, save_png, torch_load, write_json
 from cxr_workbench.method.evaluate import measure
@@ -63,9 +63,9 @@ class EditRequest:
     def config(self) -> LOConfig:
         return named_config(self.settings, **self.overrides)
 
-    def check(self) -> tuple[LOConfig, str]:
+    def check(self) -> tuple[LOConfig, BoxChoice]:
         """Everything that can be checked before loading a model (settings, method, seeds or films,
-        disease); returns the validated config and the disease."""
+        box and disease); returns the validated config and the box read with its disease."""
         pick_device(self.device)
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}; expected one of {METHODS}")
@@ -80,7 +80,7 @@ class EditRequest:
         if self.keep_film and not self.images and self.latents is None:
             raise ValueError("keep_film=True with seeds; a film-preserving edit needs films (images or latents)")
         check_film_paths(self.images)
-        return self.config(), disease_for_box(self.box, self.disease)
+        return self.config(), choose_box(self.box, self.disease)
 
 
 def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool = True) -> list[Path]:
@@ -97,12 +97,13 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
     into the same folder is refused, and a run that fails (or goes non-finite) leaves no file under a
     final name.
     """
-    cfg, disease = req.check()
+    cfg, box_choice = req.check()
+    disease = box_choice.disease
     reader = load_reader(req.reader)
     reader.severity(disease)  # one that cannot read the disease is refused before any work
     with output_set(out_dir, EDIT_OUTPUTS, overwrite=overwrite) as staging:
         G0 = load_generator(req.checkpoint, device=pick_device(req.device))
-        plan = plan_edit(G0, None if req.method == "lo" else pca_for(G0), box=req.box, disease=disease,
+        plan = plan_edit(G0, None if req.method == "lo" else pca_for(G0), box=box_choice,
                          direction=req.direction, method=req.method, layers=cfg.layers, cache_dir=cache_dir())
         box, u = plan.box, plan.u
         refs = _references(req, G0, reader.oracle if req.reader == "oracle" else None, progress)
