@@ -49,17 +49,17 @@ def test_edit_with_box_json_and_direction_file(tmp_path, ckpt, capsys, monkeypat
     reads.clear()
     assert main(args + ["--disease", "opacity"]) == 0
     assert len(reads) == 1  # the box is read and checked once
-    # ... and before the generator is loaded: a broken file is named without loading one
-    (tmp_path / "bad.json").write_text('{"x0": 1}')
-    monkeypatch.setattr("cxr_workbench.studies.edit.load_generator", lambda *a, **k: pytest.fail("loaded"))
-    assert main(args[:4] + [str(tmp_path / "bad.json"), "--disease", "opacity", "--out", str(tmp_path / "r")]) == 2
-    assert "bad.json: lacks" in capsys.readouterr().err
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["disease"] == "opacity"
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["direction"] == "hand-made"
     assert main(["edit", "--checkpoint", str(ckpt), "--box", "kidney", "--out", str(tmp_path / "p")]) == 2
     assert "box='kidney'" in capsys.readouterr().err
     assert main(["edit", "--checkpoint", str(ckpt), "--direction", "pc:x", "--out", str(tmp_path / "q")]) == 2
     assert "direction='pc:x'" in capsys.readouterr().err
+    # a box file is read before the generator is loaded: a broken file is named without loading one
+    (tmp_path / "bad.json").write_text('{"x0": 1}')
+    monkeypatch.setattr("cxr_workbench.studies.edit.load_generator", lambda *a, **k: pytest.fail("loaded"))
+    assert main(args[:4] + [str(tmp_path / "bad.json"), "--disease", "opacity", "--out", str(tmp_path / "r")]) == 2
+    assert "bad.json: lacks" in capsys.readouterr().err
 
 
 def test_edit_with_the_local_direction_caches_its_search(tmp_path, ckpt, monkeypatch):
