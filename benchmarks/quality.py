@@ -1,20 +1,35 @@
-"""Recompute the shipped generator's quality figures (those in data/MODEL_CARD.md) and print them,
-with the targets a shipped default must meet (quality.SHIP_TARGETS).
+"""Recompute a generator's quality figures (those in data/MODEL_CARD.md) and print them, with the
+targets a shipped default must meet (quality.SHIP_TARGETS). By default the shipped generator; with
+``--checkpoint`` a run's generator in training, measured against the films of its own source with
+an oracle of that source (``--oracle``), without the PC locality unless ``--pca``.
 
     python benchmarks/quality.py [--n 2000]
+    python benchmarks/quality.py --checkpoint runs/drr64/generator.pt --oracle data/oracle_drr.pt
 """
 import argparse
 
 from cxr_workbench.assets import load_default_generator, load_default_oracle, pca_for
-from cxr_workbench.studies.quality import quality_figures, shipping_verdict
+from cxr_workbench.model.checkpoints import generator_card, load_generator
+from cxr_workbench.model.oracle import load_oracle
+from cxr_workbench.studies.quality import FILMS, quality_figures, shipping_verdict
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--checkpoint", help="a generator file (default: the shipped one)")
+    p.add_argument("--oracle", help="an oracle file of the generator's source (default: the shipped one)")
+    p.add_argument("--pca", action="store_true", help="with --checkpoint: the PC locality too (minutes)")
     args = p.parse_args()
-    G = load_default_generator()
-    q = quality_figures(G, load_default_oracle(), n=args.n, pca=pca_for(G))
-    print(f"Oracle features and readings, {args.n} images per set, against phantoms:")
+    G = load_default_generator() if args.checkpoint is None else load_generator(args.checkpoint)
+    oracle = load_default_oracle() if args.oracle is None else load_oracle(args.oracle)
+    card = generator_card(args.checkpoint) if args.checkpoint else {}
+    source = card.get("train_config", {}).get("source", "phantom")
+    if oracle.source != source:
+        p.error(f"the generator learned {FILMS[source]}, the oracle {FILMS[oracle.source]}; give --oracle of "
+                f"{FILMS[source]}")
+    pca = pca_for(G) if args.checkpoint is None or args.pca else None
+    q = quality_figures(G, oracle, n=args.n, pca=pca, source=source)
+    print(f"Oracle features and readings, {args.n} images per set, against {FILMS[source]}:")
     print(f"{'set':12s} {'FD':>8s} {'precision':>9s} {'recall':>7s} {'KS CTR':>7s} {'KS burden':>9s} "
           f"{'CTR mean/std':>13s} {'burden mean/std':>15s}")
     for key, fd in (("films", "fd_films_vs_films"), ("generated", "fd_generated_vs_films"),
@@ -23,12 +38,13 @@ if __name__ == "__main__":
         print(f"{key:12s} {q[fd]:8.2f} {d['precision']:9.3f} {d['recall']:7.3f} {d['ks']['ctr']:7.3f} "
               f"{d['ks']['opacity_burden']:9.3f} {d['ctr_mean']:6.3f}/{d['ctr_std']:.3f} "
               f"{d['burden_mean']:7.3f}/{d['burden_std']:.3f}")
-    print("PC most local to each preset box:", {b: (r["pc"], round(r["inside_share"], 3))
-                                                for b, r in q["pc_locality"].items()})
-    print("most local combination of the first 30 PCs (--direction local), held-out references:",
-          {b: round(r["local_inside_share"], 3) for b, r in q["pc_locality"].items()})
-    print("the same with a combination of all PCs per W+ layer (--direction local+), held-out references:",
-          {b: round(r["local_plus_inside_share"], 3) for b, r in q["pc_locality"].items()})
+    if pca is not None:
+        print("PC most local to each preset box:", {b: (r["pc"], round(r["inside_share"], 3))
+                                                    for b, r in q["pc_locality"].items()})
+        print("most local combination of the first 30 PCs (--direction local), held-out references:",
+              {b: round(r["local_inside_share"], 3) for b, r in q["pc_locality"].items()})
+        print("the same with a combination of all PCs per W+ layer (--direction local+), held-out references:",
+              {b: round(r["local_plus_inside_share"], 3) for b, r in q["pc_locality"].items()})
     print("targets:")
     for name, (value, target, met) in shipping_verdict(q).items():
         print(f"  {name:32s} {value:8.3f}  target {target}  {'met' if met else 'MISSED'}")

@@ -85,3 +85,16 @@ def test_readme_results_runs(tmp_path, shared_cache):
         for disease in ("cardiomegaly", "opacity"):
             assert len(pd.read_csv(tmp_path / "aug" / f"{disease}_s{sigma}" / "manifest.csv")) == 4
     assert "N vs C vs O" in (tmp_path / "cls" / "table.txt").read_text()
+
+
+def test_quality_of_a_generator_in_training_runs(tmp_path):
+    from conftest import tiny_generator
+
+    from cxr_workbench.model.checkpoints import save_generator
+    save_generator(tmp_path / "g.pt", tiny_generator())  # 16 px, a card without a source: phantoms
+    g = str(tmp_path / "g.pt")
+    out = run("benchmarks/quality.py", "--n", "64", "--checkpoint", g, "--oracle", "data/oracle.pt")
+    assert "against phantoms" in out and "generated" in out and "fd " in out and "PC most local" not in out
+    wrong = subprocess.run([sys.executable, "benchmarks/quality.py", "--n", "64", "--checkpoint", g, "--oracle",
+                            "data/oracle_drr.pt"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert wrong.returncode == 2 and "the generator learned phantoms, the oracle DRRs" in wrong.stderr

@@ -26,6 +26,7 @@ from cxr_workbench.method.pca import compute_pca
 from cxr_workbench.method.searches import pc_locality
 from cxr_workbench.model.checkpoints import read_checkpoint, save_checkpoint
 from cxr_workbench.model.latents import random_classes
+from cxr_workbench.model.readers import reader_input
 from cxr_workbench.model.stylegan2 import Generator
 
 __all__ = ["generated_images", "quality_predictions", "quality_figures", "SHIP_TARGETS", "LOCALITY_KEYS",
@@ -61,8 +62,8 @@ def quality_predictions(G, oracle, n: int = 2000, seed: int = 0, progress: bool 
     films = dict(source=source, ct=ct)
     sets = dict(films=lambda: TruthDataset(n, size, seed=10_000 + seed, **films).images_tensor(),
                 films_second=lambda: TruthDataset(n, size, seed=20_000 + seed, **films).images_tensor(),
-                generated=lambda: generated_images(G, n, seed),
-                init=lambda: generated_images(untrained, n, seed))
+                generated=lambda: reader_input(generated_images(G, n, seed), size),
+                init=lambda: reader_input(generated_images(untrained, n, seed), size))
     return {name: oracle.predict(images()) for name, images in tqdm(sets.items(), disable=not progress,
                                                                     desc="oracle readings")}
 
@@ -243,7 +244,8 @@ def ship_generator(run_dir, data_dir, oracle, *, oracle_file=None, n: int = 2000
     if shipped.is_file() and not force and generator_card(shipped).get("train_config", {}).get(
             "source", "phantom") == source:
         new_fd = frechet_distance(pred["generated"]["features"], pred["films"]["features"])
-        old_fd = frechet_distance(oracle.predict(generated_images(load_generator(shipped), n))["features"],
+        old = reader_input(generated_images(load_generator(shipped), n), oracle.resolution)
+        old_fd = frechet_distance(oracle.predict(old)["features"],
                                   pred["films"]["features"])
         if old_fd < new_fd:
             raise ValueError(f"{run_dir} is worse than the shipped generator: FD {new_fd:.2f} "
