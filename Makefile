@@ -44,7 +44,7 @@ chromium:
 
 test: setup chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q --durations=60
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=60
 
 bench: setup
 	$(BIN)/python benchmarks/bench_phantom.py

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -5,6 +6,13 @@ import torch
 from PIL import Image
 
 from cxr_workbench.model.stylegan2 import Generator
+
+# `make test` runs one pytest-xdist worker per core, a test file to a worker (its module fixtures once):
+# each worker, and every process it starts (the CLI, kernels, servers), computes on one thread, or two
+# workers of two threads oversubscribe the cores
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
