@@ -32,7 +32,7 @@ import torch
 
 __all__ = ["LOCK_NAME", "STAGING_PREFIX", "COMPLETE_MARK", "TEMP_MARK", "atomic_write", "write_json", "save_png",
            "check_writable", "staging_folder", "writer_lock", "output_set", "held_set", "cache_dir",
-           "SAFE_TORCH_GLOBALS", "MAX_LOAD_BYTES", "unpacked_size", "torch_load"]
+           "SAFE_TORCH_GLOBALS", "MAX_LOAD_BYTES", "zip_entries", "unpacked_size", "torch_load"]
 
 LOCK_NAME = ".cxr-workbench.lock"
 STAGING_PREFIX = ".cxr-workbench-staging-"
@@ -233,14 +233,23 @@ SAFE_TORCH_GLOBALS = [argparse.Namespace]
 MAX_LOAD_BYTES = 8 * 2 ** 30  # a torch file holding more than this, unpacked, is refused before loading
 
 
-def unpacked_size(path) -> int | None:
-    """The bytes a torch zip file unpacks to, from its directory (None: not a zip file)."""
+def zip_entries(path) -> list | None:
+    """The entries (``zipfile.ZipInfo``) of a zip file such as a torch file; None when it is not one
+    or its directory is damaged."""
     import zipfile
     try:
         with zipfile.ZipFile(path) as z:
-            return sum(i.file_size for i in z.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):  # ValueError: a damaged name that does not decode
+            return z.infolist()
+    # ValueError: a damaged name that does not decode; NotImplementedError: a zip version or method
+    # that zipfile does not know, as a damaged header declares
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
         return None
+
+
+def unpacked_size(path) -> int | None:
+    """The bytes a torch zip file unpacks to, from its directory (None: not a zip file)."""
+    entries = zip_entries(path)
+    return None if entries is None else sum(i.file_size for i in entries)
 
 
 def torch_load(path, what: str = "checkpoint", max_bytes: int = MAX_LOAD_BYTES) -> object:

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from cxr_workbench.imaging.diseases import DISEASES, check_disease, reads_as
+from cxr_workbench.io import zip_entries
 
 __all__ = ["DEFAULT_CLASSES", "reader_input", "Reader", "OracleReader", "ClassifierReader", "as_reader",
            "READER_SPECS", "NETWORKS", "make_network", "save_classifier", "reader_from_file", "monai_reader"]
@@ -236,12 +237,7 @@ def monai_reader(spec: str) -> Reader:
 
 
 def _is_torchscript(path: Path) -> bool:
-    import zipfile
-    try:
-        with zipfile.ZipFile(path) as z:
-            return any(n.split("/", 1)[-1].startswith("code/") for n in z.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
+    return any(i.filename.split("/", 1)[-1].startswith("code/") for i in zip_entries(path) or ())
 
 
 def _torchscript_reader(path: Path) -> Reader:
