@@ -134,10 +134,15 @@ def save_and_check(page, lab, name):
     page.keyboard.press("Control+s")
     deadline = time.time() + 60
     while True:  # the save lands when the file holds the run's outputs
-        nb = nbformat.read(path, as_version=4)
-        if any(c.get("outputs") for c in nb.cells if c.cell_type == "code") or time.time() > deadline:
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except ValueError:  # caught mid-write: Jupyter's "atomic" save backs the file up, then writes it in place
+            nb = None
+        if nb is not None and any(c.get("outputs") for c in nb.cells if c.cell_type == "code") \
+                or time.time() > deadline:
             break
         time.sleep(0.5)
+    assert nb is not None, f"{path} is not a notebook 60 s after the save"
     assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path} was not saved with its outputs"
     return check_executed_notebook(name, nb, root / f"out{name[:2]}")
 
