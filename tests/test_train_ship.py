@@ -132,3 +132,12 @@ def test_a_generator_of_drrs_ships_with_an_oracle_of_drrs(tmp_path, monkeypatch)
     assert load_oracle(data / "oracle.pt").source == "drr"
     md = (data / "MODEL_CARD.md").read_text()
     assert "| DRRs (second draw) |" in md and "`data/drrs.png`" in md
+
+
+def test_the_shipping_targets_are_the_sources_own():
+    from cxr_workbench.studies.quality import shipping_verdict
+    generated = dict(precision=0.75, recall=0.85, ks=dict(ctr=0.05, opacity_burden=0.2))
+    q = dict(fd_generated_vs_films=4.0, generated=generated)
+    phantom, drr = shipping_verdict(q), shipping_verdict(dict(q, source="drr"))  # a card without a source: phantoms
+    assert phantom["precision"] == (0.75, 0.7, True) and drr["precision"] == (0.75, 0.8, False)
+    assert phantom["recall"][2] and drr["recall"][2] and not drr["ks_opacity_burden"][2] and drr["fd"][2]

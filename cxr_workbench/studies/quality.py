@@ -91,27 +91,30 @@ def quality_figures(G, oracle, *, n: int = 2000, seed: int = 0, pca=None, predic
     return q
 
 
-# What a shipped default must reach (issue 9); each is checked and reported, met or not.
-SHIP_TARGETS = dict(fd=5.0, precision=0.7, recall=0.7, ks=0.1, pc_inside_share=0.5)
+# What a shipped default must reach, per source of films (phantoms: issue 9; DRRs: issue 37, which
+# asks more of precision and recall); each is checked and reported, met or not.
+SHIP_TARGETS = dict(phantom=dict(fd=5.0, precision=0.7, recall=0.7, ks=0.1, pc_inside_share=0.5),
+                    drr=dict(fd=5.0, precision=0.8, recall=0.8, ks=0.1, pc_inside_share=0.5))
 
 
 LOCALITY_KEYS = (("pc", "inside_share"), ("local", "local_inside_share"), ("local+", "local_plus_inside_share"))
 
 
 def shipping_verdict(q: dict) -> dict:
-    """Each target of SHIP_TARGETS: (value, target, met)."""
+    """Each target of SHIP_TARGETS for the figures' source: (value, target, met)."""
+    targets = SHIP_TARGETS[q.get("source", "phantom")]
     g = q["generated"]
     fd = q["fd_generated_vs_films"]
-    rows = dict(fd=(fd, SHIP_TARGETS["fd"], fd <= SHIP_TARGETS["fd"]),
-                precision=(g["precision"], SHIP_TARGETS["precision"], g["precision"] >= SHIP_TARGETS["precision"]),
-                recall=(g["recall"], SHIP_TARGETS["recall"], g["recall"] >= SHIP_TARGETS["recall"]))
+    rows = dict(fd=(fd, targets["fd"], fd <= targets["fd"]),
+                precision=(g["precision"], targets["precision"], g["precision"] >= targets["precision"]),
+                recall=(g["recall"], targets["recall"], g["recall"] >= targets["recall"]))
     for key, v in g["ks"].items():
-        rows[f"ks_{key}"] = (v, SHIP_TARGETS["ks"], v <= SHIP_TARGETS["ks"])
+        rows[f"ks_{key}"] = (v, targets["ks"], v <= targets["ks"])
     for box, row in q.get("pc_locality", {}).items():
         for name, key in LOCALITY_KEYS:
             if key in row:  # cards made before local directions have the PC only
-                rows[f"{name}_inside_{box}"] = (row[key], SHIP_TARGETS["pc_inside_share"],
-                                                row[key] >= SHIP_TARGETS["pc_inside_share"])
+                rows[f"{name}_inside_{box}"] = (row[key], targets["pc_inside_share"],
+                                                row[key] >= targets["pc_inside_share"])
     return rows
 
 
