@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
 
-.PHONY: setup demo test bench chromium lock
+.PHONY: setup demo test fuzz bench chromium lock
 setup: $(VENV)/.installed
 
 LOCK   := requirements.lock
@@ -45,6 +45,10 @@ chromium:
 test: setup chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=60
+
+# The fuzz tests with new examples each run (make test draws the same ones on every machine).
+fuzz: setup
+	HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 bench: setup
 	$(BIN)/python benchmarks/bench_phantom.py

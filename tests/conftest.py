@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 from PIL import Image
 
 from cxr_workbench.model.stylegan2 import Generator
@@ -13,6 +14,13 @@ from cxr_workbench.model.stylegan2 import Generator
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
     torch.set_num_threads(1)
+
+# The suite is the same on every machine: hypothesis draws each fuzz test's examples from a seed of its
+# own. `make fuzz` explores instead (HYPOTHESIS_PROFILE=explore): new examples each run, a find kept in
+# .hypothesis/ and replayed until it passes; add it as an @example when mended.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)
