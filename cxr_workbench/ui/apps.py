@@ -210,18 +210,20 @@ def serve(name: str, params: dict, *, port: int = 8866, host: str = "127.0.0.1",
            "--Voila.port_retries=0"]
     print(f"serving the {name} app at http://{'localhost' if host in LOCALHOST else host}:{port}/ "
           "(Ctrl+C stops it)", flush=True)
-    proc = subprocess.Popen(cmd)
-    # stopped by SIGTERM as by Ctrl+C: Voila and its kernels go too, and the folder is removed
+    # stopped by SIGTERM as by Ctrl+C: Voila and its kernels go too, and the folder is removed (the
+    # handler is in place before Voila starts, so no SIGTERM falls between the two)
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
+    proc = None
     try:
+        proc = subprocess.Popen(cmd)
         return proc.wait()
     except KeyboardInterrupt:
         return 0
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
                 proc.wait(30)
