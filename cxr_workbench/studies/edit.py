@@ -211,8 +211,8 @@ def read_edit_set(path) -> EditSet:
                                         for k, v in settings.items()})
     except (TypeError, ValueError) as e:
         raise ValueError(f"{metrics}: trajectory.config: {e}") from None
-    latents = torch_load(path / "latents.pt", "edit latents")
     file = path / "latents.pt"
+    latents = torch_load(file, "edit latents")
     w_ref, points = (latents.get(k) if isinstance(latents, dict) else None for k in ("w_ref", "points"))
     w_ref = check_latents(w_ref, source=f"{file}: w_ref")
     points = check_latents(points, source=f"{file}: points", batch_dims=2)
