@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxr_workbench.imaging import ct, drr, sources
+from cxr_workbench.imaging import ct, ct_dicom, drr, sources
 from cxr_workbench.imaging.datasets import TruthDataset
 from cxr_workbench.imaging.diseases import DISEASES
 
@@ -171,7 +171,7 @@ def test_own_ct_renders_with_its_own_truth(tmp_path):
     ("not_ct", "expected a CT in Hounsfield units"),
     ("other_grid", "does not match the volume"),
     ("no_heart", "no heart"),
-    ("two_volumes", "expected one NIfTI volume and one labelmap"),
+    ("two_volumes", r"expected one NIfTI volume \(or a DICOM series\) and one labelmap"),
     ("not_nifti", "not a readable NIfTI"),
 ])
 def test_own_ct_refused_in_one_line_naming_the_file(tmp_path, damage, message):
@@ -190,6 +190,71 @@ def test_own_ct_refused_in_one_line_naming_the_file(tmp_path, damage, message):
         (folder / "other.nii.gz").write_bytes((folder / "ct.nii.gz").read_bytes())
     if damage == "not_nifti":
         (folder / "ct.nii.gz").write_bytes(b"not a volume")
+    with pytest.raises(ValueError, match=message) as err:
+        ct.load_ct(*ct.ct_files(folder))
+    assert "\n" not in str(err.value) and str(folder) in str(err.value)
+
+
+def write_dicom_ct(folder, hu, lab):
+    """The synthetic CT as a scanner's DICOM series, and its labelmap as dcm2niix and TotalSegmentator
+    store one: rows flipped, the affine saying so."""
+    affine = np.diag([-4.0, 4.0, 5.0, 1.0])
+    ct_dicom.save_series(folder / "series", hu, affine)
+    flip = affine @ np.array([[1, 0, 0, 0], [0, -1, 0, lab.shape[1] - 1], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    nib.save(nib.Nifti1Image(lab[:, ::-1].copy(), flip), folder / "mask.nii.gz")
+    return folder
+
+
+def test_own_ct_as_a_dicom_series_reads_as_its_nifti(tmp_path):
+    hu, lab = synthetic_ct()
+    nifti = ct.load_ct(*ct.ct_files(write_ct(tmp_path / "nifti", hu, lab)))
+    folder = write_dicom_ct(tmp_path / "dicom", hu, lab)
+    assert ct.ct_files(folder) == (folder, folder / "mask.nii.gz")
+    dicom = ct.load_ct(*ct.ct_files(folder))
+    np.testing.assert_array_equal(dicom[0], nifti[0])
+    np.testing.assert_array_equal(dicom[1], nifti[1])
+    np.testing.assert_allclose(dicom[2], nifti[2], atol=1e-4)
+    imgs, t = drr.render_batch([PA], 64, model=ct.default_slab_model(folder, spacing=4.0))
+    assert 0.2 < t["ctr"][0] < 0.42 and np.isfinite(imgs).all()
+    # an end slice that is no longer DICOM (its first bytes lost) is named, and the labelmap refused
+    first = folder / "series" / "slice0000.dcm"
+    first.write_bytes(bytes(200) + first.read_bytes()[200:])
+    with pytest.warns(UserWarning, match="1 files that are not DICOM passed over .first slice0000.dcm."), \
+            pytest.raises(ValueError, match=r"of shape \(48, 40, 35\)"):
+        ct.load_ct(*ct.ct_files(folder))
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing_slice", "slice gaps from 5 to 10 mm"),
+    ("two_series", "DICOM files of 2 series"),
+    ("not_ct", "DICOM modality 'MR'; expected 'CT'"),
+    ("no_position", "ImagePositionPatient missing"),
+    ("other_size", "a slice of another size or orientation"),
+    ("no_pixels", "DICOM pixel data cannot be read"),
+    ("labels_of_another_grid", "does not match the volume"),
+])
+def test_own_dicom_ct_refused_in_one_line_naming_the_file(tmp_path, damage, message):
+    import pydicom
+    hu, lab = synthetic_ct()
+    folder = write_dicom_ct(tmp_path / "ct", hu, lab)
+    victim = folder / "series" / "slice0010.dcm"
+    ds = pydicom.dcmread(victim)
+    if damage == "missing_slice":
+        victim.unlink()
+    elif damage == "two_series":
+        ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    elif damage == "not_ct":
+        ds.Modality = "MR"
+    elif damage == "no_position":
+        del ds.ImagePositionPatient
+    elif damage == "other_size":
+        ds.Rows = ds.Rows - 1
+    elif damage == "no_pixels":
+        del ds.PixelData
+    elif damage == "labels_of_another_grid":
+        nib.save(nib.Nifti1Image(lab, np.diag([-4.0, 4.0, 2.5, 1.0])), folder / "mask.nii.gz")
+    if victim.exists():
+        ds.save_as(victim)
     with pytest.raises(ValueError, match=message) as err:
         ct.load_ct(*ct.ct_files(folder))
     assert "\n" not in str(err.value) and str(folder) in str(err.value)

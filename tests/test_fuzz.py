@@ -213,6 +213,30 @@ def test_ct_reader(tmp_path, ct_bytes, which, edits, cut):
 
 
 @pytest.fixture(scope="module")
+def dicom_ct(tmp_path_factory):
+    """A small CT as a DICOM series with its labelmap: {file name: bytes}."""
+    from test_drr import synthetic_ct, write_dicom_ct
+    folder = write_dicom_ct(tmp_path_factory.mktemp("dicom"), *synthetic_ct((24, 20, 18)))
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@SMALL_FUZZ
+@given(st.integers(0, 17), mutations(), st.floats(0.05, 1.0))
+def test_dicom_ct_reader(tmp_path, dicom_ct, slice_index, edits, cut):
+    """One slice of a DICOM series damaged: read, or refused in one line naming the folder."""
+    from cxr_workbench.imaging import ct
+    victim = f"slice{slice_index:04d}.dcm"
+    for name, data in dicom_ct.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(mutate(data, edits, cut) if name.name == victim else data)
+    loaded = refused_naming(tmp_path, lambda: ct.load_ct(*ct.ct_files(tmp_path)))
+    if loaded is not None:
+        hu, lab, voxel = loaded
+        assert hu.shape == lab.shape and all(0.1 <= v <= 10 for v in voxel)
+
+
+
+@pytest.fixture(scope="module")
 def study_bytes(tmp_path_factory):
     import numpy as np
     from PIL import Image

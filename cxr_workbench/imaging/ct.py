@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cxr_workbench.imaging.ct_dicom import dicom_files, read_series
 from cxr_workbench.io import atomic_write, cache_dir, torch_load
 
 MU_WATER = 0.02    # linear attenuation of water at about 60 keV, per mm
@@ -47,8 +48,9 @@ CHANNELS = ATTENUATION + ("heart", "lung") + tuple(f"lobe{k}" for k in LOBES)
 
 
 def ct_files(ct: str | Path | None = None) -> tuple[Path, Path]:
-    """The (volume, labelmap) files of a CT: the shipped one (``ct=None``) or a folder holding one
-    ``*.nii``/``*.nii.gz`` volume and a labelmap named ``mask``, ``labels``, ``seg`` or ``segmentation``."""
+    """The (volume, labelmap) of a CT: the shipped one (``ct=None``) or a folder holding a labelmap
+    named ``mask``, ``labels``, ``seg`` or ``segmentation`` (``.nii``/``.nii.gz``) and either one NIfTI
+    volume or a DICOM series (its files anywhere under the folder; the volume is then the folder)."""
     if ct is None:
         from importlib.metadata import PackageNotFoundError, distribution
         try:
@@ -60,14 +62,18 @@ def ct_files(ct: str | Path | None = None) -> tuple[Path, Path]:
         return vol, lab
     folder = Path(ct)
     if not folder.is_dir():
-        raise FileNotFoundError(f"--ct {folder}: not a folder; expected one holding a NIfTI volume and its labelmap")
+        raise FileNotFoundError(f"--ct {folder}: not a folder; expected one holding a CT (NIfTI volume or DICOM "
+                                "series) and its labelmap")
     niftis = sorted(p for p in folder.iterdir() if p.name.endswith((".nii", ".nii.gz")))
     is_label = [p.name.split(".")[0].lower() in ("mask", "labels", "label", "seg", "segmentation") for p in niftis]
     labels = [p for p, lab in zip(niftis, is_label) if lab]
     volumes = [p for p, lab in zip(niftis, is_label) if not lab]
+    if not volumes and dicom_files(folder):
+        volumes = [folder]
     if len(volumes) != 1 or len(labels) != 1:
         raise ValueError(f"--ct {folder}: found volumes {[p.name for p in volumes]} and labelmaps "
-                         f"{[p.name for p in labels]}; expected one NIfTI volume and one labelmap named mask.nii.gz")
+                         f"{[p.name for p in labels]}; expected one NIfTI volume (or a DICOM series) and one "
+                         "labelmap named mask.nii.gz")
     return volumes[0], labels[0]
 
 
@@ -93,23 +99,35 @@ def _voxels(path: Path, img, dtype) -> np.ndarray:
             from None
 
 
+def _las(img) -> tuple[np.ndarray, tuple[tuple[int, ...], np.ndarray]]:
+    """(the orientation transform of ``img`` to LAS, (its shape, its affine) once so reoriented): a
+    labelmap stored flipped (as dcm2niix stores a DICOM series) is the same grid as its volume."""
+    import nibabel as nib
+    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(img.affine),
+                                           nib.orientations.axcodes2ornt(("L", "A", "S")))
+    shape = [0, 0, 0]
+    for axis, (to, _) in enumerate(ornt):
+        shape[int(to)] = int(img.shape[axis])
+    return ornt, (tuple(shape), img.affine @ nib.orientations.inv_ornt_aff(ornt, img.shape))
+
+
 def load_ct(volume: str | Path, labels: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """A CT volume in HU and its labelmap, both reoriented to LAS (x to the patient's left, y anterior,
     z superior): (hu [X, Y, Z] float32, labels [X, Y, Z] uint8, voxel size in mm). One-line errors name
     the file: not a CT (no air and soft tissue in HU), NaN, a labelmap of another grid, no heart or lungs."""
     import nibabel as nib
-    vol_img, lab_img = _read_nifti(Path(volume)), _read_nifti(Path(labels))
-    if vol_img.shape != lab_img.shape or not np.allclose(vol_img.affine, lab_img.affine, atol=1e-3):
+    volume, labels = Path(volume), Path(labels)
+    vol_img = read_series(volume, MAX_VOXELS) if volume.is_dir() else _read_nifti(volume)
+    lab_img = _read_nifti(labels)
+    (vol_ornt, vol_grid), (lab_ornt, lab_grid) = _las(vol_img), _las(lab_img)
+    if vol_grid[0] != lab_grid[0] or not np.allclose(vol_grid[1], lab_grid[1], atol=1e-2):
         raise ValueError(f"{labels}: labelmap of shape {lab_img.shape} does not match the volume {volume} "
                          f"of shape {vol_img.shape} (or their affines differ); expected a labelmap of that volume")
-    spacing = tuple(float(s) for s in vol_img.header.get_zooms()[:3])
+    spacing = tuple(float(s) for s in np.linalg.norm(vol_grid[1][:3, :3], axis=0))
     if not all(0.1 <= s <= 10 for s in spacing):
         raise ValueError(f"{volume}: voxel size {spacing} mm; expected 0.1 to 10 mm")
-    target = nib.orientations.axcodes2ornt(("L", "A", "S"))
-    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(vol_img.affine), target)
-    spacing = tuple(spacing[int(i)] for i in ornt[:, 0])
-    hu = nib.orientations.apply_orientation(_voxels(Path(volume), vol_img, np.float32), ornt)
-    lab = nib.orientations.apply_orientation(_voxels(Path(labels), lab_img, None), ornt)
+    hu = nib.orientations.apply_orientation(_voxels(volume, vol_img, np.float32), vol_ornt)
+    lab = nib.orientations.apply_orientation(_voxels(labels, lab_img, None), lab_ornt)
     if not np.isfinite(hu).all():
         raise ValueError(f"{volume}: {int((~np.isfinite(hu)).sum())} voxels are NaN or infinite; expected HU values")
     lo, hi = np.percentile(hu, [1, 99])
@@ -266,7 +284,7 @@ def _neck(maps: torch.Tensor, top_pad: int, spacing: float) -> None:
 
 def _file_digest(paths) -> str:
     h = hashlib.sha256()
-    for p in paths:
+    for p in (f for path in paths for f in (dicom_files(path) if Path(path).is_dir() else [path])):
         st = Path(p).stat()
         h.update(f"{Path(p).resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
