@@ -135,7 +135,8 @@ class OracleConfig:
     seed: int = setting(1, "seed of the training films (held-out ones: seed + 1000) and the weights",
                         low=0, high=2 ** 31 - 1000)
     source: str = setting("phantom", "where the films come from", choices=sources.SOURCES)
-    ct: str = setting("", "a CT folder (NIfTI volume or DICOM series, + labelmap) for --source drr; empty: the shipped CT",
+    ct: str = setting("", "a CT folder (NIfTI volume or DICOM series, and labelmap) for --source drr; "
+                          "empty: the shipped CT",
                       expected="a folder path")
 
     validate = validate_settings

@@ -60,7 +60,8 @@ class TrainConfig:
     dataset_size: int = setting(20000, "films rendered once and reused", low=1, high=10_000_000)
     seed: int = setting(0, "seed of the films, the weights and every draw", low=0, high=MAX_SEED)
     source: str = setting("phantom", "where the training films come from", choices=sources.SOURCES)
-    ct: str = setting("", "a CT folder (NIfTI volume or DICOM series, + labelmap) for --source drr; empty: the shipped CT",
+    ct: str = setting("", "a CT folder (NIfTI volume or DICOM series, and labelmap) for --source drr; "
+                          "empty: the shipped CT",
                       expected="a folder path")
     phantom_version: int = setting(phantom.VERSION, "the phantoms the run learns; a new rendering is a new run",
                                    low=1, cli=False)
