@@ -4,7 +4,7 @@ targets a shipped default must meet (quality.SHIP_TARGETS). By default the shipp
 an oracle of that source (``--oracle``), without the PC locality unless ``--pca``.
 
     python benchmarks/quality.py [--n 2000]
-    python benchmarks/quality.py --checkpoint runs/drr64/generator.pt --oracle data/oracle_drr.pt
+    python benchmarks/quality.py --checkpoint runs/drr64/generator.pt --oracle data/oracle_drr.pt --frd 500
 """
 import argparse
 
@@ -19,6 +19,7 @@ if __name__ == "__main__":
     p.add_argument("--checkpoint", help="a generator file (default: the shipped one)")
     p.add_argument("--oracle", help="an oracle file of the generator's source (default: the shipped one)")
     p.add_argument("--pca", action="store_true", help="with --checkpoint: the PC locality too (minutes)")
+    p.add_argument("--frd", type=int, default=0, help="images a set for the Frechet Radiomics Distance (make frd)")
     args = p.parse_args()
     G = load_default_generator() if args.checkpoint is None else load_generator(args.checkpoint)
     oracle = load_default_oracle() if args.oracle is None else load_oracle(args.oracle)
@@ -28,7 +29,7 @@ if __name__ == "__main__":
         p.error(f"the generator learned {FILMS[source]}, the oracle {FILMS[oracle.source]}; give --oracle of "
                 f"{FILMS[source]}")
     pca = pca_for(G) if args.checkpoint is None or args.pca else None
-    q = quality_figures(G, oracle, n=args.n, pca=pca, source=source)
+    q = quality_figures(G, oracle, n=args.n, pca=pca, source=source, frd=args.frd, progress=args.frd > 0)
     print(f"Oracle features and readings, {args.n} images per set, against {FILMS[source]}:")
     print(f"{'set':12s} {'FD':>8s} {'precision':>9s} {'recall':>7s} {'KS CTR':>7s} {'KS burden':>9s} "
           f"{'CTR mean/std':>13s} {'burden mean/std':>15s}")
@@ -38,6 +39,9 @@ if __name__ == "__main__":
         print(f"{key:12s} {q[fd]:8.2f} {d['precision']:9.3f} {d['recall']:7.3f} {d['ks']['ctr']:7.3f} "
               f"{d['ks']['opacity_burden']:9.3f} {d['ctr_mean']:6.3f}/{d['ctr_std']:.3f} "
               f"{d['burden_mean']:7.3f}/{d['burden_std']:.3f}")
+    if "frd" in q:
+        print(f"Frechet Radiomics Distance, {args.frd} images a set:", {k: round(v, 3) for k, v in q["frd"].items()
+                                                                        if k != "n"})
     if pca is not None:
         print("PC most local to each preset box:", {b: (r["pc"], round(r["inside_share"], 3))
                                                     for b, r in q["pc_locality"].items()})

@@ -125,13 +125,17 @@ def test_a_generator_of_drrs_ships_with_an_oracle_of_drrs(tmp_path, monkeypatch)
         ship_generator(tmp_path / "run", data, load_oracle(data / "oracle.pt"), n=32)
     save_oracle(tmp_path / "oracle_drr.pt", phantom_oracle, source="drr")
     drr_oracle = load_oracle(tmp_path / "oracle_drr.pt")
+    with pytest.raises(ValueError, match="--frd 1: expected 0"):
+        ship_generator(tmp_path / "run", data, drr_oracle, n=32, frd=1, overwrite=True)
     written = ship_generator(tmp_path / "run", data, drr_oracle, oracle_file=tmp_path / "oracle_drr.pt", n=32,
-                             overwrite=True)
+                             frd=8, overwrite=True)
     assert sorted(p.relative_to(data).as_posix() for p in written) == [
         "MODEL_CARD.md", "drrs.png", "generator.pt", "oracle.pt", "pca.pt", "samples.png", "severity_histograms.png"]
     assert load_oracle(data / "oracle.pt").source == "drr"
     md = (data / "MODEL_CARD.md").read_text()
     assert "| DRRs (second draw) |" in md and "`data/drrs.png`" in md
+    frd = model_card(data / "generator.pt")["quality"]["frd"]  # reported beside the FD, 8 images a set
+    assert frd["n"] == 8 and frd["films"] < frd["init"] and f"at initialisation {frd['init']:.2f}" in md
 
 
 def test_the_shipping_targets_are_the_sources_own():

@@ -29,9 +29,9 @@ from cxr_workbench.model.latents import random_classes
 from cxr_workbench.model.readers import reader_input
 from cxr_workbench.model.stylegan2 import Generator
 
-__all__ = ["generated_images", "quality_predictions", "quality_figures", "SHIP_TARGETS", "LOCALITY_KEYS",
-           "shipping_verdict", "QUALITY_SETS", "FILMS", "quality_rows", "training_history", "model_card_markdown",
-           "grid_file", "shipped_files", "ship_generator"]
+__all__ = ["generated_images", "quality_predictions", "radiomics_figures", "quality_figures", "SHIP_TARGETS",
+           "LOCALITY_KEYS", "shipping_verdict", "QUALITY_SETS", "FILMS", "quality_rows", "training_history",
+           "model_card_markdown", "grid_file", "shipped_files", "ship_generator"]
 
 
 def generated_images(G, n: int, seed: int = 0, batch: int = 250, psi: float = 1.0,
@@ -55,27 +55,46 @@ def _describe(pred: dict) -> dict:
                 kind_fractions=[float((pred["kind"] == k).mean()) for k in range(3)])
 
 
-def quality_predictions(G, oracle, n: int = 2000, seed: int = 0, progress: bool = False, source: str = "phantom",
-                        ct=None) -> dict:
-    """The oracle's readings of the sets the figures compare: ``films`` (first draw of ``source``),
-    ``films_second``, ``generated`` (G) and ``init`` (G's architecture untrained)."""
+def _image_sets(G, n: int, seed: int, size: int, source: str, ct) -> dict:
+    """The sets the figures compare, as functions making their images [n, 1, size, size]: ``films``
+    (first draw of ``source``), ``films_second``, ``generated`` (G) and ``init`` (G untrained)."""
     torch.manual_seed(seed)
     untrained = Generator(**G.config).eval()
-    size = oracle.resolution  # films are drawn at the size the oracle reads (G's images are resized to it)
     films = dict(source=source, ct=ct)
-    sets = dict(films=lambda: TruthDataset(n, size, seed=10_000 + seed, **films).images_tensor(),
+    return dict(films=lambda: TruthDataset(n, size, seed=10_000 + seed, **films).images_tensor(),
                 films_second=lambda: TruthDataset(n, size, seed=20_000 + seed, **films).images_tensor(),
                 generated=lambda: generated_images(G, n, seed, resolution=size),
                 init=lambda: generated_images(untrained, n, seed, resolution=size))
+
+
+def quality_predictions(G, oracle, n: int = 2000, seed: int = 0, progress: bool = False, source: str = "phantom",
+                        ct=None) -> dict:
+    """The oracle's readings of the sets of ``_image_sets``, drawn at the size the oracle reads (G's
+    images are resized to it)."""
+    sets = _image_sets(G, n, seed, oracle.resolution, source, ct)
     return {name: oracle.predict(images()) for name, images in tqdm(sets.items(), disable=not progress,
                                                                     desc="oracle readings")}
 
 
+def radiomics_figures(G, n: int, seed: int = 0, source: str = "phantom", ct=None, workers: int = 1,
+                      progress: bool = False) -> dict:
+    """The Fréchet Radiomics Distance (``method.radiomics``) of each set to the first draw of films,
+    ``n`` images a set at G's resolution: {"n", "films" (the floor), "generated", "init"}."""
+    from cxr_workbench.method.radiomics import frechet_radiomics_distance
+    sets = _image_sets(G, n, seed, G.img_resolution, source, ct)
+    films = sets.pop("films")()
+    out = dict(n=n)
+    for name, images in tqdm(sets.items(), disable=not progress, desc="radiomics"):
+        out["films" if name == "films_second" else name] = frechet_radiomics_distance(images(), films, workers)
+    return out
+
+
 def quality_figures(G, oracle, *, n: int = 2000, seed: int = 0, pca=None, predictions: dict | None = None,
-                    progress: bool = False, source: str = "phantom", ct=None) -> dict:
+                    progress: bool = False, source: str = "phantom", ct=None, frd: int = 0) -> dict:
     """The model-card figures for G against films of ``source`` (see module docstring). With ``pca``
     (of G's W) the PC locality of each preset box is included; ``predictions`` from
-    ``quality_predictions`` (of the same source) are reused instead of computed again."""
+    ``quality_predictions`` (of the same source) are reused instead of computed again; with ``frd``
+    > 0, the Fréchet Radiomics Distance on that many images a set (``radiomics_figures``)."""
     pred = predictions or quality_predictions(G, oracle, n, seed, progress, source=source, ct=ct)
     films_a, films_b, gen, init = pred["films"], pred["films_second"], pred["generated"], pred["init"]
     def fd(a):
@@ -91,6 +110,8 @@ def quality_figures(G, oracle, *, n: int = 2000, seed: int = 0, pca=None, predic
         q[key]["ks"] = ks(pred)
     if pca is not None:
         q["pc_locality"] = pc_locality(G, pca)
+    if frd:
+        q["frd"] = radiomics_figures(G, frd, seed, source, ct, progress=progress)
     return q
 
 
@@ -181,6 +202,11 @@ def model_card_markdown(card: dict) -> str:
                          f"{r['ctr_std']:.3f} | {r['burden_mean']:.3f} ± {r['burden_std']:.3f} | "
                          f"{r['plausible']:.1%} |")
         lines += ["", f"(the {films} row is a second draw of {films} against the first; its figures are the floor)"]
+        if "frd" in q:
+            r = q["frd"]
+            lines += ["", f"Fréchet Radiomics Distance (`frd-score` v1, log of the squared distance of radiomic "
+                          f"features; {r['n']} images a set against {films}): generated {r['generated']:.2f}, "
+                          f"{films} (second draw, the floor) {r['films']:.2f}, at initialisation {r['init']:.2f}."]
         if "pc_locality" in q:
             lines += ["", "Targets for a shipped default (issue 9), met or not:", "",
                       "| figure | value | target | met |", "|---|---|---|---|"]
@@ -222,12 +248,13 @@ def shipped_files(source: str) -> tuple[str, ...]:
     return ("generator.pt", "pca.pt", "samples.png", grid_file(source), "severity_histograms.png", "MODEL_CARD.md")
 
 
-def ship_generator(run_dir, data_dir, oracle, *, oracle_file=None, n: int = 2000, overwrite: bool = False,
-                   force: bool = False, progress: bool = False) -> list[Path]:
+def ship_generator(run_dir, data_dir, oracle, *, oracle_file=None, n: int = 2000, frd: int = 0,
+                   overwrite: bool = False, force: bool = False, progress: bool = False) -> list[Path]:
     """Copy a run's EMA generator into ``data_dir`` with its quality figures, the PCA of W, sample
     and source grids, severity histograms and a markdown model card that identifies the run's training
     snapshot (kept in the run folder, not shipped); ``oracle_file`` (the file ``oracle`` was read from)
     is shipped too as ``oracle.pt`` when given: a generator of another source needs its own oracle.
+    With ``frd`` > 0 the card reports the Fréchet Radiomics Distance on that many images a set.
 
     ``oracle`` must have learned the films the generator learned. When ``data_dir`` already has a
     generator of the same source, both are measured with ``oracle`` on the same images and a run with
@@ -245,6 +272,12 @@ def ship_generator(run_dir, data_dir, oracle, *, oracle_file=None, n: int = 2000
     clash = [name for name in names if (data_dir / name).exists()]
     if clash and not overwrite:  # before minutes of measuring
         raise FileExistsError(f"{', '.join(str(data_dir / c) for c in clash)} exist; pass --overwrite to replace them")
+    if frd:
+        from cxr_workbench.method.radiomics import INSTALL, frd_available
+        if frd < 2:
+            raise ValueError(f"--frd {frd}: expected 0 (none) or at least 2 images a set")
+        if not frd_available():
+            raise ValueError(f"--frd {frd}: {INSTALL} (or --frd 0 to ship without it)")
     G = load_generator(run_dir / "generator.pt")
     pred = quality_predictions(G, oracle, n, source=source)
     shipped = data_dir / "generator.pt"
@@ -257,7 +290,7 @@ def ship_generator(run_dir, data_dir, oracle, *, oracle_file=None, n: int = 2000
             raise ValueError(f"{run_dir} is worse than the shipped generator: FD {new_fd:.2f} "
                              f"vs {old_fd:.2f} (same oracle, same images); pass --force to ship it anyway")
     pca = compute_pca(G, n_samples=20000, progress=progress)
-    q = quality_figures(G, oracle, n=n, pca=pca, predictions=pred, source=source)
+    q = quality_figures(G, oracle, n=n, pca=pca, predictions=pred, source=source, frd=frd, progress=progress)
     snapshot = read_checkpoint(run_dir / "snapshot.pt")
     card = dict(data.get("model_card", {}), architecture=G.config, quality=q,
                 history=training_history(snapshot["state"]["snapshots"]),

@@ -521,6 +521,8 @@ def add_ship(sub) -> None:
     h.add_argument("--run-dir", type=Path, required=True)
     h.add_argument("--data-dir", type=Path, default=None, help="default: the checkout's data/")
     h.add_argument("--n", type=_number(int, 2), default=2000, help="images per set for the quality figures")
+    h.add_argument("--frd", type=_number(int, 0), default=500,
+                   help="images per set for the Frechet Radiomics Distance (make frd installs it); 0: none")
     h.add_argument("--force", action="store_true", help="ship even when it measures worse than the shipped one")
     h.add_argument("--oracle", type=Path, default=None,
                    help="an oracle of the films the run learned (cxr-workbench oracle --source ...), shipped with it; "
@@ -535,7 +537,7 @@ def cmd_ship(args) -> int:
     from cxr_workbench.studies.quality import ship_generator
     oracle = load_default_oracle() if args.oracle is None else load_oracle(args.oracle)
     for path in ship_generator(args.run_dir, args.data_dir or DATA_DIR, oracle, oracle_file=args.oracle, n=args.n,
-                               overwrite=args.overwrite, force=args.force, progress=True):
+                               frd=args.frd, overwrite=args.overwrite, force=args.force, progress=True):
         print(path)
     return 0
 
