@@ -4,7 +4,10 @@ transposed up-convolution, then channels-last G and D (the current CPU default),
 autocast, measured in the same run, plus the achieved FLOP/s as a share of this CPU's fp32 matmul
 FLOP/s.
 
-    python benchmarks/bench_train.py [--kimg 0.64] [--threads 2] [--variants 1,2,3,4]
+    python benchmarks/bench_train.py [--kimg 0.64] [--threads 2] [--variants 1,2,3,4] [--resolution 64]
+
+``--resolution 128`` measures the same architecture at 128 px (one more block in G and D); run both
+to compare a 128 px run's cost with the 64 px default's.
 """
 import argparse
 import tempfile
@@ -57,16 +60,17 @@ if __name__ == "__main__":
     p.add_argument("--kimg", type=float, default=0.64, help="thousands of images per variant")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--variants", default="1,2,3,4", help="which of VARIANTS (the first is the reference)")
+    p.add_argument("--resolution", type=int, default=64)
     args = p.parse_args()
     variants = [VARIANTS[int(k) - 1] for k in args.variants.split(",")]
     torch.set_num_threads(args.threads)
-    cfg = TrainConfig(snapshot_kimg=1000.0)  # the shipped architecture; no snapshot inside the timing
+    cfg = TrainConfig(resolution=args.resolution, snapshot_kimg=1000.0)  # no snapshot inside the timing
     images = TruthDataset(512, cfg.resolution, seed=0).images_tensor()
     peak = matmul_flops()
     per_image = flops_per_image(cfg)
     kimg_per_hour(cfg, images, 0.064, False, True)  # warm-up
-    print(f"torch {torch.__version__}, {args.threads} threads; fp32 matmul {peak / 1e9:.0f} GFLOP/s; "
-          f"{per_image / 1e9:.2f} GFLOP per image (G + D steps, R1 excluded)")
+    print(f"{cfg.resolution} px; torch {torch.__version__}, {args.threads} threads; "
+          f"fp32 matmul {peak / 1e9:.0f} GFLOP/s; {per_image / 1e9:.2f} GFLOP per image (G + D steps, R1 excluded)")
     rates = {}
     for label, upconv, amp, channels_last in variants:
         stylegan2.UPCONV["impl"] = upconv
