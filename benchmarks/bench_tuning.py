@@ -12,6 +12,7 @@ plain, one with 10x fewer photons, one with a line, an ECG lead and a tube, one 
    tuned generator: the oracle's severity trend and the leakage outside the box.
 
     python benchmarks/bench_tuning.py [--steps 300] [--tune 100] [--max-steps 300] [--skip-loss]
+        [--checkpoint RUN/generator.pt --oracle ORACLE]   # a run's generator, read by its source's oracle
 """
 import argparse
 import tempfile
@@ -30,7 +31,9 @@ from cxr_workbench.method.invert import InvertConfig, invert
 from cxr_workbench.method.optimize import named_config, run_method
 from cxr_workbench.method.plans import plan_edit
 from cxr_workbench.method.tune import TuneConfig, tune_generator
+from cxr_workbench.model.checkpoints import load_generator
 from cxr_workbench.model.latents import reference_latents, synthesize
+from cxr_workbench.model.oracle import load_oracle
 from cxr_workbench.model.readers import OracleReader
 
 
@@ -67,9 +70,12 @@ if __name__ == "__main__":
     p.add_argument("--tune", type=int, default=100, help="tuning steps")
     p.add_argument("--max-steps", type=int, default=300, help="the edit's step cap")
     p.add_argument("--skip-loss", action="store_true", help="skip part 1 (the inversion's loss)")
+    p.add_argument("--checkpoint", help="a generator file (default: the shipped one)")
+    p.add_argument("--oracle", help="an oracle file of the generator's source (default: the shipped one)")
     args = p.parse_args()
-    G, oracle = load_default_generator(), OracleReader(load_default_oracle())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; shipped generator "
+    G = load_default_generator() if args.checkpoint is None else load_generator(args.checkpoint)
+    oracle = OracleReader(load_default_oracle() if args.oracle is None else load_oracle(args.oracle))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; generator {args.checkpoint or 'shipped'} "
           f"({G.img_resolution} px); inversion {args.steps} steps, tuning {args.tune} steps")
     with tempfile.TemporaryDirectory() as tmp:
         files = write_films(Path(tmp))
