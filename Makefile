@@ -27,6 +27,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 # (tools/build_pyradiomics.py says why); it is not in $(LOCK), being built here.
 frd: $(VENV)/.frd
 $(VENV)/.frd: $(VENV)/.installed tools/build_pyradiomics.py $(wildcard third_party/pyradiomics/*.h)
+	@command -v gcc >/dev/null || (apt-get update -q && apt-get install -y -q gcc >/dev/null)
 	$(BIN)/pip install -q --no-deps $$($(BIN)/python tools/build_pyradiomics.py $(VENV)/wheels)
 	$(BIN)/pip install -q -c $(LOCK) -e '.[test,frd]'
 	touch $@
