@@ -143,8 +143,8 @@ def save_series(folder: str | Path, hu: np.ndarray, affine: np.ndarray) -> list[
         ds.Modality, ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.InstanceNumber = "CT", series, study, k + 1
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in np.r_[lps[:3, 0] / steps[0], lps[:3, 1] / steps[1]]]
         ds.ImagePositionPatient = [f"{v:.4f}" for v in (lps @ [0, 0, k, 1])[:3]]
-        ds.PixelSpacing = [f"{steps[1]:.4f}", f"{steps[0]:.4f}"]  # between rows, between columns
-        ds.SliceThickness = f"{steps[2]:.4f}"
+        ds.PixelSpacing = [f"{steps[1]:.6f}", f"{steps[0]:.6f}"]  # between rows, between columns
+        ds.SliceThickness = f"{steps[2]:.6f}"
         ds.Rows, ds.Columns = hu.shape[1], hu.shape[0]
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
