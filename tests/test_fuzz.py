@@ -201,6 +201,7 @@ def ct_bytes(tmp_path_factory):
 @pytest.mark.filterwarnings("ignore:Generating overly large repr")  # the CT's bytes, shown only on a failure
 @SMALL_FUZZ
 @given(st.booleans(), mutations(), st.floats(0.05, 1.0))
+@example(False, [(0.18, 90)], 0.18)  # a labelmap whose affine names no third axis: nibabel's error, no file named
 def test_ct_reader(tmp_path, ct_bytes, which, edits, cut):
     from cxr_workbench.imaging import ct
     volume, labels = ct_bytes

@@ -99,12 +99,17 @@ def _voxels(path: Path, img, dtype) -> np.ndarray:
             from None
 
 
-def _las(img) -> tuple[np.ndarray, tuple[tuple[int, ...], np.ndarray]]:
+def _las(path: Path, img) -> tuple[np.ndarray, tuple[tuple[int, ...], np.ndarray]]:
     """(the orientation transform of ``img`` to LAS, (its shape, its affine) once so reoriented): a
-    labelmap stored flipped (as dcm2niix stores a DICOM series) is the same grid as its volume."""
+    labelmap stored flipped (as dcm2niix stores a DICOM series) is the same grid as its volume. An
+    affine that names no three axes (singular, NaN) is refused naming ``path``."""
     import nibabel as nib
-    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(img.affine),
-                                           nib.orientations.axcodes2ornt(("L", "A", "S")))
+    try:
+        ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(img.affine),
+                                               nib.orientations.axcodes2ornt(("L", "A", "S")))
+    except ValueError:
+        raise ValueError(f"{path}: its affine gives no orientation of three axes ({img.affine.tolist()}); "
+                         "expected a volume placed in the patient's frame") from None
     shape = [0, 0, 0]
     for axis, (to, _) in enumerate(ornt):
         shape[int(to)] = int(img.shape[axis])
@@ -119,7 +124,7 @@ def load_ct(volume: str | Path, labels: str | Path) -> tuple[np.ndarray, np.ndar
     volume, labels = Path(volume), Path(labels)
     vol_img = read_series(volume, MAX_VOXELS) if volume.is_dir() else _read_nifti(volume)
     lab_img = _read_nifti(labels)
-    (vol_ornt, vol_grid), (lab_ornt, lab_grid) = _las(vol_img), _las(lab_img)
+    (vol_ornt, vol_grid), (lab_ornt, lab_grid) = _las(volume, vol_img), _las(labels, lab_img)
     if vol_grid[0] != lab_grid[0] or not np.allclose(vol_grid[1], lab_grid[1], atol=1e-2):
         raise ValueError(f"{labels}: labelmap of shape {lab_img.shape} does not match the volume {volume} "
                          f"of shape {vol_img.shape} (or their affines differ); expected a labelmap of that volume")
