@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cxr_workbench.assets import load_default_generator, load_default_oracle, pca_for
+from cxr_workbench.assets import generator_or_default, oracle_or_default, pca_for
 from cxr_workbench.imaging import drr, phantom
 from cxr_workbench.imaging.datasets import load_films, save_dicom
 from cxr_workbench.method.evaluate import measure
@@ -31,9 +31,7 @@ from cxr_workbench.method.invert import InvertConfig, invert
 from cxr_workbench.method.optimize import named_config, run_method
 from cxr_workbench.method.plans import plan_edit
 from cxr_workbench.method.tune import TuneConfig, tune_generator
-from cxr_workbench.model.checkpoints import load_generator
 from cxr_workbench.model.latents import reference_latents, synthesize
-from cxr_workbench.model.oracle import load_oracle
 from cxr_workbench.model.readers import OracleReader
 
 
@@ -73,8 +71,7 @@ if __name__ == "__main__":
     p.add_argument("--checkpoint", help="a generator file (default: the shipped one)")
     p.add_argument("--oracle", help="an oracle file of the generator's source (default: the shipped one)")
     args = p.parse_args()
-    G = load_default_generator() if args.checkpoint is None else load_generator(args.checkpoint)
-    oracle = OracleReader(load_default_oracle() if args.oracle is None else load_oracle(args.oracle))
+    G, oracle = generator_or_default(args.checkpoint), OracleReader(oracle_or_default(args.oracle))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; generator {args.checkpoint or 'shipped'} "
           f"({G.img_resolution} px); inversion {args.steps} steps, tuning {args.tune} steps")
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,9 +8,8 @@ an oracle of that source (``--oracle``), without the PC locality unless ``--pca`
 """
 import argparse
 
-from cxr_workbench.assets import load_default_generator, load_default_oracle, pca_for
-from cxr_workbench.model.checkpoints import generator_card, load_generator
-from cxr_workbench.model.oracle import load_oracle
+from cxr_workbench.assets import generator_or_default, oracle_or_default, pca_for
+from cxr_workbench.model.checkpoints import generator_card
 from cxr_workbench.studies.quality import FILMS, quality_figures, shipping_verdict
 
 if __name__ == "__main__":
@@ -21,8 +20,7 @@ if __name__ == "__main__":
     p.add_argument("--pca", action="store_true", help="with --checkpoint: the PC locality too (minutes)")
     p.add_argument("--frd", type=int, default=0, help="images a set for the Frechet Radiomics Distance (make frd)")
     args = p.parse_args()
-    G = load_default_generator() if args.checkpoint is None else load_generator(args.checkpoint)
-    oracle = load_default_oracle() if args.oracle is None else load_oracle(args.oracle)
+    G, oracle = generator_or_default(args.checkpoint), oracle_or_default(args.oracle)
     card = generator_card(args.checkpoint) if args.checkpoint else {}
     source = card.get("train_config", {}).get("source", "phantom")
     if oracle.source != source:

@@ -12,7 +12,7 @@ from pathlib import Path
 from cxr_workbench.io import cache_dir
 
 __all__ = ["DATA_DIR", "DEFAULT_GENERATOR", "DEFAULT_ORACLE", "DEFAULT_PCA", "load_default_generator",
-           "load_default_oracle", "load_reader", "pca_for", "oracle_for"]
+           "load_default_oracle", "generator_or_default", "oracle_or_default", "load_reader", "pca_for", "oracle_for"]
 
 DATA_DIR = Path(os.environ.get("CXR_WORKBENCH_DATA") or Path(__file__).resolve().parent.parent / "data")
 DEFAULT_GENERATOR = DATA_DIR / "generator.pt"
@@ -37,6 +37,18 @@ def load_default_oracle():
     """The shipped severity oracle (``data/oracle.pt``): CTR, opacity burden, kind, plausibility."""
     from cxr_workbench.model.oracle import load_oracle
     return load_oracle(_shipped(DEFAULT_ORACLE, "oracle"))
+
+
+def generator_or_default(path=None, device="cpu"):
+    """The generator in ``path`` (any format ``load_generator`` reads), or the shipped one."""
+    from cxr_workbench.model.checkpoints import load_generator
+    return load_default_generator(device) if path is None else load_generator(path, device=device)
+
+
+def oracle_or_default(path=None):
+    """The oracle in ``path`` (``load_oracle``), or the shipped one."""
+    from cxr_workbench.model.oracle import load_oracle
+    return load_default_oracle() if path is None else load_oracle(path)
 
 
 def load_reader(spec: str = "oracle"):

@@ -32,13 +32,6 @@ def _title(text: str, help_text: str):
     return ipw.HTML(f"<h3 style='margin:4px 0'>{text}</h3><p style='margin:0 0 8px 0'>{help_text}</p>")
 
 
-def _generator(path):
-    """The generator in ``path`` (any format ``load_generator`` reads), or the shipped one."""
-    from cxr_workbench.assets import load_default_generator
-    from cxr_workbench.model.checkpoints import load_generator
-    return load_default_generator() if path is None else load_generator(path)
-
-
 def _warm_compiled(G, runner, w_ref, box, u, status) -> None:
     """Compile a copy of G for the runner while the eager one serves: the first runs answer at
     once, the later ones in about half the time (``devices.compile_synthesis``)."""
@@ -59,13 +52,13 @@ def editor_app(generator=None, seed: int = 0, box: str = "heart", disease: str |
     ``optimize.NAMED_CONFIGS``), the strip drawn while it optimises, PV, severity trend and
     leakage after each run. ``compile``: compile a copy of the generator in the background when a
     C++ compiler is there. Returns the widget."""
-    from cxr_workbench.assets import oracle_for, pca_for
+    from cxr_workbench.assets import generator_or_default, oracle_for, pca_for
     from cxr_workbench.method.evaluate import measure
     from cxr_workbench.method.optimize import NAMED_CONFIGS, named_config
     from cxr_workbench.method.plans import plan_edit
     from cxr_workbench.model.latents import reference_latents
     from cxr_workbench.ui.widgets import OptimizationRunner, ROIDrawer
-    G = _generator(generator)
+    G = generator_or_default(generator)
     pca, oracle = pca_for(G), oracle_for(G)
     out = Path(out_dir or tempfile.mkdtemp(prefix="cxr-editor-"))
     w_ref = reference_latents(G, [seed])
@@ -113,11 +106,11 @@ def editor_app(generator=None, seed: int = 0, box: str = "heart", disease: str |
 def pc_browser_app(generator=None, seed: int = 0, box: str = "heart"):
     """The principal components of W around a generated film: sliders, ranking for the box, a
     strip of one PC. Returns the widget."""
-    from cxr_workbench.assets import pca_for
+    from cxr_workbench.assets import generator_or_default, pca_for
     from cxr_workbench.imaging.masks import load_box
     from cxr_workbench.model.latents import reference_latents
     from cxr_workbench.ui.widgets import PCBrowser
-    G = _generator(generator)
+    G = generator_or_default(generator)
     browser = PCBrowser(G, pca_for(G), reference_latents(G, [seed])[0], box=load_box(box, G.img_resolution))
     return ipw.VBox([_title("Principal components of W", "Move a slider: the film redraws along that PC. "
                             "The ranking lists the PCs that change the box most."), browser.widget])

@@ -532,10 +532,9 @@ def add_ship(sub) -> None:
 
 
 def cmd_ship(args) -> int:
-    from cxr_workbench.assets import DATA_DIR, load_default_oracle
-    from cxr_workbench.model.oracle import load_oracle
+    from cxr_workbench.assets import DATA_DIR, oracle_or_default
     from cxr_workbench.studies.quality import ship_generator
-    oracle = load_default_oracle() if args.oracle is None else load_oracle(args.oracle)
+    oracle = oracle_or_default(args.oracle)
     for path in ship_generator(args.run_dir, args.data_dir or DATA_DIR, oracle, oracle_file=args.oracle, n=args.n,
                                frd=args.frd, overwrite=args.overwrite, force=args.force, progress=True):
         print(path)

@@ -55,13 +55,12 @@ def start(out_dir, generator=None, quiet: bool = False) -> Session:
     shipped one), the shipped oracle as a reader, and the PCA of W (computed once and cached for
     a generator other than the shipped one); create the output folder, and show figures inline
     (``show_figures_inline``)."""
-    from cxr_workbench.assets import load_default_generator, load_default_oracle, pca_for
+    from cxr_workbench.assets import generator_or_default, load_default_oracle, pca_for
     from cxr_workbench.io import check_writable
-    from cxr_workbench.model.checkpoints import load_generator
     from cxr_workbench.model.readers import OracleReader
     show_figures_inline()
     out = check_writable(out_dir)
-    G = load_default_generator() if generator is None else load_generator(generator)
+    G = generator_or_default(generator)
     if not quiet:
         classes = f", {G.c_dim} classes" if G.c_dim else ""
         print(f"generator: {G.img_resolution} px, {G.num_ws} W+ layers of width {G.w_dim}{classes}; outputs in {out}")
