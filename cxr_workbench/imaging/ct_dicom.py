@@ -12,6 +12,7 @@ from __future__ import annotations
 
 __all__ = ["dicom_files", "read_series", "save_series"]
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +30,22 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
+def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(DICOM files, other files) under ``folder`` (any name, subfolders too), sorted by path; a
+    DICOMDIR index is in neither, hidden and NIfTI files (the labelmap) are not among the others."""
+    dicom, others = [], []
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file() and p.name != "DICOMDIR":
+            if _is_dicom(p):
+                dicom.append(p)
+            elif not p.name.startswith(".") and not p.name.endswith((".nii", ".nii.gz")):
+                others.append(p)
+    return dicom, others
+
+
 def dicom_files(folder: Path) -> list[Path]:
-    """The DICOM files under ``folder`` (any name, subfolders too; not a DICOMDIR index), sorted by path."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != "DICOMDIR" and _is_dicom(p))
-
-
-def _warn_of_others(folder: Path, files: list[Path]) -> None:
-    """Name the files a series read passes over (a slice whose header is damaged looks like one)."""
-    import warnings
-    series = set(files)
-    others = [p for p in sorted(folder.rglob("*")) if p.is_file() and p not in series and p.name != "DICOMDIR"
-              and not p.name.startswith(".") and not p.name.endswith((".nii", ".nii.gz"))]
-    if others:
-        warnings.warn(f"{folder}: {len(others)} files that are not DICOM passed over (first {others[0].name})",
-                      stacklevel=3)
+    """The DICOM files under ``folder`` (see ``_scan``)."""
+    return _scan(folder)[0]
 
 
 def _header(path: Path):
@@ -103,10 +106,12 @@ def read_series(folder: str | Path, max_voxels: int):
     import nibabel as nib
     from pydicom.pixels import apply_modality_lut
     folder = Path(folder)
-    files = dicom_files(folder)
+    files, others = _scan(folder)
     if not files or len(files) > MAX_SLICES:
         raise ValueError(f"{folder}: {len(files)} DICOM files; expected a CT series of 2 to {MAX_SLICES} slices")
-    _warn_of_others(folder, files)
+    if others:  # a slice whose header is damaged looks like one of these: named, not silently left out
+        warnings.warn(f"{folder}: {len(others)} files that are not DICOM passed over (first {others[0].name})",
+                      stacklevel=2)
     headers = [_header(p) for p in files]
     order, affine = _geometry(folder, files, headers)
     rows, cols = int(headers[0].Rows), int(headers[0].Columns)
