@@ -76,6 +76,9 @@ def test_ship_writes_the_default_set_and_refuses_a_worse_model(tmp_path, monkeyp
     assert "| local_inside_lung_lower_right |" in md and "| local+_inside_heart |" in md
     snapshot_hash = hashlib.sha256((tmp_path / "run" / "snapshot.pt").read_bytes()).hexdigest()
     assert card["training_state"]["sha256"] == snapshot_hash and snapshot_hash in md
+    shipped, snap = read_checkpoint(data / "generator.pt"), read_checkpoint(tmp_path / "run" / "snapshot.pt")
+    for name, t in snap["D"].items():  # D ships with G, so a later run goes on from both (train --init)
+        torch.testing.assert_close(shipped["D"][name], t, rtol=0, atol=0)
     with pytest.raises(FileExistsError):
         ship_generator(tmp_path / "run", data, oracle, n=32)
     # a generator that paints every image white measures worse: refused unless forced
@@ -91,6 +94,30 @@ def test_ship_writes_the_default_set_and_refuses_a_worse_model(tmp_path, monkeyp
     with pytest.raises(ValueError, match="worse than the shipped generator"):
         ship_generator(bad, data, oracle, n=32, overwrite=True)
     ship_generator(bad, data, oracle, n=32, overwrite=True, force=True)
+
+
+def test_a_run_starts_from_another_generator_and_its_discriminator(tmp_path):
+    from cxr_workbench.model.train import start_run
+    train(TrainConfig(**TINY), tmp_path / "first", progress=False)
+    first = read_checkpoint(tmp_path / "first" / "snapshot.pt")  # G_ema and D, as a shipped generator holds
+    for init, with_d in ((tmp_path / "first" / "snapshot.pt", True), (tmp_path / "first" / "generator.pt", False)):
+        cfg = TrainConfig(**dict(TINY, init=str(init)))
+        run = start_run(cfg, tmp_path / f"second_{with_d}")
+        for net, key in ((run.G, "G_ema"), (run.G_ema, "G_ema"), (run.D, "D")):
+            same = all(torch.equal(t, first[key][name]) for name, t in net.state_dict().items())
+            assert same == (key == "G_ema" or with_d), (init, key)
+    path = train(cfg, tmp_path / "second", progress=False, stop_after_kimg=0.016)
+    assert model_card(path)["init"] == dict(file=str(init), kimg=0.048, discriminator=False)
+    train(cfg, tmp_path / "second", progress=False)  # resumes with the same --init
+    assert read_checkpoint(tmp_path / "second" / "snapshot.pt")["state"]["images_seen"] == 48
+    for bad, match in ((dict(z_dim=8), r"differs from this run's.*'z_dim': \(16, 8\)"),
+                       (dict(init=str(tmp_path / "none.pt")), "none.pt does not exist")):
+        with pytest.raises((ValueError, FileNotFoundError), match=match):
+            train(TrainConfig(**dict(TINY, init=str(init)) | bad), tmp_path / "third", progress=False)
+    assert not (tmp_path / "third").exists() or not any((tmp_path / "third").iterdir())
+    oracle_file = save_oracle(tmp_path / "oracle.pt", SeverityOracle(resolution=16, width=4))
+    with pytest.raises(ValueError, match="holds no generator"):
+        train(TrainConfig(**dict(TINY, init=str(oracle_file))), tmp_path / "fourth", progress=False)
 
 
 def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):

@@ -63,6 +63,8 @@ class TrainConfig:
     ct: str = setting("", "a CT folder (NIfTI volume or DICOM series, and labelmap) for --source drr; "
                           "empty: the shipped CT",
                       expected="a folder path")
+    init: str = setting("", "a generator file of ours to start from: its D too when it holds one, as a shipped "
+                            "generator does; empty: new weights", expected="a file path")
     phantom_version: int = setting(phantom.VERSION, "the phantoms the run learns; a new rendering is a new run",
                                    low=1, cli=False)
     drr_version: int = setting(sources.version("drr"), "the DRRs the run learns; a new rendering is a new run",
@@ -86,7 +88,7 @@ OTHER_SOURCE = dict(phantom=("ct", "drr_version"), drr=("phantom_version",))
 
 def _config_difference(a: dict, b: dict) -> dict:
     free = RESUME_FREE + OTHER_SOURCE[b.get("source", "phantom")]
-    a = dict(dict(source="phantom", ct=""), **a)  # runs from before sources were named learned phantoms
+    a = dict(dict(source="phantom", ct="", init=""), **a)  # runs from before these settings: phantoms, new weights
     return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if k not in free and a.get(k) != b.get(k)}
 
 
@@ -107,6 +109,8 @@ def train(cfg: TrainConfig, run_dir, *, images: torch.Tensor | None = None, resu
     """
     cfg.validate()
     sources.check_films(cfg.source, cfg.ct or None)  # a missing CT folder is named before the run folder is made
+    if cfg.init:
+        _init_file(Path(cfg.init), cfg)  # and so is an --init file that cannot start this run
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads={threads!r}; expected a positive integer")
     before = torch.get_num_threads()
@@ -170,6 +174,8 @@ def start_run(cfg: TrainConfig, run_dir: Path, *, images=None, resume: bool = Tr
         for module, key in ((G, "G"), (D, "D"), (G_ema, "G_ema"), (opt_G, "opt_G"), (opt_D, "opt_D")):
             module.load_state_dict(snap[key])
         state = snap["state"]
+    elif cfg.init:
+        state["init"] = _start_from(Path(cfg.init), _init_file(Path(cfg.init), cfg), G, D, G_ema)
 
     if images is None:
         images = TruthDataset(cfg.dataset_size, cfg.resolution, seed=cfg.seed, source=cfg.source, ct=cfg.ct or None,
@@ -182,6 +188,31 @@ def start_run(cfg: TrainConfig, run_dir: Path, *, images=None, resume: bool = Tr
             torch.cuda.set_rng_state(snap["rng_cuda"])
     return Run(cfg, run_dir, device, device.type == "cuda" if amp is None else amp, G, D, G_ema, opt_G, opt_D,
                images.to(device), gen, state)
+
+
+def _init_file(path: Path, cfg: TrainConfig) -> dict:
+    """The checkpoint ``--init`` names, refused unless it holds a generator of this run's shape."""
+    data = read_checkpoint(path)
+    if "G_ema" not in data or "config" not in data:
+        raise ValueError(f"--init {path}: holds no generator (kind={data.get('kind')!r})")
+    want = Generator(**cfg.generator_kwargs()).config
+    diff = {k: (data["config"].get(k), want.get(k)) for k in set(want) | set(data["config"])
+            if data["config"].get(k) != want.get(k)}
+    if diff:
+        raise ValueError(f"--init {path}: its generator differs from this run's (file, run): {diff}")
+    return data
+
+
+def _start_from(path: Path, data: dict, G: Generator, D: Discriminator, G_ema: Generator) -> dict:
+    """G and G_ema from the generator in ``data`` (read from ``path``), and D when it holds one (a
+    shipped generator does; without it D starts new and catches up with G). Returns what the run's
+    card says of it."""
+    try:
+        for module, sd in ((G, data["G_ema"]), (G_ema, data["G_ema"])) + (((D, data["D"]),) if "D" in data else ()):
+            module.load_state_dict(sd)
+    except RuntimeError as e:
+        raise ValueError(f"--init {path}: weights do not fit this run's networks ({str(e).splitlines()[0]})") from None
+    return dict(file=str(path), kimg=data.get("model_card", {}).get("kimg"), discriminator="D" in data)
 
 
 def _generated(run: Run, n: int) -> torch.Tensor:
@@ -262,6 +293,8 @@ def _write_snapshot_files(run: Run, folder: Path, samples: str, G_cpu: Generator
     card = dict(training_data=f"{cfg.dataset_size} {sources.describe(cfg.source, cfg.ct or None)}",
                 kimg=kimg, wall_time_s=round(state["wall_time"], 1), machine=machine_description(),
                 threads=torch.get_num_threads(), bf16=bool(run.amp), train_config=asdict(cfg))
+    if "init" in state:  # the run continues another generator: its kimg count from there
+        card["init"] = state["init"]
     cuda_rng = {"rng_cuda": torch.cuda.get_rng_state()} if run.device.type == "cuda" else {}
     save_checkpoint(folder / "snapshot.pt",
                     dict(kind="training", config=run.G.config, train_config=asdict(cfg), G=run.G.state_dict(),

@@ -250,9 +250,10 @@ def shipped_files(source: str) -> tuple[str, ...]:
 
 def ship_generator(run_dir, data_dir, oracle, *, oracle_file=None, n: int = 2000, frd: int = 0,
                    overwrite: bool = False, force: bool = False, progress: bool = False) -> list[Path]:
-    """Copy a run's EMA generator into ``data_dir`` with its quality figures, the PCA of W, sample
-    and source grids, severity histograms and a markdown model card that identifies the run's training
-    snapshot (kept in the run folder, not shipped); ``oracle_file`` (the file ``oracle`` was read from)
+    """Copy a run's EMA generator and its discriminator into ``data_dir`` with its quality figures, the
+    PCA of W, sample and source grids, severity histograms and a markdown model card that identifies
+    the run's training snapshot (kept in the run folder, not shipped: a later run starts from the
+    shipped G and D instead, ``train --init``); ``oracle_file`` (the file ``oracle`` was read from)
     is shipped too as ``oracle.pt`` when given: a generator of another source needs its own oracle.
     With ``frd`` > 0 the card reports the Fréchet Radiomics Distance on that many images a set.
 
@@ -298,7 +299,9 @@ def ship_generator(run_dir, data_dir, oracle, *, oracle_file=None, n: int = 2000
                                     sha256=hashlib.sha256((run_dir / "snapshot.pt").read_bytes()).hexdigest()))
     oracle_path = Path(oracle_file) if oracle_file is not None else data_dir / "oracle.pt"
     card["oracle"] = read_checkpoint(oracle_path).get("model_card") if oracle_path.is_file() else None
-    out = [save_checkpoint(data_dir / "generator.pt", {**data, "model_card": card}, overwrite=overwrite),
+    # D goes with G, as in NVlabs' pickles: a later run starts from both (train --init) and goes on.
+    out = [save_checkpoint(data_dir / "generator.pt", {**data, "D": snapshot["D"], "model_card": card},
+                           overwrite=overwrite),
            pca.save(data_dir / "pca.pt", overwrite=overwrite),
            save_png(data_dir / "samples.png", sample_grid(G, range(32)), overwrite=overwrite)]
     out += _ship_figures(data_dir, source, pred, card, overwrite)
