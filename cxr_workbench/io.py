@@ -30,14 +30,20 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
-__all__ = ["LOCK_NAME", "STAGING_PREFIX", "COMPLETE_MARK", "TEMP_MARK", "atomic_write", "write_json", "save_png",
-           "check_writable", "staging_folder", "writer_lock", "output_set", "held_set", "cache_dir",
+__all__ = ["reason", "LOCK_NAME", "STAGING_PREFIX", "COMPLETE_MARK", "TEMP_MARK", "atomic_write", "write_json",
+           "save_png", "check_writable", "staging_folder", "writer_lock", "output_set", "held_set", "cache_dir",
            "SAFE_TORCH_GLOBALS", "MAX_LOAD_BYTES", "zip_entries", "unpacked_size", "torch_load"]
 
 LOCK_NAME = ".cxr-workbench.lock"
 STAGING_PREFIX = ".cxr-workbench-staging-"
 COMPLETE_MARK = ".complete"  # in a staging folder: every file is written; moving them in may finish
 TEMP_MARK = ".cxr-workbench-"  # temporaries are .<name>.cxr-workbench-<pid>-<random>.tmp
+
+
+def reason(error: BaseException, limit: int | None = None) -> str:
+    """An error's message on one line (a reader's may span several), cut to ``limit`` characters:
+    what a one-line refusal quotes of the library that failed."""
+    return " ".join(str(error).split())[:limit]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode: str = "wb",

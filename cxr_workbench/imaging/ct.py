@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from cxr_workbench.imaging.ct_dicom import dicom_files, read_series
-from cxr_workbench.io import atomic_write, cache_dir, torch_load
+from cxr_workbench.io import atomic_write, cache_dir, reason, torch_load
 
 MU_WATER = 0.02    # linear attenuation of water at about 60 keV, per mm
 SLABS = 8
@@ -95,7 +95,7 @@ def _voxels(path: Path, img, dtype) -> np.ndarray:
     try:
         return np.asarray(img.dataobj, dtype=dtype)
     except Exception as e:  # nibabel and numpy raise many kinds for damaged data
-        raise ValueError(f"{path}: voxel data unreadable ({type(e).__name__}: {' '.join(str(e).split())[:120]})") \
+        raise ValueError(f"{path}: voxel data unreadable ({type(e).__name__}: {reason(e, 120)})") \
             from None
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cxr_workbench.io import reason
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 MAX_SLICES = 4000
 
@@ -53,7 +55,7 @@ def _header(path: Path):
     try:
         return pydicom.dcmread(str(path), stop_before_pixels=True)
     except Exception as e:  # noqa: BLE001 - a damaged file raises whatever pydicom's parser meets
-        raise ValueError(f"{path}: not a readable DICOM file ({' '.join(str(e).split())[:80]})") from None
+        raise ValueError(f"{path}: not a readable DICOM file ({reason(e, 80)})") from None
 
 
 def _floats(path: Path, ds, name: str, n: int) -> np.ndarray:
@@ -124,7 +126,7 @@ def read_series(folder: str | Path, max_voxels: int):
             ds = pydicom.dcmread(str(files[i]))
             volume[:, :, k] = np.asarray(apply_modality_lut(ds.pixel_array, ds), dtype=np.float32).T
         except Exception as e:  # noqa: BLE001 - no decoder for the syntax, truncated or absent pixel data
-            raise ValueError(f"{files[i]}: DICOM pixel data cannot be read ({' '.join(str(e).split())[:80]}); "
+            raise ValueError(f"{files[i]}: DICOM pixel data cannot be read ({reason(e, 80)}); "
                              "expected one uncompressed (or decodable) CT slice") from None
     return nib.Nifti1Image(volume, affine)
 

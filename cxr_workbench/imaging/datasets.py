@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from cxr_workbench.imaging import sources
 from cxr_workbench.imaging.diseases import DISEASES, KINDS, reads_as
+from cxr_workbench.io import reason
 
 __all__ = ["LABELS", "FITS", "MAX_PIXELS", "MIN_IMAGE_SIDE", "MAX_ASPECT", "check_film_size", "check_not_blank",
            "to_model_range", "TruthDataset", "IMAGE_SUFFIXES", "VOI_MODES", "WASHED_OUT", "read_dicom", "save_dicom",
@@ -158,14 +159,14 @@ def read_dicom(path, window: tuple[float, float] | None = None, voi: str = "auto
     try:
         ds = pydicom.dcmread(str(path))
     except Exception as e:  # noqa: BLE001 - a damaged file raises whatever pydicom's parser meets
-        raise ValueError(f"{path}: not a DICOM file ({' '.join(str(e).split())[:80]})") from None
+        raise ValueError(f"{path}: not a DICOM file ({reason(e, 80)})") from None
     try:
         frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
         check_film_size(path, int(ds.Rows), int(ds.Columns), frames)
     except AttributeError:
         raise ValueError(f"{path}: DICOM without Rows and Columns; expected a radiograph") from None
     except Exception as e:  # noqa: BLE001 - elements are parsed when first read, by the same parser
-        raise ValueError(f"{path}: DICOM header cannot be read ({' '.join(str(e).split())[:80]})") from None
+        raise ValueError(f"{path}: DICOM header cannot be read ({reason(e, 80)})") from None
     try:
         raw = ds.pixel_array
     except Exception as e:  # no decoder for this transfer syntax, or no pixel data

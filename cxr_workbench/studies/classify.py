@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from cxr_workbench.distributed import cluster, fan_out
 from cxr_workbench.imaging.phantom import KINDS
-from cxr_workbench.io import atomic_write, check_writable, write_json, writer_lock
+from cxr_workbench.io import atomic_write, check_writable, reason, write_json, writer_lock
 from cxr_workbench.model.readers import NETWORKS, make_network, save_classifier
 from cxr_workbench.model.stylegan2 import MAX_SEED
 from cxr_workbench.settings import setting, validate_settings
@@ -310,7 +310,7 @@ def read_results(path) -> list[dict]:
     try:
         frame = pd.read_csv(path)
     except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a results table ({' '.join(str(e).split())})") from None
+        raise ValueError(f"{path}: not a results table ({reason(e)})") from None
     missing = [c for c in RESULT_KEYS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path} lacks the columns {missing}; expected the results.csv classify writes")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr_workbench.imaging.diseases import DISEASES
+from cxr_workbench.io import reason
 
 __all__ = ["SCHEMA_VERSION", "SOURCES", "QUALITY", "SCHEMA", "MIGRATIONS", "open_study_db", "create_study",
            "study_id", "add_reader", "reader_id", "ensure_reader", "next_item", "previous_item", "progress", "submit",
@@ -131,7 +132,7 @@ def _schema_version(db, path: Path) -> int:
 def _damaged(path: Path, e: sqlite3.DatabaseError) -> ValueError:
     """The one-line refusal of a database SQLite cannot read: damaged, or not SQLite at all."""
     if "malformed" in str(e):
-        return ValueError(f"{path}: the reader-study database is damaged ({' '.join(str(e).split())}); recover its "
+        return ValueError(f"{path}: the reader-study database is damaged ({reason(e)}); recover its "
                           f"answers into a new file with: sqlite3 {path} .recover | sqlite3 recovered.db")
     return ValueError(f"{path}: not a reader-study database ({e})")
 

@@ -23,6 +23,7 @@ from dataclasses import fields
 from functools import partial
 from pathlib import Path
 
+from cxr_workbench.io import reason
 from cxr_workbench.model.stylegan2 import MAX_SEED
 
 __all__ = ["seed_list", "HelpFormatter", "add_settings_options", "settings_overrides", "COMMANDS",
@@ -670,7 +671,7 @@ def main(argv=None) -> int:
     except Exception as e:  # a bug: still one line, the traceback on request
         if os.environ.get("CXR_WORKBENCH_DEBUG"):
             raise
-        print(f"cxr-workbench {args.command}: internal error: {type(e).__name__}: {' '.join(str(e).split())} "
+        print(f"cxr-workbench {args.command}: internal error: {type(e).__name__}: {reason(e)} "
               "(set CXR_WORKBENCH_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 
