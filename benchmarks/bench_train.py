@@ -5,9 +5,11 @@ autocast, measured in the same run, plus the achieved FLOP/s as a share of this 
 FLOP/s.
 
     python benchmarks/bench_train.py [--kimg 0.64] [--threads 2] [--variants 1,2,3,4] [--resolution 64]
+                                     [--channel-base 1024]
 
-``--resolution 128`` measures the same architecture at 128 px (one more block in G and D); run both
-to compare a 128 px run's cost with the 64 px default's.
+``--resolution 128`` measures the same architecture at 128 px (one more block in G and D), and
+``--channel-base 2048`` one twice as wide at 32 px and above; run them beside the default to compare
+what a larger network costs.
 """
 import argparse
 import tempfile
@@ -60,16 +62,18 @@ if __name__ == "__main__":
     p.add_argument("--kimg", type=float, default=0.64, help="thousands of images per variant")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--variants", default="1,2,3,4", help="which of VARIANTS (the first is the reference)")
-    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--resolution", type=int, default=TrainConfig.resolution)
+    p.add_argument("--channel-base", type=int, default=TrainConfig.channel_base)
     args = p.parse_args()
     variants = [VARIANTS[int(k) - 1] for k in args.variants.split(",")]
     torch.set_num_threads(args.threads)
-    cfg = TrainConfig(resolution=args.resolution, snapshot_kimg=1000.0)  # no snapshot inside the timing
+    cfg = TrainConfig(resolution=args.resolution, channel_base=args.channel_base,
+                      snapshot_kimg=1000.0)  # no snapshot inside the timing
     images = TruthDataset(512, cfg.resolution, seed=0).images_tensor()
     peak = matmul_flops()
     per_image = flops_per_image(cfg)
     kimg_per_hour(cfg, images, 0.064, False, True)  # warm-up
-    print(f"{cfg.resolution} px; torch {torch.__version__}, {args.threads} threads; "
+    print(f"{cfg.resolution} px, channel base {cfg.channel_base}; torch {torch.__version__}, {args.threads} threads; "
           f"fp32 matmul {peak / 1e9:.0f} GFLOP/s; {per_image / 1e9:.2f} GFLOP per image (G + D steps, R1 excluded)")
     rates = {}
     for label, upconv, amp, channels_last in variants:

@@ -72,7 +72,8 @@ def test_ship_writes_the_default_set_and_refuses_a_worse_model(tmp_path, monkeyp
     for row in q["pc_locality"].values():  # the local combination is searched from the best PC onwards
         assert all(0 < row[k] <= 1 for k in ("inside_share", "local_inside_share", "local_plus_inside_share"))
     md = (data / "MODEL_CARD.md").read_text()
-    assert "## Resuming training" in md and "| pc_inside_heart |" in md
+    assert "## Training further" in md and f"--init {data.as_posix()}/generator.pt" in md and "(issue 9)" in md
+    assert "| pc_inside_heart |" in md
     assert "| local_inside_lung_lower_right |" in md and "| local+_inside_heart |" in md
     snapshot_hash = hashlib.sha256((tmp_path / "run" / "snapshot.pt").read_bytes()).hexdigest()
     assert card["training_state"]["sha256"] == snapshot_hash and snapshot_hash in md
@@ -160,9 +161,13 @@ def test_a_generator_of_drrs_ships_with_an_oracle_of_drrs(tmp_path, monkeypatch)
         "MODEL_CARD.md", "drrs.png", "generator.pt", "oracle.pt", "pca.pt", "samples.png", "severity_histograms.png"]
     assert load_oracle(data / "oracle.pt").source == "drr"
     md = (data / "MODEL_CARD.md").read_text()
-    assert "| DRRs (second draw) |" in md and "`data/drrs.png`" in md
+    assert "| DRRs (second draw) |" in md and f"`{data.as_posix()}/drrs.png`" in md and "(issue 37)" in md
     frd = model_card(data / "generator.pt")["quality"]["frd"]  # reported beside the FD, 8 images a set
     assert frd["n"] == 8 and frd["films"] < frd["init"] and f"at initialisation {frd['init']:.2f}" in md
+    # shipped again into the same folder with the oracle already there (data/drr/ holds its own oracle)
+    before = (data / "oracle.pt").read_bytes()
+    ship_generator(tmp_path / "run", data, drr_oracle, oracle_file=data / "oracle.pt", n=32, overwrite=True, force=True)
+    assert (data / "oracle.pt").read_bytes() == before
 
 
 def test_the_shipping_targets_are_the_sources_own():
