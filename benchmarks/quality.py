@@ -4,7 +4,7 @@ targets a shipped default must meet (quality.SHIP_TARGETS). By default the shipp
 an oracle of that source (``--oracle``), without the PC locality unless ``--pca``.
 
     python benchmarks/quality.py [--n 2000]
-    python benchmarks/quality.py --checkpoint runs/drr64/generator.pt --oracle data/oracle_drr.pt --frd 500
+    python benchmarks/quality.py --checkpoint data/drr/generator.pt --oracle data/drr/oracle.pt --frd 500
 """
 import argparse
 

@@ -11,13 +11,16 @@ from pathlib import Path
 
 from cxr_workbench.io import cache_dir
 
-__all__ = ["DATA_DIR", "DEFAULT_GENERATOR", "DEFAULT_ORACLE", "DEFAULT_PCA", "load_default_generator",
+__all__ = ["DATA_DIR", "DRR_DATA_DIR", "DEFAULT_GENERATOR", "DEFAULT_ORACLE", "DEFAULT_PCA", "load_default_generator",
            "load_default_oracle", "generator_or_default", "oracle_or_default", "load_reader", "pca_for", "oracle_for"]
 
 DATA_DIR = Path(os.environ.get("CXR_WORKBENCH_DATA") or Path(__file__).resolve().parent.parent / "data")
 DEFAULT_GENERATOR = DATA_DIR / "generator.pt"
 DEFAULT_ORACLE = DATA_DIR / "oracle.pt"
 DEFAULT_PCA = DATA_DIR / "pca.pt"
+# The generator learning DRRs (issue 37), shipped with its set in data/drr/ at the end of each stretch of
+# training (a run folder does not outlive a checkout); the default once its card meets the targets.
+DRR_DATA_DIR = DATA_DIR / "drr"
 
 
 def _shipped(path: Path, what: str) -> Path:

@@ -96,5 +96,5 @@ def test_quality_of_a_generator_in_training_runs(tmp_path):
     out = run("benchmarks/quality.py", "--n", "64", "--checkpoint", g, "--oracle", "data/oracle.pt")
     assert "against phantoms" in out and "generated" in out and "fd " in out and "PC most local" not in out
     wrong = subprocess.run([sys.executable, "benchmarks/quality.py", "--n", "64", "--checkpoint", g, "--oracle",
-                            "data/oracle_drr.pt"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                            "data/drr/oracle.pt"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert wrong.returncode == 2 and "the generator learned phantoms, the oracle DRRs" in wrong.stderr
