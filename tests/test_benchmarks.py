@@ -22,7 +22,9 @@ def test_bench_train_runs():
 
 
 def test_bench_invert_runs():
-    assert "s/image" in run("benchmarks/bench_invert.py", "--n", "2", "--steps", "2")
+    assert "phantoms   w+" in run("benchmarks/bench_invert.py", "--n", "2", "--steps", "2")
+    assert "drrs       w+" in run("benchmarks/bench_invert.py", "--n", "2", "--steps", "2", "--checkpoint",
+                                  "data/drr/generator.pt", "--oracle", "data/drr/oracle.pt")
 
 
 def test_bench_phantom_runs():
