@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from cxr_workbench.devices import pick_device
 from cxr_workbench.imaging import phantom, sources
-from cxr_workbench.io import held_set, save_png, writer_lock
+from cxr_workbench.io import held_set, reason, save_png, writer_lock
 from cxr_workbench.model.checkpoints import machine_description, read_checkpoint, save_checkpoint
 from cxr_workbench.model.latents import sample_grid
 from cxr_workbench.model.stylegan2 import MAX_SEED, Discriminator, Generator
@@ -211,7 +211,7 @@ def _start_from(path: Path, data: dict, G: Generator, D: Discriminator, G_ema: G
         for module, sd in ((G, data["G_ema"]), (G_ema, data["G_ema"])) + (((D, data["D"]),) if "D" in data else ()):
             module.load_state_dict(sd)
     except RuntimeError as e:
-        raise ValueError(f"--init {path}: weights do not fit this run's networks ({str(e).splitlines()[0]})") from None
+        raise ValueError(f"--init {path}: weights do not fit this run's networks ({reason(e, 200)})") from None
     return dict(file=str(path), kimg=data.get("model_card", {}).get("kimg"), discriminator="D" in data)
 
 

@@ -187,9 +187,8 @@ def model_card_markdown(card: dict, folder: str = "data") -> str:
                 if 'threads' in card else ""),
              f"- Architecture: {json.dumps(card.get('architecture', {}))}",
              f"- Training settings: {json.dumps(card.get('train_config', {}))}", "",
-             f"{films[0].upper() + films[1:]} it learned (rows: normal, cardiomegaly, opacity; 128 px above, 64 px "
-             "below): "
-             f"`{folder}/{grid_file(source)}`. Samples (seeds 0-31): `{folder}/samples.png`.", ""]
+             f"{films[0].upper() + films[1:]} it learned (rows: normal, cardiomegaly, opacity; 128 px above, "
+             f"64 px below): `{folder}/{grid_file(source)}`. Samples (seeds 0-31): `{folder}/samples.png`.", ""]
     if q:
         lines += [f"## Quality (through the severity oracle, `{folder}/oracle.pt`)", "",
                   f"{q['n']} images per set. Fréchet distance (FD), k-NN precision and recall (k = 3) of oracle "
