@@ -9,7 +9,7 @@
 Time per image on this machine, with all images of a set in one batch.
 
     python benchmarks/bench_invert.py [--n 32] [--steps 300]
-                                      [--checkpoint data/drr/generator.pt --oracle data/drr/oracle.pt]
+                                      [--checkpoint drr]
 """
 import argparse
 import time
@@ -33,10 +33,11 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=32)
     p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--checkpoint", help="a generator file (default: the shipped one)")
-    p.add_argument("--oracle", help="an oracle file of the generator's source (default: the shipped one)")
+    p.add_argument("--checkpoint", help="a generator file or a shipped one's name (phantom, drr; default: the default)")
+    p.add_argument("--oracle", help="an oracle file of the generator's films (default: the shipped one of its films)")
     args = p.parse_args()
-    G, oracle = generator_or_default(args.checkpoint), oracle_or_default(args.oracle)
+    G = generator_or_default(args.checkpoint)
+    oracle = oracle_or_default(args.oracle, G)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; generator "
           f"{args.checkpoint or 'shipped'}; {args.n} images per set, {args.steps} steps")
     w_true = reference_latents(G, range(10_000, 10_000 + args.n))

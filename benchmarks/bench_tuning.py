@@ -12,7 +12,7 @@ plain, one with 10x fewer photons, one with a line, an ECG lead and a tube, one 
    tuned generator: the oracle's severity trend and the leakage outside the box.
 
     python benchmarks/bench_tuning.py [--steps 300] [--tune 100] [--max-steps 300] [--skip-loss]
-        [--checkpoint RUN/generator.pt --oracle ORACLE]   # a run's generator, read by its source's oracle
+        [--checkpoint RUN/generator.pt|drr]   # a run's or a shipped generator, read by its films' oracle
 """
 import argparse
 import tempfile
@@ -68,10 +68,11 @@ if __name__ == "__main__":
     p.add_argument("--tune", type=int, default=100, help="tuning steps")
     p.add_argument("--max-steps", type=int, default=300, help="the edit's step cap")
     p.add_argument("--skip-loss", action="store_true", help="skip part 1 (the inversion's loss)")
-    p.add_argument("--checkpoint", help="a generator file (default: the shipped one)")
-    p.add_argument("--oracle", help="an oracle file of the generator's source (default: the shipped one)")
+    p.add_argument("--checkpoint", help="a generator file or a shipped one's name (phantom, drr; default: the default)")
+    p.add_argument("--oracle", help="an oracle file of the generator's films (default: the shipped one of its films)")
     args = p.parse_args()
-    G, oracle = generator_or_default(args.checkpoint), OracleReader(oracle_or_default(args.oracle))
+    G = generator_or_default(args.checkpoint)
+    oracle = OracleReader(oracle_or_default(args.oracle, G))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; generator {args.checkpoint or 'shipped'} "
           f"({G.img_resolution} px); inversion {args.steps} steps, tuning {args.tune} steps")
     with tempfile.TemporaryDirectory() as tmp:

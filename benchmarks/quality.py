@@ -1,28 +1,27 @@
 """Recompute a generator's quality figures (those in data/MODEL_CARD.md) and print them, with the
 targets a shipped default must meet (quality.SHIP_TARGETS). By default the shipped generator; with
-``--checkpoint`` a run's generator in training, measured against the films of its own source with
-an oracle of that source (``--oracle``), without the PC locality unless ``--pca``.
+``--checkpoint`` a run's generator in training (or a shipped one by name), measured against the films of
+its own source with the shipped oracle of that source (or ``--oracle``), without the PC locality unless ``--pca``.
 
     python benchmarks/quality.py [--n 2000]
-    python benchmarks/quality.py --checkpoint data/drr/generator.pt --oracle data/drr/oracle.pt --frd 500
+    python benchmarks/quality.py --checkpoint drr --frd 500
 """
 import argparse
 
 from cxr_workbench.assets import generator_or_default, oracle_or_default, pca_for
-from cxr_workbench.model.checkpoints import generator_card
 from cxr_workbench.studies.quality import FILMS, quality_figures, shipping_verdict
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=2000)
-    p.add_argument("--checkpoint", help="a generator file (default: the shipped one)")
-    p.add_argument("--oracle", help="an oracle file of the generator's source (default: the shipped one)")
+    p.add_argument("--checkpoint", help="a generator file or a shipped one's name (phantom, drr; default: the default)")
+    p.add_argument("--oracle", help="an oracle file of the generator's films (default: the shipped one of its films)")
     p.add_argument("--pca", action="store_true", help="with --checkpoint: the PC locality too (minutes)")
     p.add_argument("--frd", type=int, default=0, help="images a set for the Frechet Radiomics Distance (make frd)")
     args = p.parse_args()
-    G, oracle = generator_or_default(args.checkpoint), oracle_or_default(args.oracle)
-    card = generator_card(args.checkpoint) if args.checkpoint else {}
-    source = card.get("train_config", {}).get("source", "phantom")
+    G = generator_or_default(args.checkpoint)
+    oracle = oracle_or_default(args.oracle, G)
+    source = G.source or "phantom"
     if oracle.source != source:
         p.error(f"the generator learned {FILMS[source]}, the oracle {FILMS[oracle.source]}; give --oracle of "
                 f"{FILMS[source]}")

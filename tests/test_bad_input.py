@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import tiny_generator
 
+from cxr_workbench.assets import DEFAULT_ORACLE
 from cxr_workbench.io import COMPLETE_MARK, LOCK_NAME, STAGING_PREFIX, TEMP_MARK, writer_lock
 from cxr_workbench.model.checkpoints import save_generator
 from cxr_workbench.ui.cli import main
@@ -104,6 +105,10 @@ CASES = [  # (arguments, text the one error line must contain)
     (["invert", "--image", "{d}/nope.png", "--tune", "-1", "--out", "{d}/inv"], "--tune"),
     (["figure", "table2", "--sigma", "0", "--out", "{d}/fig"], "--sigma"),
     (["replay", "{d}"], "holds no provenance.json"),
+    (["sample", "--checkpoint", "{d}/nosuch.pt"], "nosuch.pt: no such file; expected a generator file or a shipped "
+                                                 "generator's name (phantom, drr)"),
+    (["edit", "--checkpoint", "drr", "--reader", str(DEFAULT_ORACLE), "--out", "{d}/o"],
+     "is an oracle of phantom films, the generator learned drr films"),
 ]
 
 

@@ -23,8 +23,8 @@ def test_bench_train_runs():
 
 def test_bench_invert_runs():
     assert "phantoms   w+" in run("benchmarks/bench_invert.py", "--n", "2", "--steps", "2")
-    assert "drrs       w+" in run("benchmarks/bench_invert.py", "--n", "2", "--steps", "2", "--checkpoint",
-                                  "data/drr/generator.pt", "--oracle", "data/drr/oracle.pt")
+    # the DRR generator by name brings the DRR oracle, and with it fresh DRRs to invert
+    assert "drrs       w+" in run("benchmarks/bench_invert.py", "--n", "2", "--steps", "2", "--checkpoint", "drr")
 
 
 def test_bench_phantom_runs():

@@ -7,7 +7,15 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_generator
 
-from cxr_workbench.assets import load_default_oracle, load_reader
+from cxr_workbench.assets import (
+    DEFAULT_ORACLE,
+    DRR_DATA_DIR,
+    generator_or_default,
+    load_default_oracle,
+    load_reader,
+    oracle_for,
+    pca_for,
+)
 from cxr_workbench.imaging.datasets import TruthDataset
 from cxr_workbench.imaging.masks import load_box
 from cxr_workbench.method.evaluate import measure
@@ -34,6 +42,20 @@ def test_the_oracle_reads_any_size_and_colour_through_its_64_px_view(phantoms):
     assert reader.severity("opacity") == "opacity_burden"
     assert (reader.reads_as(want, "cardiomegaly") == (want["ctr"] > 0.5)).all()
     assert (reader.plausible(want) == want["plausible"]).all()
+
+
+def test_a_shipped_generator_by_name_is_read_by_the_oracle_of_its_own_films():
+    drr, phantom = generator_or_default("drr"), generator_or_default("phantom")
+    imported = tiny_generator(img_resolution=64)
+    assert (drr.source, phantom.source, imported.source) == ("drr", "phantom", None)
+    for G, films in ((drr, "drr"), (phantom, "phantom"), (imported, "phantom")):  # imported: the default's
+        assert load_reader("oracle", G).oracle.source == films
+        assert oracle_for(G).source == films
+    assert pca_for(drr).generator_key == torch.load(DRR_DATA_DIR / "pca.pt", weights_only=True)["generator_key"]
+    # a DRR generator read by the phantom oracle would score every edit wrongly without a word
+    with pytest.raises(ValueError, match="oracle of phantom films, the generator learned drr films"):
+        load_reader(str(DEFAULT_ORACLE), drr)
+    assert load_reader(str(DRR_DATA_DIR / "oracle.pt"), drr).oracle.source == "drr"
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,9 @@ def _load_workbench(path, data) -> Generator:
         raise ValueError(f"{path} holds no generator (kind={data.get('kind')!r})")
     G = Generator(**data["config"])
     G.load_state_dict(data["G_ema"])
+    trained = data.get("model_card", {}).get("train_config")
+    if trained:  # runs from before --source learned phantoms
+        G.source = trained.get("source", "phantom")
     return G
 
 

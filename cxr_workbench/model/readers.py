@@ -7,8 +7,9 @@ and when an image counts as showing it. Everything that reads an image — the m
 of a reader study — takes a reader, so the phantom oracle can be replaced by a network that means
 something on a user's films:
 
-* ``oracle``: the shipped severity oracle (CTR, opacity burden, kind, plausibility), or another
-  one trained by ``cxr-workbench oracle`` (a path);
+* ``oracle``: the shipped severity oracle of the films the generator learned (CTR, opacity burden,
+  kind, plausibility; ``assets.load_reader``), or another one trained by ``cxr-workbench oracle``
+  (a path; refused for a generator of other films);
 * a classifier saved by ``cxr-workbench classify --save-models`` (a path): the probability of each
   class; an image shows a disease when the disease is the classifier's answer (its most probable
   class);
@@ -158,8 +159,8 @@ def as_reader(reader) -> Reader | None:
     raise TypeError(f"reader {reader!r}; expected a Reader, a SeverityOracle or None")
 
 
-READER_SPECS = ("oracle (the shipped severity oracle), a .pt written by cxr-workbench oracle or classify "
-                "--save-models, a TorchScript .pt, or monai:NAME:WEIGHTS[:class,class,...]")
+READER_SPECS = ("oracle (the shipped severity oracle of the generator's films), a .pt written by cxr-workbench "
+                "oracle or classify --save-models, a TorchScript .pt, or monai:NAME:WEIGHTS[:class,class,...]")
 
 NETWORKS = ("small", "densenet121")
 

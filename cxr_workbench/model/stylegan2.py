@@ -429,6 +429,8 @@ class Generator(nn.Module):
     ``w_avg``.
     """
 
+    source: str | None = None  # the films it learned (phantom, drr) when trained here; set by its loader
+
     def __init__(self,
                  *, img_resolution: int = 64,   # output size, a power of two in 4..1024
                  img_channels: int = 1,      # 1 (grayscale radiographs) or 3

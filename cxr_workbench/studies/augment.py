@@ -522,7 +522,7 @@ def run_augment(req: AugmentRequest, client=None, progress: bool = True) -> pd.D
     config, disease, device = req.check()
     with cluster(client, req.scheduler, req.workers) as client:
         G = load_generator(req.checkpoint, device=device)
-        reader = load_reader(req.reader)
+        reader = load_reader(req.reader, G)
         reader.severity(disease)  # a reader that cannot read the disease is refused before any work
         films = read_inverted(req.latents, G) if req.latents is not None else None
         latents = None if films is None else films.ws

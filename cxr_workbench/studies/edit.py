@@ -99,10 +99,10 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
     """
     cfg, box_choice = req.check()
     disease = box_choice.disease
-    reader = load_reader(req.reader)
+    G0 = load_generator(req.checkpoint, device=pick_device(req.device))
+    reader = load_reader(req.reader, G0)
     reader.severity(disease)  # one that cannot read the disease is refused before any work
     with output_set(out_dir, EDIT_OUTPUTS, overwrite=overwrite) as staging:
-        G0 = load_generator(req.checkpoint, device=pick_device(req.device))
         plan = plan_edit(G0, None if req.method == "lo" else pca_for(G0), box=box_choice,
                          direction=req.direction, method=req.method, layers=cfg.layers, cache_dir=cache_dir())
         box, u = plan.box, plan.u
@@ -141,7 +141,7 @@ def run_edit(req: EditRequest, out_dir, overwrite: bool = False, progress: bool 
 
 def _references(req: EditRequest, G, shipped_oracle, progress: bool) -> Inverted:
     """The request's references: seeds, films inverted (and tuned) here, or an invert set's latents.
-    ``shipped_oracle``: the shipped oracle if already loaded (it checks the inversions)."""
+    ``shipped_oracle``: the shipped oracle of G's films if already loaded (it checks the inversions)."""
     if req.images:
         films = load_films(req.images, G.img_resolution, req.fit, req.voi, req.upsample)
         tune = TuneConfig(steps=req.tune) if req.tune else None

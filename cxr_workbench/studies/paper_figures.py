@@ -201,7 +201,7 @@ def _figure(req: FigureRequest, seeds: list[int], sets: list, progress: bool):
     if req.name != "table2":
         return _draw(req.name, _fresh_edits(req, seeds, G, pca), seeds[0], progress), None, G, req.checkpoint
     df = method_table(G, pca, seeds, sigmas=tuple(req.sigmas), config=named_config("ours", max_steps=req.max_steps),
-                      oracle=load_reader("oracle"), progress=progress)
+                      oracle=load_reader("oracle", G), progress=progress)
     return _table_figure(df), df, G, req.checkpoint
 
 

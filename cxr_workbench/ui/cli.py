@@ -137,8 +137,19 @@ def _common(parser, *, out_help: str | None = None, out_default=None, overwrite:
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _generator_file(text: str) -> Path:
+    from cxr_workbench.assets import shipped_generator
+    try:
+        return shipped_generator(text)
+    except OSError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _checkpoint_option(parser) -> None:
-    parser.add_argument("--checkpoint", type=Path, help="ours, rosinality .pt or NVlabs .pkl (default: shipped)")
+    from cxr_workbench.assets import DEFAULT_FILMS, SHIPPED
+    parser.add_argument("--checkpoint", type=_generator_file,
+                        help=f"a shipped generator by the films it learned ({', '.join(SHIPPED)}) or a file: ours, "
+                             f"rosinality .pt or NVlabs .pkl (default: {DEFAULT_FILMS})")
 
 
 def _class_option(parser) -> None:

@@ -51,20 +51,19 @@ def show_figures_inline() -> bool:
 
 
 def start(out_dir, generator=None, quiet: bool = False) -> Session:
-    """Load the generator (``generator``: a file in any format ``load_generator`` reads; None: the
-    shipped one), the shipped oracle as a reader, and the PCA of W (computed once and cached for
-    a generator other than the shipped one); create the output folder, and show figures inline
-    (``show_figures_inline``)."""
-    from cxr_workbench.assets import generator_or_default, load_default_oracle, pca_for
+    """Load the generator (``generator``: a file in any format ``load_generator`` reads, or a shipped
+    one's name, ``assets.SHIPPED``; None: the default), the shipped oracle of its films as a reader,
+    and the PCA of W (computed once and cached for a generator that is not shipped); create the
+    output folder, and show figures inline (``show_figures_inline``)."""
+    from cxr_workbench.assets import generator_or_default, load_reader, pca_for
     from cxr_workbench.io import check_writable
-    from cxr_workbench.model.readers import OracleReader
     show_figures_inline()
     out = check_writable(out_dir)
     G = generator_or_default(generator)
     if not quiet:
         classes = f", {G.c_dim} classes" if G.c_dim else ""
         print(f"generator: {G.img_resolution} px, {G.num_ws} W+ layers of width {G.w_dim}{classes}; outputs in {out}")
-    return Session(G, OracleReader(load_default_oracle()), pca_for(G), out)
+    return Session(G, load_reader("oracle", G), pca_for(G), out)
 
 
 def inject_parameters(nb, parameters: dict):
