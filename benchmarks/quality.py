@@ -9,7 +9,7 @@ its own source with the shipped oracle of that source (or ``--oracle``), without
 import argparse
 
 from cxr_workbench.assets import generator_or_default, oracle_or_default, pca_for
-from cxr_workbench.studies.quality import FILMS, quality_figures, shipping_verdict
+from cxr_workbench.studies.quality import FILMS, fd_by_kind_text, quality_figures, shipping_verdict
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
@@ -36,6 +36,7 @@ if __name__ == "__main__":
         print(f"{key:12s} {q[fd]:8.2f} {d['precision']:9.3f} {d['recall']:7.3f} {d['ks']['ctr']:7.3f} "
               f"{d['ks']['opacity_burden']:9.3f} {d['ctr_mean']:6.3f}/{d['ctr_std']:.3f} "
               f"{d['burden_mean']:7.3f}/{d['burden_std']:.3f}")
+    print("FD within each kind the oracle reads:", fd_by_kind_text(q))
     if "frd" in q:
         print(f"Frechet Radiomics Distance, {args.frd} images a set:", {k: round(v, 3) for k, v in q["frd"].items()
                                                                         if k != "n"})

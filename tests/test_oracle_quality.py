@@ -4,7 +4,7 @@ import torch
 from conftest import tiny_generator
 
 from cxr_workbench.model.oracle import OracleConfig, SeverityOracle, corrupt, load_oracle, save_oracle, train_oracle
-from cxr_workbench.studies.quality import model_card_markdown, quality_figures
+from cxr_workbench.studies.quality import fd_by_kind, fd_by_kind_text, model_card_markdown, quality_figures
 
 
 def test_oracle_shapes_and_roundtrip(tmp_path):
@@ -47,3 +47,20 @@ def test_quality_figures_and_card():
     assert q["fd_films_vs_films"] < q["fd_init_vs_films"]
     md = model_card_markdown(dict(training_data="x", kimg=1, wall_time_s=3600, machine="m", quality=q))
     assert "generator at initialisation" in md and "| shipped generator |" in md
+    assert f"FD within each kind the oracle reads (its kind head sorts both sets): {fd_by_kind_text(q)}." in md
+
+
+def test_fd_by_kind_finds_the_kind_a_generator_draws_wrong():
+    rng = np.random.default_rng(0)
+    def draw(counts, shift):  # features [N, 4] by kind; the opacity kind's first feature moved by `shift`
+        kind = np.repeat(np.arange(3), counts)
+        feats = rng.normal(size=(len(kind), 4))
+        feats[kind == 2, 0] += shift
+        return dict(features=feats, kind=kind)
+    films, second = draw((4000, 4000, 4000), 0), draw((4000, 4000, 4000), 0)
+    by_kind = fd_by_kind(films, draw((4000, 5, 4000), 3.0), second)
+    assert by_kind["normal"]["generated"] < 0.02 and by_kind["normal"]["films"] < 0.02
+    assert abs(by_kind["opacity"]["generated"] - 9.0) < 0.3  # the squared shift of the means
+    # 5 cardiomegaly samples cannot carry a 4-feature covariance: no figure rather than a wrong one
+    assert by_kind["cardiomegaly"]["generated"] is None and by_kind["cardiomegaly"]["n_generated"] == 5
+    assert "cardiomegaly - (floor" in fd_by_kind_text(dict(fd_by_kind=by_kind))
