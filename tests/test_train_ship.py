@@ -121,6 +121,15 @@ def test_a_run_starts_from_another_generator_and_its_discriminator(tmp_path):
         train(TrainConfig(**dict(TINY, init=str(oracle_file))), tmp_path / "fourth", progress=False)
 
 
+def test_train_starts_from_a_shipped_generator_by_name(tmp_path):
+    from cxr_workbench.assets import DRR_DATA_DIR
+    from cxr_workbench.ui.cli import main
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "--source", "drr", "--init", "drr", "--dataset-size", "16",
+                 "--batch", "16", "--kimg", "0.016", "--no-progress", "--threads", "1"]) == 0
+    init = model_card(tmp_path / "r" / "generator.pt")["init"]
+    assert init["file"] == str(DRR_DATA_DIR / "generator.pt") and init["discriminator"]
+
+
 def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
     cfg = TrainConfig(**TINY)
     train(cfg, tmp_path / "whole", progress=False, threads=1)

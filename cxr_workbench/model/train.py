@@ -63,8 +63,9 @@ class TrainConfig:
     ct: str = setting("", "a CT folder (NIfTI volume or DICOM series, and labelmap) for --source drr; "
                           "empty: the shipped CT",
                       expected="a folder path")
-    init: str = setting("", "a generator file of ours to start from: its D too when it holds one, as a shipped "
-                            "generator does; empty: new weights", expected="a file path")
+    init: str = setting("", "a generator file of ours (or a shipped one's name: phantom, drr) to start from: its D "
+                            "too when it holds one, as a shipped generator does; empty: new weights",
+                        expected="a file path")
     phantom_version: int = setting(phantom.VERSION, "the phantoms the run learns; a new rendering is a new run",
                                    low=1, cli=False)
     drr_version: int = setting(sources.version("drr"), "the DRRs the run learns; a new rendering is a new run",

@@ -334,8 +334,12 @@ def add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from cxr_workbench.assets import SHIPPED, shipped_generator
     from cxr_workbench.model.train import TrainConfig, train
-    cfg = TrainConfig(**settings_overrides(args, TrainConfig)).validate()
+    settings = settings_overrides(args, TrainConfig)
+    if settings.get("init") in SHIPPED:  # --init drr: the shipped generator of DRRs, its file in the card
+        settings["init"] = str(shipped_generator(settings["init"]))
+    cfg = TrainConfig(**settings).validate()
     amp = {"auto": None, "fp32": False, "bf16": True}[args.precision]
     path = train(cfg, args.run_dir, progress=not args.no_progress, stop_after_kimg=args.stop_after_kimg,
                  stop_after_s=None if args.stop_after_minutes is None else 60 * args.stop_after_minutes,
