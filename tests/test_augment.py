@@ -61,6 +61,18 @@ def test_a_set_keeps_the_last_points_as_16_bit_pngs_with_a_manifest(model, tmp_p
     torch.testing.assert_close(back[:2], traj.images[0, 3:], atol=1.5e-4, rtol=0)
 
 
+def test_a_set_of_a_drr_generator_says_so_for_the_classifier_protocol(model, tmp_path):
+    import copy
+    G, pca, oracle = model
+    drr = copy.deepcopy(G)
+    drr.source = "drr"
+    make_augmentation(drr, range(10, 12), "cardiomegaly", 2, FAST, tmp_path / "drr", keep_last=2, pca=pca,
+                      reader=oracle, batch=2, progress=False)
+    assert json.loads((tmp_path / "drr" / "set.json").read_text())["films"] == "drr"
+    make(model, tmp_path / "phantom", n=2)  # a phantom or imported generator's set names none (older sets resume)
+    assert "films" not in json.loads((tmp_path / "phantom" / "set.json").read_text())
+
+
 def test_uint16_round_trip_is_exact_to_half_a_level():
     x = torch.linspace(-1, 1, 1001)
     back = torch.from_numpy(to_uint16(x).astype(np.float32)) / 32767.5 - 1

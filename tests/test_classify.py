@@ -1,3 +1,4 @@
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -65,6 +66,22 @@ def test_random_augmentation_is_seeded_and_changes_images(data):
     assert not torch.equal(a, random_augmentation(src, 10, seed=4))
     changed = [not any(torch.allclose(x, s) for s in src) for x in a]
     assert sum(changed) >= 7  # each transform at probability 1/2: most draws change the image
+
+
+def test_sets_of_the_drr_generator_bring_drrs_as_the_real_films(tmp_path):
+    from cxr_workbench.imaging.datasets import TruthDataset
+    from cxr_workbench.studies.classify import load_sets
+    for name, films in (("a", "drr"), ("b", None)):
+        (tmp_path / name).mkdir()
+        head = dict(disease="opacity" if name == "a" else "cardiomegaly", config=dict(sigma=0.3))
+        (tmp_path / name / "set.json").write_text(json.dumps(head | ({"films": films} if films else {})))
+    with pytest.raises(ValueError, match=r"sets of generators of different films \(.*a: drr, .*b: phantom\)"):
+        load_sets([tmp_path / "a", tmp_path / "b"], [0.3])
+    drr = real_data(replace(TINY, films="drr"))
+    # the first draw: 52 normal, 40 and 40 diseased films needed, 30 % more and 64 drawn, weighted by need
+    first = TruthDataset(int(132 * 1.3) + 64, 64, seed=TINY.data_seed, weights=(53, 41, 41), source="drr")
+    normal = first.images_tensor()[torch.from_numpy(first.kind == "normal")]
+    torch.testing.assert_close(drr["val"]["normal"], normal[:12])
 
 
 def test_real_data_are_labelled_fixed_and_disjoint(data):

@@ -383,6 +383,8 @@ def plan_set(G, seeds, disease: str, n_samples: int, config: LOConfig, *, keep_l
     header["n_samples"] = n_samples
     header["batch"] = batch  # recorded, not compared: another batch size still resumes (see _verified)
     header["references"] = _references_key(seeds, latents)
+    if G.source not in (None, "phantom"):  # the real films the classifier protocol sets beside these samples
+        header["films"] = G.source
     # Only what differs from the defaults, so sets made before these existed still resume.
     if renderer is not G:
         header["tuned_from"] = generator_key(G)

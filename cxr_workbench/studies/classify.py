@@ -1,7 +1,8 @@
-"""The downstream classifier and the protocol of paper Tables 3 and 4, on phantoms.
+"""The downstream classifier and the protocol of paper Tables 3 and 4, on films with exact truth.
 
-"Real" images are fresh phantoms (seeds never used to train the generator or the oracle) with
-exact labels: normal (N), cardiomegaly (C), opacity (O). Three columns, each its own classifier:
+"Real" images are fresh films of the kind the sets' generator learned (phantoms, or DRRs for sets
+of the DRR generator: ``set.json``'s ``films``; seeds never used to train the generator or the
+oracle) with exact labels: normal (N), cardiomegaly (C), opacity (O). Three columns, each its own classifier:
 N vs C vs O (macro one-vs-rest AUROC), N vs C, N vs O. Rows, for each size of the disease
 classes: real only; + random augmentation (MONAI transforms of real disease images: rotation,
 shear, Gaussian blur, horizontal and vertical flip); + ours (augmentation sets of
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 
 from cxr_workbench.distributed import cluster, fan_out
 from cxr_workbench.imaging.phantom import KINDS
+from cxr_workbench.imaging.sources import SOURCES
 from cxr_workbench.io import atomic_write, check_writable, reason, write_json, writer_lock
 from cxr_workbench.model.readers import NETWORKS, make_network, save_classifier
 from cxr_workbench.model.stylegan2 import MAX_SEED
@@ -70,6 +72,8 @@ class ProtocolConfig:
     lr: float = setting(1e-3, "Adam step size", low=0, high=10, open_low=True)
     data_seed: int = setting(20_000_000, "seed of the fresh phantoms (never drawn for the generator or the oracle)",
                              low=0, high=MAX_SEED)
+    films: str = setting("phantom", "the real films: those the sets' generator learned (read from set.json)",
+                         choices=SOURCES, cli=False)
 
     validate = validate_settings
 
@@ -93,8 +97,8 @@ def random_augmentation(images: torch.Tensor, n: int, seed: int) -> torch.Tensor
 
 
 def real_data(cfg: ProtocolConfig, progress: bool = False) -> dict:
-    """Fresh phantoms by class: ``train[kind]`` (enough for the largest size), ``val[kind]`` and
-    ``test[kind]``, each [N, 1, 64, 64] in [-1, 1], kinds from the rendered truth."""
+    """Fresh films of ``cfg.films`` by class: ``train[kind]`` (enough for the largest size), ``val[kind]``
+    and ``test[kind]``, each [N, 1, 64, 64] in [-1, 1], kinds from the rendered truth."""
     from cxr_workbench.imaging.datasets import TruthDataset
     need = {"normal": cfg.n_normal, "cardiomegaly": max(cfg.n_disease), "opacity": max(cfg.n_disease)}
     total = {k: v + cfg.n_val + cfg.n_test for k, v in need.items()}
@@ -103,7 +107,7 @@ def real_data(cfg: ProtocolConfig, progress: bool = False) -> dict:
     while any(sum(map(len, pools[k])) < total[k] for k in KINDS):
         short = [max(total[k] - sum(map(len, pools[k])), 0) for k in KINDS]
         ds = TruthDataset(int(sum(short) * 1.3) + 64, PHANTOM_RESOLUTION, seed=seed,
-                            weights=tuple(s + 1 for s in short), progress=progress)
+                            weights=tuple(s + 1 for s in short), progress=progress, source=cfg.films)
         x = ds.images_tensor()
         for k in KINDS:
             pools[k].append(x[torch.from_numpy(ds.kind == k)])
@@ -236,22 +240,31 @@ def plan_runs(cfg: ProtocolConfig) -> list[dict]:
     return runs
 
 
-def load_sets(set_dirs, sigmas, diseases=("cardiomegaly", "opacity")) -> dict:
-    """Augmentation sets by (disease, sigma) from set folders (their set.json says which is which)."""
+def load_sets(set_dirs, sigmas, diseases=("cardiomegaly", "opacity")) -> tuple[dict, str]:
+    """Augmentation sets by (disease, sigma) from set folders (their set.json says which is which),
+    and the films their generator learned (``set.json``'s ``films``; phantoms when it names none):
+    the protocol's real films. Sets of generators of different films are refused."""
     from cxr_workbench.studies.augment import read_set_images
-    found = {}
+    found, films = {}, {}
     for d in map(Path, set_dirs):
         if not (d / "set.json").is_file():
             raise ValueError(f"{d} holds no set.json; expected an augmentation set folder (cxr-workbench augment)")
         try:
             head = json.loads((d / "set.json").read_text())
             key = (str(head["disease"]), float(head["config"]["sigma"]))
-        except (ValueError, KeyError, TypeError) as e:
+            films[d] = str(head.get("films", "phantom"))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{d / 'set.json'}: not a set description ({type(e).__name__}: {e}); expected one "
                              "written by cxr-workbench augment") from None
         if key in found:
             raise ValueError(f"{found[key]} and {d} are both sets of {key[0]} at sigma {key[1]}; give one of them")
+        if films[d] not in SOURCES:
+            raise ValueError(f"{d / 'set.json'} names films={films[d]!r}; expected one of {SOURCES}")
         found[key] = d
+    if len(set(films.values())) > 1:
+        named = ", ".join(f"{d}: {f}" for d, f in films.items())
+        raise ValueError(f"sets of generators of different films ({named}); expected sets of one kind of films "
+                         "(the protocol's real films are of that kind)")
     missing = [(d, s) for d in diseases for s in sigmas if (d, float(s)) not in found]
     if missing:
         raise ValueError(f"no augmentation set for {missing}; found {sorted(found)}")
@@ -260,7 +273,7 @@ def load_sets(set_dirs, sigmas, diseases=("cardiomegaly", "opacity")) -> dict:
         if images.shape[-1] != PHANTOM_RESOLUTION:
             raise ValueError(f"{found[key]}: {images.shape[-1]} px images; the protocol's phantoms are "
                              f"{PHANTOM_RESOLUTION} px (make the set with a {PHANTOM_RESOLUTION} px generator)")
-    return sets
+    return sets, next(iter(films.values()), "phantom")
 
 
 def run_protocol(cfg: ProtocolConfig, aug: dict, out_dir, *, client=None, progress: bool = True,
@@ -276,7 +289,9 @@ def run_protocol(cfg: ProtocolConfig, aug: dict, out_dir, *, client=None, progre
         path, pred_dir = out_dir / "results.csv", out_dir / "predictions"
         pred_dir.mkdir(exist_ok=True)
         # sigmas and seeds only add runs: a folder may grow by them; anything else is another protocol
-        settings = json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("sigmas", "seeds")}, sort_keys=True)
+        # (films only when not phantoms, so folders from before it resume)
+        settings = json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("sigmas", "seeds")
+                               and (k, v) != ("films", "phantom")}, sort_keys=True)
         if (out_dir / "protocol.json").is_file() and (out_dir / "protocol.json").read_text() != settings:
             raise ValueError(f"{out_dir} holds runs of another protocol ({out_dir / 'protocol.json'}); "
                              "choose another folder")
@@ -441,8 +456,8 @@ def run_classify(req: ClassifyRequest, client=None, progress: bool = True) -> tu
     mean ± std over seeds, without the p-value columns) and ``provenance.json`` beside its runs.
     Returns the results and that table as text. With ``client`` the runs go to that Dask cluster;
     else to the one ``req`` asks for (``distributed.cluster``: started here and closed), or to this process."""
-    cfg = req.config()
-    aug = load_sets(req.sets, cfg.sigmas)
+    aug, films = load_sets(req.sets, req.config().sigmas)
+    cfg = replace(req.config(), films=films)
     with cluster(client, req.scheduler, req.workers) as client:
         results = run_protocol(cfg, aug, req.out, client=client, progress=progress, save_models=req.save_models)
     table = protocol_table(results)
