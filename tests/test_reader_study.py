@@ -144,6 +144,13 @@ def test_prepare_items_makes_real_and_edited_films(tmp_path, monkeypatch):
     assert [it["source"] for it in items].count("synthetic") == 4 and len(items) == 7
     assert sum(it["cardiomegaly"] for it in items if it["source"] == "synthetic") == 2
     assert all(np.asarray(Image.open(it["path"])).shape == (16, 16) for it in items)
+    # beside a DRR generator's edits the real films are DRRs, not phantoms (a reader would tell them apart)
+    from cxr_workbench.imaging.datasets import TruthDataset
+    from cxr_workbench.imaging.strips import to_uint8
+    G.source = "drr"
+    items = rs.prepare_items(G, tmp_path / "drr", n_real=2, n_edited=0)
+    want = to_uint8(TruthDataset(2, 16, seed=50_000, source="drr").images_tensor())
+    assert all(np.array_equal(np.asarray(Image.open(it["path"])), want[i]) for i, it in enumerate(items))
 
 
 def _open_at(path, barrier, results):
