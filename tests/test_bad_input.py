@@ -109,6 +109,8 @@ CASES = [  # (arguments, text the one error line must contain)
                                                  "generator's name (phantom, drr)"),
     (["edit", "--checkpoint", "drr", "--reader", str(DEFAULT_ORACLE), "--out", "{d}/o"],
      "is an oracle of phantom films, the generator learned drr films"),
+    (["train", "--run-dir", "{d}/run", "--kind-shares", "0", "0", "0"], "kind_shares=(0.0, 0.0, 0.0); expected three"),
+    (["train", "--run-dir", "{d}/run", "--kind-shares", "0.5", "2", "0"], "kind_shares=2.0; expected a finite number"),
 ]
 
 

@@ -121,6 +121,23 @@ def test_a_run_starts_from_another_generator_and_its_discriminator(tmp_path):
         train(TrainConfig(**dict(TINY, init=str(oracle_file))), tmp_path / "fourth", progress=False)
 
 
+def test_the_training_films_follow_the_kind_shares(tmp_path):
+    from dataclasses import asdict
+
+    from cxr_workbench.imaging.datasets import TruthDataset
+    from cxr_workbench.model.train import _config_difference, start_run
+    cfg = TrainConfig(**dict(TINY, kind_shares=(0.0, 0.0, 1.0)))
+    run = start_run(cfg, tmp_path / "r")
+    only_opacity = TruthDataset(cfg.dataset_size, 16, seed=cfg.seed, weights=(0, 0, 1))
+    assert torch.equal(run.images, only_opacity.images_tensor())
+    mix = TruthDataset(cfg.dataset_size, 16, seed=cfg.seed)  # the default shares: half of them normal
+    assert only_opacity.burden.mean() > 2 * mix.burden.mean() and (mix.kind == "normal").mean() > 0.3
+    # a run from before the setting learned the default mix, and resumes as such
+    old = {k: v for k, v in asdict(TrainConfig(**TINY)).items() if k != "kind_shares"}
+    assert _config_difference(old, asdict(TrainConfig(**TINY))) == {}
+    assert "kind_shares" in _config_difference(old, asdict(cfg))
+
+
 def test_train_starts_from_a_shipped_generator_by_name(tmp_path):
     from cxr_workbench.assets import DRR_DATA_DIR
     from cxr_workbench.ui.cli import main

@@ -58,6 +58,10 @@ class TrainConfig:
     snapshot_kimg: float = setting(10.0, "a snapshot every this many thousand images", low=0, high=1e6,
                                    open_low=True)
     dataset_size: int = setting(20000, "films rendered once and reused", low=1, high=10_000_000)
+    kind_shares: tuple[float, ...] = setting((0.5, 0.25, 0.25), "shares of normal, cardiomegaly and opacity films "
+                                             "drawn for training (the quality sets' mix)", low=0, high=1,
+                                             rule=lambda v: len(v) == 3 and sum(v) > 0,
+                                             expected="three shares (normal, cardiomegaly, opacity), not all 0")
     seed: int = setting(0, "seed of the films, the weights and every draw", low=0, high=MAX_SEED)
     source: str = setting("phantom", "where the training films come from", choices=sources.SOURCES)
     ct: str = setting("", "a CT folder (NIfTI volume or DICOM series, and labelmap) for --source drr; "
@@ -89,7 +93,8 @@ OTHER_SOURCE = dict(phantom=("ct", "drr_version"), drr=("phantom_version",))
 
 def _config_difference(a: dict, b: dict) -> dict:
     free = RESUME_FREE + OTHER_SOURCE[b.get("source", "phantom")]
-    a = dict(dict(source="phantom", ct="", init=""), **a)  # runs from before these settings: phantoms, new weights
+    # runs from before these settings: phantoms, new weights, the default mix of kinds
+    a = dict(dict(source="phantom", ct="", init="", kind_shares=(0.5, 0.25, 0.25)), **a)
     return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if k not in free and a.get(k) != b.get(k)}
 
 
@@ -179,8 +184,8 @@ def start_run(cfg: TrainConfig, run_dir: Path, *, images=None, resume: bool = Tr
         state["init"] = _start_from(Path(cfg.init), _init_file(Path(cfg.init), cfg), G, D, G_ema)
 
     if images is None:
-        images = TruthDataset(cfg.dataset_size, cfg.resolution, seed=cfg.seed, source=cfg.source, ct=cfg.ct or None,
-                              progress=progress).images_tensor()
+        images = TruthDataset(cfg.dataset_size, cfg.resolution, seed=cfg.seed, weights=cfg.kind_shares,
+                              source=cfg.source, ct=cfg.ct or None, progress=progress).images_tensor()
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000003)
     if snap is not None:
         torch.set_rng_state(snap["rng_cpu"])  # the noise inputs

@@ -83,7 +83,9 @@ def add_settings_options(parser, config_class, *, defaults=None, title: str | No
         shown = "all" if default is None else " ".join(map(str, default)) if isinstance(default, tuple) else default
         kw = dict(default=None, dest=f"{config_class.__name__}.{f.name}", metavar=f.name.upper(),
                   help=f"{meta['help']} (default: {shown})".replace("%", "%%"))
-        check = partial(check_value, f.name, meta=meta, kind=kind)
+        # a tuple's items are read one at a time: the rule of the whole tuple waits for validate()
+        items = isinstance(f.default, tuple) and meta["parse"] is None
+        check = partial(check_value, f.name, meta=dict(meta, rule=None) if items else meta, kind=kind)
         if meta["parse"] is not None:
             kw["type"] = _option_type(f.name, meta["parse"], check)
         elif meta["choices"] is not None:
@@ -91,7 +93,7 @@ def add_settings_options(parser, config_class, *, defaults=None, title: str | No
                       type=kind if kind is not str else None)
         else:
             kw["type"] = _option_type(f.name, kind, check)
-            if isinstance(f.default, tuple):
+            if items:
                 kw["nargs"] = "+"
         group.add_argument("--" + f.name.replace("_", "-"), **kw)
 
