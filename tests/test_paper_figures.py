@@ -77,7 +77,7 @@ def test_figures_from_existing_edit_sets_match_the_sets_and_replay(tmp_path, cap
                "the same edit twice": ["fig3", "--from", cardio[0], cardio[0]],
                "not a set": ["fig3", "--from", str(tmp_path)],
                "seeds with sets": ["fig3", "--from", *cardio, "--seed", "1"],
-               "a checkpoint with sets": ["fig3", "--from", *cardio, "--checkpoint", str(tmp_path / "g.pt")]}
+               "a checkpoint with sets": ["fig3", "--from", *cardio, "--checkpoint", "phantom"]}
     for why, args in refused.items():
         assert main(["figure", *args, "--out", str(tmp_path / "bad"), "--no-progress"]) == 2, why
         err = capsys.readouterr().err.strip()
