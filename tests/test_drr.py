@@ -231,6 +231,7 @@ def test_own_ct_as_a_dicom_series_reads_as_its_nifti(tmp_path):
     ("no_position", "ImagePositionPatient missing"),
     ("other_size", "a slice of another size or orientation"),
     ("no_pixels", "DICOM pixel data cannot be read"),
+    ("unknown_vr", "slice0010.dcm: not a readable DICOM file .Unknown Value Representation"),
     ("labels_of_another_grid", "does not match the volume"),
 ])
 def test_own_dicom_ct_refused_in_one_line_naming_the_file(tmp_path, damage, message):
@@ -253,8 +254,11 @@ def test_own_dicom_ct_refused_in_one_line_naming_the_file(tmp_path, damage, mess
         del ds.PixelData
     elif damage == "labels_of_another_grid":
         nib.save(nib.Nifti1Image(lab, np.diag([-4.0, 4.0, 2.5, 1.0])), folder / "mask.nii.gz")
-    if victim.exists():
+    if victim.exists() and damage != "unknown_vr":
         ds.save_as(victim)
+    if damage == "unknown_vr":  # the Modality element's VR bytes damaged: pydicom fails on first access
+        data = victim.read_bytes()
+        victim.write_bytes(data.replace(b"\x08\x00\x60\x00CS", b"\x08\x00\x60\x00C\x00", 1))
     with pytest.raises(ValueError, match=message) as err:
         ct.load_ct(*ct.ct_files(folder))
     assert "\n" not in str(err.value) and str(folder) in str(err.value)

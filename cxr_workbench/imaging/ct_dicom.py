@@ -53,7 +53,10 @@ def dicom_files(folder: Path) -> list[Path]:
 def _header(path: Path):
     import pydicom
     try:
-        return pydicom.dcmread(str(path), stop_before_pixels=True)
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        for _ in ds:  # pydicom decodes an element when first used: damage must show here, not later
+            pass
+        return ds
     except Exception as e:  # noqa: BLE001 - a damaged file raises whatever pydicom's parser meets
         raise ValueError(f"{path}: not a readable DICOM file ({reason(e, 80)})") from None
 
