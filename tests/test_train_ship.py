@@ -203,3 +203,44 @@ def test_the_shipping_targets_are_the_sources_own():
     phantom, drr = shipping_verdict(q), shipping_verdict(dict(q, source="drr"))  # a card without a source: phantoms
     assert phantom["precision"] == (0.75, 0.7, True) and drr["precision"] == (0.75, 0.8, False)
     assert phantom["recall"][2] and drr["recall"][2] and not drr["ks_opacity_burden"][2] and drr["fd"][2]
+
+
+def test_a_kind_conditional_run_starts_as_the_unconditional_generator_it_continues(tmp_path):
+    from dataclasses import asdict
+
+    from cxr_workbench.imaging.datasets import TruthDataset
+    from cxr_workbench.imaging.diseases import KINDS
+    from cxr_workbench.model.latents import random_classes
+    from cxr_workbench.model.train import _config_difference, start_run
+    train(TrainConfig(**TINY), tmp_path / "first", progress=False)
+    first = read_checkpoint(tmp_path / "first" / "snapshot.pt")
+    G0 = load_generator(tmp_path / "first" / "generator.pt")
+    cfg = TrainConfig(**dict(TINY, condition="kind", kind_shares=(0.2, 0.3, 0.5),
+                             init=str(tmp_path / "first" / "snapshot.pt")))
+    run = start_run(cfg, tmp_path / "second")
+    films = TruthDataset(cfg.dataset_size, 16, seed=cfg.seed, weights=cfg.kind_shares)
+    assert run.kinds.tolist() == [KINDS.index(k) for k in films.kind] and len(set(run.kinds.tolist())) == 3
+    z, c = torch.randn(6, 16), torch.tensor([0, 1, 2, 2, 1, 0])
+    with torch.no_grad():  # whatever the class, the same images and the same judgement as before
+        torch.testing.assert_close(run.G_ema.eval()(z, c), G0(z), atol=1e-5, rtol=0)
+        torch.testing.assert_close(run.D(G0(z), c), run.D(G0(z), c.flip(0)), atol=0, rtol=0)
+    D0 = type(run.D)(img_resolution=16, img_channels=1, channel_base=256, channel_max=32)
+    D0.load_state_dict(first["D"])
+    torch.testing.assert_close(run.D(G0(z), c), D0(G0(z)))
+    with pytest.raises(ValueError, match="discriminator of 3 classes given no class"):
+        run.D(G0(z))
+    path = train(cfg, tmp_path / "second", progress=False)
+    G = load_generator(path)
+    assert G.c_dim == 3 and G.config["c_shares"] == [0.2, 0.3, 0.5]
+    drawn = random_classes(G, 4000, torch.Generator().manual_seed(0))
+    assert torch.bincount(drawn, minlength=3).div(4000).sub(torch.tensor([0.2, 0.3, 0.5])).abs().max() < 0.03
+    trained = read_checkpoint(tmp_path / "second" / "snapshot.pt")
+    assert trained["D"]["embed"].abs().sum() > 0  # the class reached D's projection and G's mapping
+    assert trained["G"]["mapping.fc0.weight"][:, 16:].abs().sum() > 0
+    with torch.no_grad():
+        assert not torch.allclose(G(z, torch.zeros(6, dtype=torch.long)), G(z, torch.full([6], 2)))
+    with pytest.raises(ValueError, match="needs the kind of each of the 64 films"):
+        start_run(cfg, tmp_path / "third", images=films.images_tensor())
+    old = {k: v for k, v in asdict(TrainConfig(**TINY)).items() if k != "condition"}
+    assert _config_difference(old, asdict(TrainConfig(**TINY))) == {}  # older runs resume unconditional
+    assert _config_difference(old, asdict(cfg))["condition"] == ("none", "kind")

@@ -116,8 +116,13 @@ def class_input(G, label, n: int) -> torch.Tensor | None:
 
 
 def random_classes(G, n: int, gen: torch.Generator) -> torch.Tensor | None:
-    """Classes drawn uniformly for ``n`` latents (None when G is unconditional): W as a whole."""
-    return torch.randint(G.c_dim, [n], generator=gen) if G.c_dim else None
+    """Classes for ``n`` latents (None when G is unconditional): W as a whole, so drawn as often as G
+    saw each class (``G.c_shares``), uniformly when that is unknown (an imported generator)."""
+    if not G.c_dim:
+        return None
+    if G.c_shares is None:
+        return torch.randint(G.c_dim, [n], generator=gen)
+    return torch.multinomial(G.c_shares, n, replacement=True, generator=gen)
 
 
 def w_samples(G, gen: torch.Generator, n: int = 10_000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -425,7 +425,8 @@ class Generator(nn.Module):
 
     Public surface used by the rest of the package: ``mapping(z, c, psi) -> ws [B, num_ws, w_dim]``,
     ``synthesis(ws, noise_mode) -> img [B, C, H, W]``, ``num_ws``, ``w_dim``, ``z_dim``, ``c_dim``
-    (classes of a conditional generator, 0 when unconditional), ``img_resolution``, ``img_channels``,
+    (classes of a conditional generator, 0 when unconditional), ``c_shares`` (how often a conditional
+    generator trained here saw each class; None when unknown), ``img_resolution``, ``img_channels``,
     ``w_avg``.
     """
 
@@ -441,7 +442,8 @@ class Generator(nn.Module):
                  channel_max: int = 128,     # widest layer
                  channels: dict[int, int] | None = None,  # explicit widths; overrides the rule
                  conv_clamp: float | None = None,  # clamp of conv outputs (NVlabs' fp16 guard; their default 256)
-                 c_dim: int = 0):            # classes of a conditional generator (0: unconditional)
+                 c_dim: int = 0,             # classes of a conditional generator (0: unconditional)
+                 c_shares: tuple[float, ...] | None = None):  # how often it saw each class (None: unknown)
         super().__init__()
         _check_resolution(img_resolution)
         if img_channels not in (1, 3):
@@ -455,7 +457,12 @@ class Generator(nn.Module):
             self.config["conv_clamp"] = float(conv_clamp)
         if c_dim:
             self.config["c_dim"] = int(c_dim)
+        if c_shares is not None:
+            if len(c_shares) != c_dim or not all(v >= 0 for v in c_shares) or not sum(c_shares) > 0:
+                raise ValueError(f"c_shares={c_shares!r}; expected {c_dim} shares, not negative, not all 0")
+            self.config["c_shares"] = [float(v) for v in c_shares]
         self.z_dim, self.w_dim, self.c_dim = z_dim, w_dim, int(c_dim)
+        self.c_shares = None if c_shares is None else torch.tensor(c_shares, dtype=torch.float64)
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channels, conv_clamp)
         self.num_ws = self.synthesis.num_ws
@@ -487,15 +494,24 @@ class DiscriminatorBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Residual StyleGAN2 discriminator: images [B, C, H, W] -> logits [B, 1]."""
+    """Residual StyleGAN2 discriminator: images [B, C, H, W] (and, when conditional, class indices
+    [B]) -> logits [B, 1].
+
+    Conditional (``c_dim`` > 0), it adds a projection term (Miyato & Koyama 2018), the inner product of
+    its last features with a learned embedding of the class. The embedding starts at zero, so a
+    conditional D starts as the unconditional D whose weights it was given."""
 
     def __init__(self, *, img_resolution: int = 64, img_channels: int = 1, channel_base: int = 1024,
-                 channel_max: int = 128, mbstd_group: int = 4):
+                 channel_max: int = 128, mbstd_group: int = 4, c_dim: int = 0):
         super().__init__()
         log2 = _check_resolution(img_resolution)
         ch = channels_per_resolution(img_resolution, channel_base, channel_max)
         self.config = dict(img_resolution=img_resolution, img_channels=img_channels,
                            channel_base=channel_base, channel_max=channel_max, mbstd_group=mbstd_group)
+        if c_dim:
+            self.config["c_dim"] = int(c_dim)
+            self.embed = nn.Parameter(torch.zeros(c_dim, ch[4]))
+        self.c_dim = int(c_dim)
         self.img_resolution, self.mbstd_group = img_resolution, mbstd_group
         self.fromrgb = Conv2d(img_channels, ch[img_resolution], 1)
         self.block_resolutions = [2 ** i for i in range(log2, 2, -1)]
@@ -505,7 +521,10 @@ class Discriminator(nn.Module):
         self.fc = FullyConnected(ch[4] * 16, ch[4], activation=True)
         self.out = FullyConnected(ch[4], 1)
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
+    def forward(self, img: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        if (classes is None) != (not self.c_dim):
+            raise ValueError(f"discriminator of {self.c_dim} classes given "
+                             + ("no class" if classes is None else "a class"))
         x = self.fromrgb(img)
         for res in self.block_resolutions:
             x = getattr(self, f"b{res}")(x)
@@ -518,4 +537,7 @@ class Discriminator(nn.Module):
         y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt().mean([1, 2, 3])  # [n/g]
         y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
         x = self.conv(torch.cat([x, y], 1))
-        return self.out(self.fc(x.flatten(1)))
+        h = self.fc(x.flatten(1))
+        if classes is None:
+            return self.out(h)
+        return self.out(h) + (h * self.embed[classes].to(h.dtype)).sum(1, keepdim=True) / math.sqrt(h.shape[1])

@@ -1,5 +1,11 @@
 """StyleGAN2 training: non-saturating logistic loss, lazy R1, style mixing, generator EMA.
 
+With ``condition="kind"`` G and D are told each film's kind (normal, cardiomegaly, opacity): G
+embeds it beside z (as NVlabs' conditional StyleGAN2), D adds a projection term. A GAN told nothing
+draws films between the kinds (faint opacities in normal lungs) and too few heavy opacities; told the
+kind it need not cover three modes with one continuous latent. Fakes are drawn of each kind as
+often as the run draws training films of it (``kind_shares``, which G keeps as its ``c_shares``).
+
 Runs on CPU (the shipped default was trained that way) and uses a GPU with bf16 autocast when
 one is present. The run directory holds ``snapshot.pt`` (everything needed to resume, written
 atomically), ``generator.pt`` (the EMA generator in our format) and one sample grid per snapshot.
@@ -21,9 +27,10 @@ from tqdm.auto import tqdm
 
 from cxr_workbench.devices import pick_device
 from cxr_workbench.imaging import phantom, sources
+from cxr_workbench.imaging.diseases import KINDS
 from cxr_workbench.io import held_set, reason, save_png, writer_lock
 from cxr_workbench.model.checkpoints import machine_description, read_checkpoint, save_checkpoint
-from cxr_workbench.model.latents import sample_grid
+from cxr_workbench.model.latents import random_classes, sample_grid
 from cxr_workbench.model.stylegan2 import MAX_SEED, Discriminator, Generator
 from cxr_workbench.settings import setting, validate_settings
 
@@ -72,15 +79,18 @@ class TrainConfig:
                         expected="a file path")
     phantom_version: int = setting(phantom.VERSION, "the phantoms the run learns; a new rendering is a new run",
                                    low=1, cli=False)
+    condition: str = setting("none", "what G and D are told of each film: nothing, or its kind (normal, "
+                             "cardiomegaly, opacity: a kind-conditional generator)", choices=("none", "kind"))
     drr_version: int = setting(sources.version("drr"), "the DRRs the run learns; a new rendering is a new run",
                                low=1, cli=False)
 
     validate = validate_settings
 
     def generator_kwargs(self) -> dict:
+        classes = dict(c_dim=len(KINDS), c_shares=tuple(self.kind_shares)) if self.condition == "kind" else {}
         return dict(img_resolution=self.resolution, img_channels=1, z_dim=self.z_dim, w_dim=self.w_dim,
                     mapping_layers=self.mapping_layers, channel_base=self.channel_base,
-                    channel_max=self.channel_max)
+                    channel_max=self.channel_max, **classes)
 
 
 # Settings that do not change what the network learns: they may differ on resume.
@@ -94,15 +104,17 @@ OTHER_SOURCE = dict(phantom=("ct", "drr_version"), drr=("phantom_version",))
 def _config_difference(a: dict, b: dict) -> dict:
     free = RESUME_FREE + OTHER_SOURCE[b.get("source", "phantom")]
     # runs from before these settings: phantoms, new weights, the default mix of kinds
-    a = dict(dict(source="phantom", ct="", init="", kind_shares=(0.5, 0.25, 0.25)), **a)
+    a = dict(dict(source="phantom", ct="", init="", kind_shares=(0.5, 0.25, 0.25), condition="none"), **a)
     return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if k not in free and a.get(k) != b.get(k)}
 
 
-def train(cfg: TrainConfig, run_dir, *, images: torch.Tensor | None = None, resume: bool = True,
+def train(cfg: TrainConfig, run_dir, *, images: torch.Tensor | None = None, kinds: torch.Tensor | None = None,
+          resume: bool = True,
           device: str | None = None, progress: bool = True, stop_after_kimg: float | None = None,
           threads: int | None = None, amp: bool | None = None, stop_after_s: float | None = None,
           channels_last: bool | None = None) -> Path:
-    """Train (or resume) a StyleGAN2 on ``images`` [N, 1, R, R] in [-1, 1] (phantoms by default).
+    """Train (or resume) a StyleGAN2 on ``images`` [N, 1, R, R] in [-1, 1] (films of ``cfg.source``
+    by default), with ``kinds`` [N] (indices into ``diseases.KINDS``) for ``condition="kind"``.
 
     ``stop_after_kimg`` / ``stop_after_s`` end this call early after so many images or seconds, with a
     snapshot (the run stays resumable), for budgeted sessions.
@@ -123,8 +135,8 @@ def train(cfg: TrainConfig, run_dir, *, images: torch.Tensor | None = None, resu
     torch.set_num_threads(threads or before)
     try:
         with writer_lock(run_dir):  # one trainer per run folder; a dead one's temporaries are removed
-            run = start_run(cfg, Path(run_dir), images=images, resume=resume, device=device, amp=amp, progress=progress,
-                            channels_last=channels_last)
+            run = start_run(cfg, Path(run_dir), images=images, kinds=kinds, resume=resume, device=device, amp=amp,
+                            progress=progress, channels_last=channels_last)
             return _loop(run, progress=progress, stop_after_kimg=stop_after_kimg, stop_after_s=stop_after_s)
     finally:
         torch.set_num_threads(before)
@@ -145,12 +157,13 @@ class Run:
     opt_G: torch.optim.Optimizer
     opt_D: torch.optim.Optimizer
     images: torch.Tensor   # [N, 1, R, R] on the device
+    kinds: torch.Tensor | None  # [N] kind indices on the device for a kind-conditional run, else None
     gen: torch.Generator   # draws data indices, z and mixing; the noise inputs use torch's global RNG
     state: dict
 
 
-def start_run(cfg: TrainConfig, run_dir: Path, *, images=None, resume: bool = True, device=None, amp=None,
-              progress=False, channels_last=None) -> Run:
+def start_run(cfg: TrainConfig, run_dir: Path, *, images=None, kinds=None, resume: bool = True, device=None,
+              amp=None, progress=False, channels_last=None) -> Run:
     """New networks, or the run's snapshot when it has one (refused when its config differs)."""
     from cxr_workbench.imaging.datasets import TruthDataset
 
@@ -163,7 +176,7 @@ def start_run(cfg: TrainConfig, run_dir: Path, *, images=None, resume: bool = Tr
     layout = torch.channels_last if channels_last else torch.contiguous_format
     G = Generator(**cfg.generator_kwargs()).to(device, memory_format=layout)
     D = Discriminator(img_resolution=cfg.resolution, img_channels=1, channel_base=cfg.channel_base,
-                      channel_max=cfg.channel_max).to(device, memory_format=layout)
+                      channel_max=cfg.channel_max, c_dim=G.c_dim).to(device, memory_format=layout)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     r1_ratio = cfg.r1_interval / (cfg.r1_interval + 1)
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, 0.99))
@@ -184,8 +197,16 @@ def start_run(cfg: TrainConfig, run_dir: Path, *, images=None, resume: bool = Tr
         state["init"] = _start_from(Path(cfg.init), _init_file(Path(cfg.init), cfg), G, D, G_ema)
 
     if images is None:
-        images = TruthDataset(cfg.dataset_size, cfg.resolution, seed=cfg.seed, weights=cfg.kind_shares,
-                              source=cfg.source, ct=cfg.ct or None, progress=progress).images_tensor()
+        films = TruthDataset(cfg.dataset_size, cfg.resolution, seed=cfg.seed, weights=cfg.kind_shares,
+                             source=cfg.source, ct=cfg.ct or None, progress=progress)
+        images, kinds = films.images_tensor(), torch.tensor([KINDS.index(k) for k in films.kind])
+    if cfg.condition == "kind":
+        if kinds is None or kinds.shape != (len(images),) or kinds.min() < 0 or kinds.max() >= len(KINDS):
+            raise ValueError(f"condition='kind' needs the kind of each of the {len(images)} films: indices into "
+                             f"{KINDS}")
+        kinds = kinds.to(device, torch.long)
+    else:
+        kinds = None
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000003)
     if snap is not None:
         torch.set_rng_state(snap["rng_cpu"])  # the noise inputs
@@ -193,7 +214,7 @@ def start_run(cfg: TrainConfig, run_dir: Path, *, images=None, resume: bool = Tr
         if device.type == "cuda" and "rng_cuda" in snap:
             torch.cuda.set_rng_state(snap["rng_cuda"])
     return Run(cfg, run_dir, device, device.type == "cuda" if amp is None else amp, G, D, G_ema, opt_G, opt_D,
-               images.to(device), gen, state)
+               images.to(device), kinds, gen, state)
 
 
 def _init_file(path: Path, cfg: TrainConfig) -> dict:
@@ -202,8 +223,11 @@ def _init_file(path: Path, cfg: TrainConfig) -> dict:
     if "G_ema" not in data or "config" not in data:
         raise ValueError(f"--init {path}: holds no generator (kind={data.get('kind')!r})")
     want = Generator(**cfg.generator_kwargs()).config
+    # a conditional run may start from an unconditional generator (``_conditional_from``); the shares of
+    # kinds a generator saw are not part of its shape
+    free = ("c_shares",) + (("c_dim",) if "c_dim" not in data["config"] else ())
     diff = {k: (data["config"].get(k), want.get(k)) for k in set(want) | set(data["config"])
-            if data["config"].get(k) != want.get(k)}
+            if k not in free and data["config"].get(k) != want.get(k)}
     if diff:
         raise ValueError(f"--init {path}: its generator differs from this run's (file, run): {diff}")
     return data
@@ -215,23 +239,46 @@ def _start_from(path: Path, data: dict, G: Generator, D: Discriminator, G_ema: G
     card says of it."""
     try:
         for module, sd in ((G, data["G_ema"]), (G_ema, data["G_ema"])) + (((D, data["D"]),) if "D" in data else ()):
+            if module.c_dim and "c_dim" not in data["config"]:
+                sd = _conditional_from(module, sd)
             module.load_state_dict(sd)
     except RuntimeError as e:
         raise ValueError(f"--init {path}: weights do not fit this run's networks ({reason(e, 200)})") from None
     return dict(file=str(path), kimg=data.get("model_card", {}).get("kimg"), discriminator="D" in data)
 
 
-def _generated(run: Run, n: int) -> torch.Tensor:
-    """n images of G (not the EMA) with style mixing: [n, 1, R, R]."""
+def _conditional_from(module: Generator | Discriminator, sd: dict) -> dict:
+    """An unconditional G's or D's weights ``sd`` for the conditional ``module``, which then computes
+    what the unconditional one did: the class embedding enters G's first mapping layer through zero
+    weights (the stored weights of z rescaled, as that layer's equalised gain falls with its width),
+    and D's projection embedding stays at its initial zero."""
+    sd = dict(sd)
+    own = module.state_dict()
+    if isinstance(module, Generator):
+        old = sd["mapping.fc0.weight"]
+        new = torch.zeros_like(own["mapping.fc0.weight"])
+        new[:, :old.shape[1]] = old * math.sqrt(new.shape[1] / old.shape[1])
+        sd["mapping.fc0.weight"] = new
+        sd.update({k: v for k, v in own.items() if k.startswith("mapping.embed.")})
+    else:
+        sd["embed"] = own["embed"]
+    return sd
+
+
+def _generated(run: Run, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n images of G (not the EMA) with style mixing, and their classes: [n, 1, R, R], [n] (None
+    when unconditional)."""
     G, cfg, gen, device = run.G, run.cfg, run.gen, run.device
     z = torch.randn(n, G.z_dim, generator=gen).to(device)
+    c = random_classes(G, n, gen)
+    c = None if c is None else c.to(device)
     with torch.autocast(device.type, enabled=False):  # mapping and w_avg stay fp32
-        ws = G.mapping(z, update_w_avg=True)
+        ws = G.mapping(z, c, update_w_avg=True)
         if cfg.style_mixing > 0 and torch.rand([], generator=gen) < cfg.style_mixing:
             cut = int(torch.randint(1, G.num_ws, [], generator=gen))
-            ws2 = G.mapping(torch.randn(n, G.z_dim, generator=gen).to(device))
+            ws2 = G.mapping(torch.randn(n, G.z_dim, generator=gen).to(device), c)
             ws = torch.cat([ws[:, :cut], ws2[:, cut:]], 1)
-    return G.synthesis(ws, noise_mode="random")
+    return G.synthesis(ws, noise_mode="random"), c
 
 
 def training_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,10 +287,11 @@ def training_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     cfg, G, D, device, amp = run.cfg, run.G, run.D, run.device, run.amp
     idx = torch.randint(len(run.images), [cfg.batch], generator=run.gen)
     real = run.images[idx.to(device)]
+    real_c = None if run.kinds is None else run.kinds[idx.to(device)]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         # Generator step: non-saturating loss, softplus(-D(G(z))).
         G.requires_grad_(True), D.requires_grad_(False)
-        loss_G = F.softplus(-D(_generated(run, cfg.batch))).mean()
+        loss_G = F.softplus(-D(*_generated(run, cfg.batch))).mean()
     run.opt_G.zero_grad(set_to_none=True)
     loss_G.backward()
     run.opt_G.step()
@@ -251,15 +299,15 @@ def training_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
         # Discriminator step: softplus(D(fake)) + softplus(-D(real)).
         G.requires_grad_(False), D.requires_grad_(True)
         with torch.no_grad():
-            fake = _generated(run, cfg.batch)
-        loss_D = F.softplus(D(fake)).mean() + F.softplus(-D(real)).mean()
+            fake, fake_c = _generated(run, cfg.batch)
+        loss_D = F.softplus(D(fake, fake_c)).mean() + F.softplus(-D(real, real_c)).mean()
     run.opt_D.zero_grad(set_to_none=True)
     loss_D.backward()
     run.opt_D.step()
     if run.state["step"] % cfg.r1_interval == 0:
         # Lazy R1 on reals, in full precision.
         real_r1 = real.detach().requires_grad_(True)
-        grad, = torch.autograd.grad(D(real_r1).sum(), real_r1, create_graph=True)
+        grad, = torch.autograd.grad(D(real_r1, real_c).sum(), real_r1, create_graph=True)
         loss_r1 = grad.square().sum([1, 2, 3]).mean() * (cfg.r1_gamma / 2) * cfg.r1_interval
         run.opt_D.zero_grad(set_to_none=True)
         loss_r1.backward()
