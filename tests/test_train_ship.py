@@ -235,8 +235,10 @@ def test_a_kind_conditional_run_starts_as_the_unconditional_generator_it_continu
     drawn = random_classes(G, 4000, torch.Generator().manual_seed(0))
     assert torch.bincount(drawn, minlength=3).div(4000).sub(torch.tensor([0.2, 0.3, 0.5])).abs().max() < 0.03
     trained = read_checkpoint(tmp_path / "second" / "snapshot.pt")
-    assert trained["D"]["embed"].abs().sum() > 0  # the class reached D's projection and G's mapping
-    assert trained["G"]["mapping.fc0.weight"][:, 16:].abs().sum() > 0
+    assert trained["D"]["embed"].abs().sum() > 0  # the class reached D's projection, kind head and G's mapping
+    assert trained["D"]["classify"].abs().sum() > 0 and trained["G"]["mapping.fc0.weight"][:, 16:].abs().sum() > 0
+    train(replace(cfg, kind_weight=0.0), tmp_path / "unweighted", progress=False)  # projection alone
+    assert read_checkpoint(tmp_path / "unweighted" / "snapshot.pt")["D"]["classify"].abs().sum() == 0
     with torch.no_grad():
         assert not torch.allclose(G(z, torch.zeros(6, dtype=torch.long)), G(z, torch.full([6], 2)))
     with pytest.raises(ValueError, match="needs the kind of each of the 64 films"):

@@ -498,8 +498,9 @@ class Discriminator(nn.Module):
     [B]) -> logits [B, 1].
 
     Conditional (``c_dim`` > 0), it adds a projection term (Miyato & Koyama 2018), the inner product of
-    its last features with a learned embedding of the class. The embedding starts at zero, so a
-    conditional D starts as the unconditional D whose weights it was given."""
+    its last features with a learned embedding of the class, and has a class head on the same features
+    (``kind_logits``, for an auxiliary classification loss as in AC-GAN). Embedding and head start at
+    zero, so a conditional D starts as the unconditional D whose weights it was given."""
 
     def __init__(self, *, img_resolution: int = 64, img_channels: int = 1, channel_base: int = 1024,
                  channel_max: int = 128, mbstd_group: int = 4, c_dim: int = 0):
@@ -511,6 +512,7 @@ class Discriminator(nn.Module):
         if c_dim:
             self.config["c_dim"] = int(c_dim)
             self.embed = nn.Parameter(torch.zeros(c_dim, ch[4]))
+            self.classify = nn.Parameter(torch.zeros(c_dim, ch[4]))
         self.c_dim = int(c_dim)
         self.img_resolution, self.mbstd_group = img_resolution, mbstd_group
         self.fromrgb = Conv2d(img_channels, ch[img_resolution], 1)
@@ -521,7 +523,9 @@ class Discriminator(nn.Module):
         self.fc = FullyConnected(ch[4] * 16, ch[4], activation=True)
         self.out = FullyConnected(ch[4], 1)
 
-    def forward(self, img: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, img: torch.Tensor, classes: torch.Tensor | None = None,
+                kind_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits [B, 1]; with ``kind_logits`` (conditional D only) also the class head's [B, c_dim]."""
         if (classes is None) != (not self.c_dim):
             raise ValueError(f"discriminator of {self.c_dim} classes given "
                              + ("no class" if classes is None else "a class"))
@@ -540,4 +544,6 @@ class Discriminator(nn.Module):
         h = self.fc(x.flatten(1))
         if classes is None:
             return self.out(h)
-        return self.out(h) + (h * self.embed[classes].to(h.dtype)).sum(1, keepdim=True) / math.sqrt(h.shape[1])
+        scale = 1 / math.sqrt(h.shape[1])
+        out = self.out(h) + (h * self.embed[classes].to(h.dtype)).sum(1, keepdim=True) * scale
+        return (out, h @ self.classify.t().to(h.dtype) * scale) if kind_logits else out

@@ -5,6 +5,10 @@ embeds it beside z (as NVlabs' conditional StyleGAN2), D adds a projection term.
 draws films between the kinds (faint opacities in normal lungs) and too few heavy opacities; told the
 kind it need not cover three modes with one continuous latent. Fakes are drawn of each kind as
 often as the run draws training films of it (``kind_shares``, which G keeps as its ``c_shares``).
+D's projection term alone learned the cardiomegaly kind within 30 kimg but had not told normal from
+opacity after 60 (its features barely see opacities), so D also learns to classify real films by kind
+and G's films must read as the kind they were drawn for (``kind_weight``; AC-GAN, Odena et al. 2017,
+with D's classifier trained on real films only).
 
 Runs on CPU (the shipped default was trained that way) and uses a GPU with bf16 autocast when
 one is present. The run directory holds ``snapshot.pt`` (everything needed to resume, written
@@ -81,6 +85,8 @@ class TrainConfig:
                                    low=1, cli=False)
     condition: str = setting("none", "what G and D are told of each film: nothing, or its kind (normal, "
                              "cardiomegaly, opacity: a kind-conditional generator)", choices=("none", "kind"))
+    kind_weight: float = setting(1.0, "with --condition kind: weight of the kind classification (AC-GAN) that D "
+                                      "learns on real films and G's films must pass", low=0, high=1e3)
     drr_version: int = setting(sources.version("drr"), "the DRRs the run learns; a new rendering is a new run",
                                low=1, cli=False)
 
@@ -104,7 +110,8 @@ OTHER_SOURCE = dict(phantom=("ct", "drr_version"), drr=("phantom_version",))
 def _config_difference(a: dict, b: dict) -> dict:
     free = RESUME_FREE + OTHER_SOURCE[b.get("source", "phantom")]
     # runs from before these settings: phantoms, new weights, the default mix of kinds
-    a = dict(dict(source="phantom", ct="", init="", kind_shares=(0.5, 0.25, 0.25), condition="none"), **a)
+    a = dict(dict(source="phantom", ct="", init="", kind_shares=(0.5, 0.25, 0.25), condition="none",
+                  kind_weight=1.0), **a)
     return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if k not in free and a.get(k) != b.get(k)}
 
 
@@ -239,7 +246,7 @@ def _start_from(path: Path, data: dict, G: Generator, D: Discriminator, G_ema: G
     card says of it."""
     try:
         for module, sd in ((G, data["G_ema"]), (G_ema, data["G_ema"])) + (((D, data["D"]),) if "D" in data else ()):
-            if module.c_dim and "c_dim" not in data["config"]:
+            if module.c_dim:
                 sd = _conditional_from(module, sd)
             module.load_state_dict(sd)
     except RuntimeError as e:
@@ -247,21 +254,24 @@ def _start_from(path: Path, data: dict, G: Generator, D: Discriminator, G_ema: G
     return dict(file=str(path), kimg=data.get("model_card", {}).get("kimg"), discriminator="D" in data)
 
 
+# The weights a conditional G or D has and an unconditional one lacks (name prefixes).
+CLASS_WEIGHTS = ("mapping.embed.", "embed", "classify")
+
+
 def _conditional_from(module: Generator | Discriminator, sd: dict) -> dict:
     """An unconditional G's or D's weights ``sd`` for the conditional ``module``, which then computes
     what the unconditional one did: the class embedding enters G's first mapping layer through zero
     weights (the stored weights of z rescaled, as that layer's equalised gain falls with its width),
-    and D's projection embedding stays at its initial zero."""
+    and D's projection embedding and kind head stay at their initial zero. (A conditional D from before
+    the kind head gets one the same way.)"""
     sd = dict(sd)
     own = module.state_dict()
-    if isinstance(module, Generator):
-        old = sd["mapping.fc0.weight"]
+    old = sd.get("mapping.fc0.weight")
+    if old is not None and old.shape != own["mapping.fc0.weight"].shape:
         new = torch.zeros_like(own["mapping.fc0.weight"])
         new[:, :old.shape[1]] = old * math.sqrt(new.shape[1] / old.shape[1])
         sd["mapping.fc0.weight"] = new
-        sd.update({k: v for k, v in own.items() if k.startswith("mapping.embed.")})
-    else:
-        sd["embed"] = own["embed"]
+    sd.update({k: v for k, v in own.items() if k.startswith(CLASS_WEIGHTS) and k not in sd})
     return sd
 
 
@@ -281,6 +291,18 @@ def _generated(run: Run, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     return G.synthesis(ws, noise_mode="random"), c
 
 
+def _loss(D: Discriminator, images: torch.Tensor, classes: torch.Tensor | None, *, real: bool,
+          kind_weight: float) -> torch.Tensor:
+    """The logistic loss of D's verdict on ``images`` [B, 1, R, R] as ``real`` or not (non-saturating
+    for G), plus, for a conditional D, ``kind_weight`` times the cross-entropy of its kind head against
+    ``classes`` [B]."""
+    if classes is None or not kind_weight:
+        logits = D(images, classes)
+        return F.softplus(-logits if real else logits).mean()
+    logits, kinds = D(images, classes, kind_logits=True)
+    return F.softplus(-logits if real else logits).mean() + kind_weight * F.cross_entropy(kinds.float(), classes)
+
+
 def training_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of G, one of D, lazy R1 when due, the EMA update. Returns (loss_G, loss_D), unread
     (reading them waits for the GPU)."""
@@ -291,7 +313,7 @@ def training_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         # Generator step: non-saturating loss, softplus(-D(G(z))).
         G.requires_grad_(True), D.requires_grad_(False)
-        loss_G = F.softplus(-D(*_generated(run, cfg.batch))).mean()
+        loss_G = _loss(D, *_generated(run, cfg.batch), real=True, kind_weight=cfg.kind_weight)
     run.opt_G.zero_grad(set_to_none=True)
     loss_G.backward()
     run.opt_G.step()
@@ -300,7 +322,8 @@ def training_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
         G.requires_grad_(False), D.requires_grad_(True)
         with torch.no_grad():
             fake, fake_c = _generated(run, cfg.batch)
-        loss_D = F.softplus(D(fake, fake_c)).mean() + F.softplus(-D(real, real_c)).mean()
+        loss_D = (_loss(D, fake, fake_c, real=False, kind_weight=0.0)
+                  + _loss(D, real, real_c, real=True, kind_weight=cfg.kind_weight))
     run.opt_D.zero_grad(set_to_none=True)
     loss_D.backward()
     run.opt_D.step()
