@@ -391,6 +391,10 @@ def test_conditional_generators_load_and_save(tmp_path, fake_nvlabs):
     from PIL import Image
     assert (np.asarray(Image.open(tmp_path / "grid.png")) == sample_grid(H, range(4), label=2)).all()
     assert not (sample_grid(H, range(4), label=2) == sample_grid(H, range(4), label=0)).all()
+    every = sample_grid(H, range(10), cols=2, label=None)  # row r of class r % 4, as cards show them
+    for r in range(5):
+        row = sample_grid(H, range(2 * r, 2 * r + 2), cols=2, label=r % 4)
+        assert (every[r * row.shape[0]:(r + 1) * row.shape[0]] == row).all()
     assert main(["sample", "--checkpoint", str(tmp_path / "cond.pkl"), "--class", "4", "--out",
                  str(tmp_path / "bad.png")]) == 2
     assert main(["sample", "--class", "1", "--out", str(tmp_path / "bad.png")]) == 2

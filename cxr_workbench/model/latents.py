@@ -184,7 +184,14 @@ def direction_on_layers(u: torch.Tensor, layers) -> torch.Tensor:
     return flat / norm
 
 
-def sample_grid(G, seeds, cols: int = 8, psi: float = 1.0, label: int = 0) -> np.ndarray:
+def sample_grid(G, seeds, cols: int = 8, psi: float = 1.0, label: int | None = 0) -> np.ndarray:
     """Images of the given seeds (of class ``label``) tiled into a uint8 grid [rows*H, cols*W]
-    (channels averaged)."""
-    return tile(to_uint8(synthesize(G, reference_latents(G, seeds, psi=psi, label=label))), cols)
+    (channels averaged). ``label`` None shows every class of a conditional G: row r is of class
+    r % c_dim (of class 0 for an unconditional G)."""
+    seeds = list(seeds)
+    if label is None:
+        rows = [seeds[i:i + cols] for i in range(0, len(seeds), cols)]
+        ws = torch.cat([reference_latents(G, row, psi=psi, label=r % max(G.c_dim, 1)) for r, row in enumerate(rows)])
+    else:
+        ws = reference_latents(G, seeds, psi=psi, label=label)
+    return tile(to_uint8(synthesize(G, ws)), cols)

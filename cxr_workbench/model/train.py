@@ -366,7 +366,7 @@ def write_snapshot(run: Run, losses: tuple[float, float]) -> float:
 def _write_snapshot_files(run: Run, folder: Path, samples: str, G_cpu: Generator, kimg: float) -> None:
     """The sample grid, the full training state and the EMA generator of a snapshot, into ``folder``."""
     cfg, state = run.cfg, run.state
-    save_png(folder / samples, sample_grid(G_cpu, range(32)))
+    save_png(folder / samples, sample_grid(G_cpu, range(32), label=None))
     card = dict(training_data=f"{cfg.dataset_size} {sources.describe(cfg.source, cfg.ct or None)}",
                 kimg=kimg, wall_time_s=round(state["wall_time"], 1), machine=machine_description(),
                 threads=torch.get_num_threads(), bf16=bool(run.amp), train_config=asdict(cfg))

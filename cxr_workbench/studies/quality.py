@@ -216,7 +216,9 @@ def model_card_markdown(card: dict, folder: str = "data") -> str:
              f"- Architecture: {json.dumps(card.get('architecture', {}))}",
              f"- Training settings: {json.dumps(card.get('train_config', {}))}", "",
              f"{films[0].upper() + films[1:]} it learned (rows: normal, cardiomegaly, opacity; 128 px above, "
-             f"64 px below): `{folder}/{grid_file(source)}`. Samples (seeds 0-31): `{folder}/samples.png`.", ""]
+             f"64 px below): `{folder}/{grid_file(source)}`. Samples (seeds 0-31"
+             + ("; conditional on the kind, rows normal, cardiomegaly, opacity, normal"
+                if card.get("architecture", {}).get("c_dim") == 3 else "") + f"): `{folder}/samples.png`.", ""]
     if q:
         lines += [f"## Quality (through the severity oracle, `{folder}/oracle.pt`)", "",
                   f"{q['n']} images per set. Fréchet distance (FD), k-NN precision and recall (k = 3) of oracle "
@@ -341,7 +343,7 @@ def ship_generator(run_dir, data_dir, oracle, *, oracle_file=None, n: int = 2000
     out = [save_checkpoint(data_dir / "generator.pt", {**data, "D": snapshot["D"], "model_card": card},
                            overwrite=overwrite),
            pca.save(data_dir / "pca.pt", overwrite=overwrite),
-           save_png(data_dir / "samples.png", sample_grid(G, range(32)), overwrite=overwrite)]
+           save_png(data_dir / "samples.png", sample_grid(G, range(32), label=None), overwrite=overwrite)]
     out += _ship_figures(data_dir, source, pred, card, overwrite)
     if oracle_file is not None:
         out.append(atomic_write(data_dir / "oracle.pt", lambda f: f.write(oracle_path.read_bytes()), "wb", overwrite))
