@@ -211,7 +211,7 @@ def test_a_kind_conditional_run_starts_as_the_unconditional_generator_it_continu
     from cxr_workbench.imaging.datasets import TruthDataset
     from cxr_workbench.imaging.diseases import KINDS
     from cxr_workbench.model.latents import random_classes
-    from cxr_workbench.model.train import _config_difference, start_run
+    from cxr_workbench.model.train import _config_difference, _generated, start_run
     train(TrainConfig(**TINY), tmp_path / "first", progress=False)
     first = read_checkpoint(tmp_path / "first" / "snapshot.pt")
     G0 = load_generator(tmp_path / "first" / "generator.pt")
@@ -231,9 +231,12 @@ def test_a_kind_conditional_run_starts_as_the_unconditional_generator_it_continu
         run.D(G0(z))
     path = train(cfg, tmp_path / "second", progress=False)
     G = load_generator(path)
-    assert G.c_dim == 3 and G.config["c_shares"] == [0.2, 0.3, 0.5]
+    assert G.c_dim == 3 and G.config["c_shares"] == [0.5, 0.25, 0.25]  # W drawn by the quality sets' mix
     drawn = random_classes(G, 4000, torch.Generator().manual_seed(0))
-    assert torch.bincount(drawn, minlength=3).div(4000).sub(torch.tensor([0.2, 0.3, 0.5])).abs().max() < 0.03
+    assert torch.bincount(drawn, minlength=3).div(4000).sub(torch.tensor([0.5, 0.25, 0.25])).abs().max() < 0.03
+    fakes = torch.cat([_generated(run, 100)[1] for _ in range(40)])  # fakes of each kind as often as films
+    films_share = torch.bincount(run.kinds, minlength=3) / len(run.kinds)
+    assert (torch.bincount(fakes, minlength=3) / len(fakes) - films_share).abs().max() < 0.03
     trained = read_checkpoint(tmp_path / "second" / "snapshot.pt")
     assert trained["D"]["embed"].abs().sum() > 0  # the class reached D's projection, kind head and G's mapping
     assert trained["D"]["classify"].abs().sum() > 0 and trained["G"]["mapping.fc0.weight"][:, 16:].abs().sum() > 0

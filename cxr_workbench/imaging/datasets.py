@@ -23,9 +23,9 @@ from cxr_workbench.imaging.diseases import DISEASES, KINDS, reads_as
 from cxr_workbench.io import reason
 
 __all__ = ["LABELS", "FITS", "MAX_PIXELS", "MIN_IMAGE_SIDE", "MAX_ASPECT", "check_film_size", "check_not_blank",
-           "to_model_range", "TruthDataset", "IMAGE_SUFFIXES", "VOI_MODES", "WASHED_OUT", "read_dicom", "save_dicom",
-           "bit_depth", "read_image", "READABLE_MODES", "check_film_paths", "load_films", "ImageFolderDataset",
-           "UNCERTAINTY_POLICIES", "CheXpertDataset"]
+           "to_model_range", "KIND_MIX", "TruthDataset", "IMAGE_SUFFIXES", "VOI_MODES", "WASHED_OUT", "read_dicom",
+           "save_dicom", "bit_depth", "read_image", "READABLE_MODES", "check_film_paths", "load_films",
+           "ImageFolderDataset", "UNCERTAINTY_POLICIES", "CheXpertDataset"]
 
 LABELS = ("cardiomegaly", "opacity")
 
@@ -83,6 +83,10 @@ def to_model_range(img01: np.ndarray, resolution: int, fit: str = "crop") -> tor
     return (t[0] * 2 - 1).clamp(-1, 1)
 
 
+# Shares of normal, cardiomegaly and opacity films: the quality sets' mix, and training's by default.
+KIND_MIX = (0.5, 0.25, 0.25)
+
+
 class TruthDataset(Dataset):
     """``n`` films of ``source`` (``imaging.sources``) rendered once (reproducible for a seed), kinds
     mixed by ``weights``; ``ct`` a CT folder for DRRs (the shipped CT by default).
@@ -94,7 +98,7 @@ class TruthDataset(Dataset):
     labels = LABELS
 
     def __init__(self, n: int, resolution: int = 64, seed: int = 0,
-                 weights: tuple[float, float, float] = (0.5, 0.25, 0.25), progress: bool = False,
+                 weights: tuple[float, float, float] = KIND_MIX, progress: bool = False,
                  source: str = "phantom", ct=None):
         sources.check_source(source, ct)
         if n <= 0:

@@ -3,8 +3,11 @@
 With ``condition="kind"`` G and D are told each film's kind (normal, cardiomegaly, opacity): G
 embeds it beside z (as NVlabs' conditional StyleGAN2), D adds a projection term. A GAN told nothing
 draws films between the kinds (faint opacities in normal lungs) and too few heavy opacities; told the
-kind it need not cover three modes with one continuous latent. Fakes are drawn of each kind as
-often as the run draws training films of it (``kind_shares``, which G keeps as its ``c_shares``).
+kind it need not cover three modes with one continuous latent. Fakes take the kinds of random
+training films, so D sees each kind as often among fakes as among films, however the run draws
+them (``kind_shares``); G draws W as a whole by the quality sets' mix (``KIND_MIX``, its
+``c_shares``), so a run may draw more of a rare kind to learn it better without drawing it more often
+afterwards.
 D's projection term alone learned the cardiomegaly kind within 30 kimg but had not told normal from
 opacity after 60 (its features barely see opacities), so D also learns to classify real films by kind
 and G's films must read as the kind they were drawn for (``kind_weight``; AC-GAN, Odena et al. 2017,
@@ -31,10 +34,11 @@ from tqdm.auto import tqdm
 
 from cxr_workbench.devices import pick_device
 from cxr_workbench.imaging import phantom, sources
+from cxr_workbench.imaging.datasets import KIND_MIX, TruthDataset
 from cxr_workbench.imaging.diseases import KINDS
 from cxr_workbench.io import held_set, reason, save_png, writer_lock
 from cxr_workbench.model.checkpoints import machine_description, read_checkpoint, save_checkpoint
-from cxr_workbench.model.latents import random_classes, sample_grid
+from cxr_workbench.model.latents import sample_grid
 from cxr_workbench.model.stylegan2 import MAX_SEED, Discriminator, Generator
 from cxr_workbench.settings import setting, validate_settings
 
@@ -69,7 +73,7 @@ class TrainConfig:
     snapshot_kimg: float = setting(10.0, "a snapshot every this many thousand images", low=0, high=1e6,
                                    open_low=True)
     dataset_size: int = setting(20000, "films rendered once and reused", low=1, high=10_000_000)
-    kind_shares: tuple[float, ...] = setting((0.5, 0.25, 0.25), "shares of normal, cardiomegaly and opacity films "
+    kind_shares: tuple[float, ...] = setting(KIND_MIX, "shares of normal, cardiomegaly and opacity films "
                                              "drawn for training (the quality sets' mix)", low=0, high=1,
                                              rule=lambda v: len(v) == 3 and sum(v) > 0,
                                              expected="three shares (normal, cardiomegaly, opacity), not all 0")
@@ -93,7 +97,7 @@ class TrainConfig:
     validate = validate_settings
 
     def generator_kwargs(self) -> dict:
-        classes = dict(c_dim=len(KINDS), c_shares=tuple(self.kind_shares)) if self.condition == "kind" else {}
+        classes = dict(c_dim=len(KINDS), c_shares=KIND_MIX) if self.condition == "kind" else {}
         return dict(img_resolution=self.resolution, img_channels=1, z_dim=self.z_dim, w_dim=self.w_dim,
                     mapping_layers=self.mapping_layers, channel_base=self.channel_base,
                     channel_max=self.channel_max, **classes)
@@ -110,7 +114,7 @@ OTHER_SOURCE = dict(phantom=("ct", "drr_version"), drr=("phantom_version",))
 def _config_difference(a: dict, b: dict) -> dict:
     free = RESUME_FREE + OTHER_SOURCE[b.get("source", "phantom")]
     # runs from before these settings: phantoms, new weights, the default mix of kinds
-    a = dict(dict(source="phantom", ct="", init="", kind_shares=(0.5, 0.25, 0.25), condition="none",
+    a = dict(dict(source="phantom", ct="", init="", kind_shares=KIND_MIX, condition="none",
                   kind_weight=1.0), **a)
     return {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if k not in free and a.get(k) != b.get(k)}
 
@@ -172,8 +176,6 @@ class Run:
 def start_run(cfg: TrainConfig, run_dir: Path, *, images=None, kinds=None, resume: bool = True, device=None,
               amp=None, progress=False, channels_last=None) -> Run:
     """New networks, or the run's snapshot when it has one (refused when its config differs)."""
-    from cxr_workbench.imaging.datasets import TruthDataset
-
     device = pick_device(device)
     snap_path = run_dir / "snapshot.pt"
     torch.manual_seed(cfg.seed)
@@ -280,8 +282,7 @@ def _generated(run: Run, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     when unconditional)."""
     G, cfg, gen, device = run.G, run.cfg, run.gen, run.device
     z = torch.randn(n, G.z_dim, generator=gen).to(device)
-    c = random_classes(G, n, gen)
-    c = None if c is None else c.to(device)
+    c = None if run.kinds is None else run.kinds[torch.randint(len(run.kinds), [n], generator=gen).to(device)]
     with torch.autocast(device.type, enabled=False):  # mapping and w_avg stay fp32
         ws = G.mapping(z, c, update_w_avg=True)
         if cfg.style_mixing > 0 and torch.rand([], generator=gen) < cfg.style_mixing:
