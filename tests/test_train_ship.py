@@ -138,11 +138,14 @@ def test_the_training_films_follow_the_kind_shares(tmp_path):
     assert "kind_shares" in _config_difference(old, asdict(cfg))
 
 
-def test_train_starts_from_a_shipped_generator_by_name(tmp_path):
+def test_train_starts_from_a_shipped_generator_by_name(tmp_path, capsys):
     from cxr_workbench.assets import DRR_DATA_DIR
     from cxr_workbench.ui.cli import main
-    assert main(["train", "--run-dir", str(tmp_path / "r"), "--source", "drr", "--init", "drr", "--dataset-size", "16",
-                 "--batch", "16", "--kimg", "0.016", "--no-progress", "--threads", "1"]) == 0
+    args = ["train", "--run-dir", str(tmp_path / "r"), "--source", "drr", "--init", "drr", "--dataset-size", "16",
+            "--batch", "16", "--kimg", "0.016", "--no-progress", "--threads", "1"]
+    assert main(args) == 2  # the shipped DRR generator is conditional on the kind: said in one line
+    assert "a generator conditional on 3 classes; expected --condition kind with it" in capsys.readouterr().err
+    assert main(args + ["--condition", "kind"]) == 0
     init = model_card(tmp_path / "r" / "generator.pt")["init"]
     assert init["file"] == str(DRR_DATA_DIR / "generator.pt") and init["discriminator"]
 

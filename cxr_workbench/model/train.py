@@ -232,6 +232,9 @@ def _init_file(path: Path, cfg: TrainConfig) -> dict:
     if "G_ema" not in data or "config" not in data:
         raise ValueError(f"--init {path}: holds no generator (kind={data.get('kind')!r})")
     want = Generator(**cfg.generator_kwargs()).config
+    if data["config"].get("c_dim") and "c_dim" not in want:
+        raise ValueError(f"--init {path}: a generator conditional on {data['config']['c_dim']} classes; "
+                         "expected --condition kind with it")
     # a conditional run may start from an unconditional generator (``_conditional_from``); the shares of
     # kinds a generator saw are not part of its shape
     free = ("c_shares",) + (("c_dim",) if "c_dim" not in data["config"] else ())

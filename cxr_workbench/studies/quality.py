@@ -261,7 +261,8 @@ def model_card_markdown(card: dict, folder: str = "data") -> str:
               "`generator.pt` holds the EMA generator and the discriminator, as NVlabs' pickles do. A new run starts",
               "from both (`--init`) and goes on; ship it into this folder when it measures better:", "",
               f"    .venv/bin/cxr-workbench train --source {source} --run-dir runs/next --init {folder}/generator.pt "
-              "--kimg 1000",
+              + ("--condition kind " if card.get("train_config", {}).get("condition") == "kind" else "")
+              + "--kimg 1000",
               f"    .venv/bin/cxr-workbench ship --run-dir runs/next --data-dir {folder} --oracle {folder}/oracle.pt "
               "--overwrite", "",
               "Give `train` the settings of `Training settings` above (the dataset size, say) where they are not the",
