@@ -120,8 +120,7 @@ def _config_difference(a: dict, b: dict) -> dict:
 
 
 def train(cfg: TrainConfig, run_dir, *, images: torch.Tensor | None = None, kinds: torch.Tensor | None = None,
-          resume: bool = True,
-          device: str | None = None, progress: bool = True, stop_after_kimg: float | None = None,
+          resume: bool = True, device: str | None = None, progress: bool = True, stop_after_kimg: float | None = None,
           threads: int | None = None, amp: bool | None = None, stop_after_s: float | None = None,
           channels_last: bool | None = None) -> Path:
     """Train (or resume) a StyleGAN2 on ``images`` [N, 1, R, R] in [-1, 1] (films of ``cfg.source``

@@ -205,6 +205,7 @@ def model_card_markdown(card: dict, folder: str = "data") -> str:
     q = card.get("quality", {})
     source = card.get("train_config", {}).get("source", "phantom")
     films = FILMS[source]
+    by_kind = card.get("train_config", {}).get("condition") == "kind"
     stretches = "; ".join(f"{h['kimg_from']:.0f}-{h['kimg_to']:.0f} kimg on {h['machine']} in {h['hours']:.2f} h"
                           for h in card.get("history", []))
     lines = [f"# A generator of {films} (`{folder}/generator.pt`)", "",
@@ -217,8 +218,8 @@ def model_card_markdown(card: dict, folder: str = "data") -> str:
              f"- Training settings: {json.dumps(card.get('train_config', {}))}", "",
              f"{films[0].upper() + films[1:]} it learned (rows: normal, cardiomegaly, opacity; 128 px above, "
              f"64 px below): `{folder}/{grid_file(source)}`. Samples (seeds 0-31"
-             + ("; conditional on the kind, rows normal, cardiomegaly, opacity, normal"
-                if card.get("architecture", {}).get("c_dim") == 3 else "") + f"): `{folder}/samples.png`.", ""]
+             + (f"; conditional on the kind, rows {', '.join(KINDS[r % len(KINDS)] for r in range(4))}"
+                if by_kind else "") + f"): `{folder}/samples.png`.", ""]
     if q:
         lines += [f"## Quality (through the severity oracle, `{folder}/oracle.pt`)", "",
                   f"{q['n']} images per set. Fréchet distance (FD), k-NN precision and recall (k = 3) of oracle "
@@ -261,7 +262,7 @@ def model_card_markdown(card: dict, folder: str = "data") -> str:
               "`generator.pt` holds the EMA generator and the discriminator, as NVlabs' pickles do. A new run starts",
               "from both (`--init`) and goes on; ship it into this folder when it measures better:", "",
               f"    .venv/bin/cxr-workbench train --source {source} --run-dir runs/next --init {folder}/generator.pt "
-              + ("--condition kind " if card.get("train_config", {}).get("condition") == "kind" else "")
+              + ("--condition kind " if by_kind else "")
               + "--kimg 1000",
               f"    .venv/bin/cxr-workbench ship --run-dir runs/next --data-dir {folder} --oracle {folder}/oracle.pt "
               "--overwrite", "",
