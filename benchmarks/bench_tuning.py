@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from cxr_workbench.assets import generator_or_default, oracle_or_default, pca_for
-from cxr_workbench.imaging import drr, phantom
+from cxr_workbench.imaging import drr, sources
 from cxr_workbench.imaging.datasets import load_films, save_dicom
 from cxr_workbench.method.evaluate import measure
 from cxr_workbench.method.invert import InvertConfig, invert
@@ -43,12 +43,14 @@ def write_films(folder: Path) -> dict:
         files[name] = folder / f"{name}.png"
         Image.fromarray((np.clip(img, 0, 1) * 65535).astype(np.uint16)).save(files[name])
     for s in (1, 2, 3):
-        png(f"phantom {s}", phantom.demo_film(s, size=128))
-    png("phantom flipped", phantom.demo_film(4, size=128)[:, ::-1])
-    png("phantom windowed", phantom.demo_film(5, size=128) ** 0.6)
-    files["phantom DICOM"] = save_dicom(folder / "film.dcm", phantom.demo_film(6, size=128), photometric="MONOCHROME1")
+        png(f"phantom {s}", sources.demo_film("phantom", s, size=128))
+    png("phantom flipped", sources.demo_film("phantom", 4, size=128)[:, ::-1])
+    png("phantom windowed", sources.demo_film("phantom", 5, size=128) ** 0.6)
+    files["phantom DICOM"] = save_dicom(folder / "film.dcm", sources.demo_film("phantom", 6, size=128),
+                                        photometric="MONOCHROME1")
     files["phantom JPEG"] = folder / "film.jpg"
-    Image.fromarray((phantom.demo_film(7, size=128) * 255).astype(np.uint8)).save(files["phantom JPEG"], quality=90)
+    jpeg = (sources.demo_film("phantom", 7, size=128) * 255).astype(np.uint8)
+    Image.fromarray(jpeg).save(files["phantom JPEG"], quality=90)
     base = drr.sample_params(np.random.default_rng(11), "normal")
     variants = {"DRR": {}, "DRR low dose": dict(photons=base.photons / 10),
                 "DRR devices": dict(devices=drr.DEVICES), "DRR 1 m": dict(sid=1000.0)}

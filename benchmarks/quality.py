@@ -8,7 +8,7 @@ its own source with the shipped oracle of that source (or ``--oracle``), without
 """
 import argparse
 
-from cxr_workbench.assets import generator_or_default, oracle_or_default, pca_for
+from cxr_workbench.assets import films_of, generator_or_default, oracle_or_default, pca_for
 from cxr_workbench.studies.quality import FILMS, fd_by_kind_text, quality_figures, shipping_verdict
 
 if __name__ == "__main__":
@@ -21,7 +21,7 @@ if __name__ == "__main__":
     args = p.parse_args()
     G = generator_or_default(args.checkpoint)
     oracle = oracle_or_default(args.oracle, G)
-    source = G.source or "phantom"
+    source = films_of(G)
     if oracle.source != source:
         p.error(f"the generator learned {FILMS[source]}, the oracle {FILMS[oracle.source]}; give --oracle of "
                 f"{FILMS[source]}")

@@ -15,14 +15,14 @@ from cxr_workbench.io import cache_dir
 
 __all__ = ["DATA_DIR", "SHIPPED", "DEFAULT_FILMS", "DRR_DATA_DIR", "DEFAULT_GENERATOR", "DEFAULT_ORACLE",
            "DEFAULT_PCA", "shipped_generator", "load_default_generator", "load_default_oracle", "generator_or_default",
-           "shipped_oracle", "oracle_or_default", "load_reader", "pca_for", "oracle_for"]
+           "shipped_oracle", "oracle_or_default", "films_of", "load_reader", "pca_for", "oracle_for"]
 
 DATA_DIR = Path(os.environ.get("CXR_WORKBENCH_DATA") or Path(__file__).resolve().parent.parent / "data")
 # Each shipped folder holds generator.pt, pca.pt (its PCA of W) and oracle.pt (the oracle of its films).
-# The DRR generator (issue 37) is shipped in data/drr/ at the end of each stretch of training (a run
-# folder does not outlive a checkout); it becomes the default once its card meets the targets.
+# The default is the generator of DRRs of a real chest CT (its card met the targets of issue 37); the
+# generator of procedural phantoms that came first stays loadable by name (``--checkpoint phantom``).
 SHIPPED = {"phantom": DATA_DIR, "drr": DATA_DIR / "drr"}
-DEFAULT_FILMS = "phantom"
+DEFAULT_FILMS = "drr"
 DRR_DATA_DIR = SHIPPED["drr"]
 DEFAULT_GENERATOR = SHIPPED[DEFAULT_FILMS] / "generator.pt"
 DEFAULT_ORACLE = SHIPPED[DEFAULT_FILMS] / "oracle.pt"
@@ -47,13 +47,13 @@ def _shipped(path: Path, what: str) -> Path:
 
 
 def load_default_generator(device="cpu"):
-    """The shipped grayscale generator trained on chest-radiograph phantoms (``data/generator.pt``)."""
+    """The default shipped generator (``DEFAULT_FILMS``: the one of DRRs, ``data/drr/generator.pt``)."""
     from cxr_workbench.model.checkpoints import load_generator
     return load_generator(_shipped(DEFAULT_GENERATOR, "generator"), device=device)
 
 
 def load_default_oracle():
-    """The shipped severity oracle (``data/oracle.pt``): CTR, opacity burden, kind, plausibility."""
+    """The default generator's severity oracle (``data/drr/oracle.pt``): CTR, opacity burden, kind, plausibility."""
     from cxr_workbench.model.oracle import load_oracle
     return load_oracle(_shipped(DEFAULT_ORACLE, "oracle"))
 
@@ -67,7 +67,7 @@ def generator_or_default(path=None, device="cpu"):
 def shipped_oracle(G=None):
     """The shipped oracle of the films G learned (the default's for an imported generator or without G)."""
     from cxr_workbench.model.oracle import load_oracle
-    films = DEFAULT_FILMS if G is None else _films_of(G)
+    films = DEFAULT_FILMS if G is None else films_of(G)
     return load_oracle(_shipped(SHIPPED[films] / "oracle.pt", f"oracle of the {films} films"))
 
 
@@ -77,8 +77,8 @@ def oracle_or_default(path=None, G=None):
     return shipped_oracle(G) if path is None else load_oracle(path)
 
 
-def _films_of(G) -> str:
-    """The shipped folder's name for G's films: those it learned, the default's for an imported generator."""
+def films_of(G) -> str:
+    """The films G learned (a ``SHIPPED`` name): its own, the default's for an imported generator."""
     return getattr(G, "source", None) or DEFAULT_FILMS
 
 
@@ -114,7 +114,7 @@ def pca_for(G, n_samples: int = 20000):
 def oracle_for(G, loaded=None):
     """The shipped oracle of the films G learned (the default's for an imported generator) if it reads
     images of G's size and channels, else None; ``loaded``: that oracle when the caller has it already."""
-    if not (SHIPPED[_films_of(G)] / "oracle.pt").is_file() or G.img_channels != 1:
+    if not (SHIPPED[films_of(G)] / "oracle.pt").is_file() or G.img_channels != 1:
         return None
     oracle = loaded if loaded is not None else shipped_oracle(G)
     return oracle if oracle.resolution == G.img_resolution else None

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import tiny_generator
 
-from cxr_workbench.assets import DEFAULT_ORACLE
+from cxr_workbench.assets import SHIPPED
 from cxr_workbench.io import COMPLETE_MARK, LOCK_NAME, STAGING_PREFIX, TEMP_MARK, writer_lock
 from cxr_workbench.model.checkpoints import save_generator
 from cxr_workbench.ui.cli import main
@@ -107,7 +107,7 @@ CASES = [  # (arguments, text the one error line must contain)
     (["replay", "{d}"], "holds no provenance.json"),
     (["sample", "--checkpoint", "{d}/nosuch.pt"], "nosuch.pt: no such file; expected a generator file or a shipped "
                                                  "generator's name (phantom, drr)"),
-    (["edit", "--checkpoint", "drr", "--reader", str(DEFAULT_ORACLE), "--out", "{d}/o"],
+    (["edit", "--checkpoint", "drr", "--reader", str(SHIPPED["phantom"] / "oracle.pt"), "--out", "{d}/o"],
      "is an oracle of phantom films, the generator learned drr films"),
     (["train", "--run-dir", "{d}/run", "--kind-shares", "0", "0", "0"], "kind_shares=(0.0, 0.0, 0.0); expected three"),
     (["train", "--run-dir", "{d}/run", "--kind-shares", "0.5", "2", "0"], "kind_shares=2.0; expected a finite number"),

@@ -22,9 +22,9 @@ def test_bench_train_runs():
 
 
 def test_bench_invert_runs():
-    assert "phantoms   w+" in run("benchmarks/bench_invert.py", "--n", "2", "--steps", "2")
-    # the DRR generator by name brings the DRR oracle, and with it fresh DRRs to invert
-    assert "drrs       w+" in run("benchmarks/bench_invert.py", "--n", "2", "--steps", "2", "--checkpoint", "drr")
+    assert "drrs       w+" in run("benchmarks/bench_invert.py", "--n", "2", "--steps", "2")
+    # the phantom generator by name brings the phantom oracle, and with it fresh phantoms to invert
+    assert "phantoms   w+" in run("benchmarks/bench_invert.py", "--n", "2", "--steps", "2", "--checkpoint", "phantom")
 
 
 def test_bench_phantom_runs():
@@ -93,10 +93,10 @@ def test_quality_of_a_generator_in_training_runs(tmp_path):
     from conftest import tiny_generator
 
     from cxr_workbench.model.checkpoints import save_generator
-    save_generator(tmp_path / "g.pt", tiny_generator())  # 16 px, a card without a source: phantoms
+    save_generator(tmp_path / "g.pt", tiny_generator())  # 16 px, no card: measured as the default's films
     g = str(tmp_path / "g.pt")
-    out = run("benchmarks/quality.py", "--n", "64", "--checkpoint", g, "--oracle", "data/oracle.pt")
-    assert "against phantoms" in out and "generated" in out and "fd " in out and "PC most local" not in out
+    out = run("benchmarks/quality.py", "--n", "64", "--checkpoint", g, "--oracle", "data/drr/oracle.pt")
+    assert "against DRRs" in out and "generated" in out and "fd " in out and "PC most local" not in out
     wrong = subprocess.run([sys.executable, "benchmarks/quality.py", "--n", "64", "--checkpoint", g, "--oracle",
-                            "data/drr/oracle.pt"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert wrong.returncode == 2 and "the generator learned phantoms, the oracle DRRs" in wrong.stderr
+                            "data/oracle.pt"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert wrong.returncode == 2 and "the generator learned DRRs, the oracle phantoms" in wrong.stderr

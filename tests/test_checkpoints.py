@@ -397,7 +397,7 @@ def test_conditional_generators_load_and_save(tmp_path, fake_nvlabs):
         assert (every[r * row.shape[0]:(r + 1) * row.shape[0]] == row).all()
     assert main(["sample", "--checkpoint", str(tmp_path / "cond.pkl"), "--class", "4", "--out",
                  str(tmp_path / "bad.png")]) == 2
-    assert main(["sample", "--class", "1", "--out", str(tmp_path / "bad.png")]) == 2
+    assert main(["sample", "--checkpoint", "phantom", "--class", "1", "--out", str(tmp_path / "bad.png")]) == 2
 
 
 def test_class_direction_points_from_the_other_classes_to_class_k():

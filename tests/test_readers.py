@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from conftest import tiny_generator
 
 from cxr_workbench.assets import (
-    DEFAULT_ORACLE,
     DRR_DATA_DIR,
+    SHIPPED,
     generator_or_default,
     load_default_oracle,
     load_reader,
@@ -48,13 +48,13 @@ def test_a_shipped_generator_by_name_is_read_by_the_oracle_of_its_own_films():
     drr, phantom = generator_or_default("drr"), generator_or_default("phantom")
     imported = tiny_generator(img_resolution=64)
     assert (drr.source, phantom.source, imported.source) == ("drr", "phantom", None)
-    for G, films in ((drr, "drr"), (phantom, "phantom"), (imported, "phantom")):  # imported: the default's
+    for G, films in ((drr, "drr"), (phantom, "phantom"), (imported, "drr")):  # imported: the default's
         assert load_reader("oracle", G).oracle.source == films
         assert oracle_for(G).source == films
     assert pca_for(drr).generator_key == torch.load(DRR_DATA_DIR / "pca.pt", weights_only=True)["generator_key"]
     # a DRR generator read by the phantom oracle would score every edit wrongly without a word
     with pytest.raises(ValueError, match="oracle of phantom films, the generator learned drr films"):
-        load_reader(str(DEFAULT_ORACLE), drr)
+        load_reader(str(SHIPPED["phantom"] / "oracle.pt"), drr)
     assert load_reader(str(DRR_DATA_DIR / "oracle.pt"), drr).oracle.source == "drr"
 
 

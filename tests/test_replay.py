@@ -40,12 +40,12 @@ def test_sets_and_films_replay_and_a_folder_without_provenance_is_refused(tmp_pa
     import numpy as np
     from PIL import Image
 
-    from cxr_workbench.imaging.phantom import demo_film
+    from cxr_workbench.imaging.sources import demo_film
     aug = tmp_path / "aug"
     assert main(["augment", "--disease", "cardiomegaly", "--samples", "2", "--keep-last", "2", "--max-steps", "2",
                  "--out", str(aug), "--no-progress"]) == 0
     assert json.loads((aug / "provenance.json").read_text())["request"]["samples"] == 2
-    Image.fromarray((demo_film(3, size=96) * 255).astype(np.uint8)).save(tmp_path / "film.png")
+    Image.fromarray((demo_film("drr", 3, size=96) * 255).astype(np.uint8)).save(tmp_path / "film.png")
     inv = tmp_path / "inv"
     assert main(["invert", "--image", str(tmp_path / "film.png"), "--steps", "5", "--tune", "3", "--out", str(inv),
                  "--no-progress"]) == 0

@@ -132,9 +132,9 @@ def test_invert_tune_then_edit_and_augment_the_films_from_the_cli(tmp_path, caps
     import numpy as np
     from PIL import Image
 
-    from cxr_workbench.imaging.phantom import demo_film
+    from cxr_workbench.imaging.sources import demo_film
     from cxr_workbench.ui.cli import main
-    Image.fromarray((demo_film(3, size=96) * 65535).astype(np.uint16)).save(tmp_path / "film.png")
+    Image.fromarray((demo_film("drr", 3, size=96) * 65535).astype(np.uint16)).save(tmp_path / "film.png")
     inv = tmp_path / "inv"
     assert main(["invert", "--image", str(tmp_path / "film.png"), "--steps", "20", "--tune", "20", "--out", str(inv),
                  "--no-progress"]) == 0
@@ -172,17 +172,17 @@ def test_invert_tune_then_edit_and_augment_the_films_from_the_cli(tmp_path, caps
 
 
 def test_a_lead_the_generator_does_not_draw_shows_in_the_residual(tmp_path):
-    """A line no phantom has (demo_film's lead) is missing from the reconstruction: the residual
+    """A line no film has (demo_film's lead) is missing from the reconstruction: the residual
     along it is several times the residual elsewhere."""
     import numpy as np
     from PIL import Image
 
     from cxr_workbench.assets import load_default_generator
     from cxr_workbench.imaging.datasets import load_films
-    from cxr_workbench.imaging.phantom import demo_film
+    from cxr_workbench.imaging.sources import demo_film
     from cxr_workbench.method.film_edits import residual
     from cxr_workbench.method.invert import InvertConfig, invert
-    plain, lead = demo_film(3, size=128), demo_film(3, size=128, lead=True)
+    plain, lead = demo_film("drr", 3, size=128), demo_film("drr", 3, size=128, lead=True)
     assert (lead[lead != plain] == 1.0).all() and (lead != plain).mean() > 0.002  # only the line differs
     for name, film in (("plain", plain), ("lead", lead)):
         Image.fromarray((film * 65535).astype(np.uint16)).save(tmp_path / f"{name}.png")

@@ -38,7 +38,7 @@ from cxr_workbench.imaging.filters import gaussian_blur
 from cxr_workbench.settings import check_ranges
 
 __all__ = ["MIN_SIZE", "VERSION", "heart_scale", "Opacity", "RANGES", "PhantomParams", "sample_params",
-           "render_batch", "render", "demo_film"]
+           "render_batch", "render"]
 
 MAX_BLOBS, MAX_LOBES = 3, 3
 MIN_SIZE = 16
@@ -379,27 +379,3 @@ def render(params: PhantomParams, size: int = 64) -> tuple[np.ndarray, dict]:
     """Render one phantom. Returns (image [size, size] float32 in [0, 1], ground truth dict)."""
     imgs, truth = render_batch([params], size)
     return imgs[0], {k: v[0].item() for k, v in truth.items()}
-
-
-def demo_film(seed: int = 0, kind: str = "cardiomegaly", size: int = 256, aspect: float = 1.4,
-              lead: bool = False) -> np.ndarray:
-    """A phantom as a user's film might come: ``size`` px tall, ``aspect`` times as wide (air on
-    both sides), [size, round(size * aspect)] in [0, 1]. ``lead``: with a bright line from the neck
-    down into the heart, as a pacemaker lead or a central line shows, which no phantom has (so the
-    generator cannot draw it)."""
-    img, _ = render(sample_params(np.random.default_rng(seed), kind), size)
-    width = round(size * aspect)
-    film = np.zeros((size, width), np.float32)
-    left = (width - size) // 2
-    film[:, left:left + size] = img
-    if lead:
-        t = np.linspace(0, 1, 4 * size)
-        xs = left + size * (0.56 - 0.14 * t + 0.05 * np.sin(np.pi * t))  # a gentle curve, neck to heart
-        ys = size * (0.02 + 0.6 * t)
-        yy, xx = np.mgrid[:size, :width]
-        near = np.zeros((size, width), bool)
-        half = max(0.5, size / 128)  # about 1 px wide at 64 px
-        for x, y in zip(xs[::4], ys[::4]):
-            near |= (np.abs(xx - x) <= half) & (np.abs(yy - y) <= half)
-        film[near] = 1.0
-    return film

@@ -4,8 +4,8 @@ a researcher's own CT folder). Both draw parameters of a kind and render batches
 (``ctr``, ``opacity_burden``, ``cardiomegaly``, ``opacity``, ``lung_fraction``)."""
 from __future__ import annotations
 
-__all__ = ["SOURCES", "check_source", "check_films", "sample_params", "render_batch", "kinds_grid", "describe",
-           "version"]
+__all__ = ["SOURCES", "check_source", "check_films", "sample_params", "render_batch", "kinds_grid", "demo_film",
+           "describe", "version"]
 
 import numpy as np
 
@@ -59,6 +59,30 @@ def kinds_grid(source: str = "phantom", per_kind: int = 6, size: int = 128, seed
         rows.append(np.concatenate(list(imgs), 1))
         truths.append([{k: v[i].item() for k, v in truth.items()} for i in range(per_kind)])
     return np.concatenate(rows), truths
+
+
+def demo_film(source: str, seed: int = 0, kind: str = "cardiomegaly", size: int = 256, aspect: float = 1.4,
+              lead: bool = False) -> np.ndarray:
+    """A film of ``source`` as a user's film might come: ``size`` px tall, ``aspect`` times as wide (air
+    on both sides), [size, round(size * aspect)] in [0, 1]. ``lead``: with a bright line from the neck
+    down into the heart, as a pacemaker lead or a central line shows, drawn on the film after rendering
+    (so the generator cannot draw it)."""
+    imgs, _ = render_batch(source, [sample_params(source, np.random.default_rng(seed), kind)], size)
+    width = round(size * aspect)
+    film = np.zeros((size, width), np.float32)
+    left = (width - size) // 2
+    film[:, left:left + size] = imgs[0]
+    if lead:
+        t = np.linspace(0, 1, 4 * size)
+        xs = left + size * (0.56 - 0.14 * t + 0.05 * np.sin(np.pi * t))  # a gentle curve, neck to heart
+        ys = size * (0.02 + 0.6 * t)
+        yy, xx = np.mgrid[:size, :width]
+        near = np.zeros((size, width), bool)
+        half = max(0.5, size / 128)  # about 1 px wide at 64 px
+        for x, y in zip(xs[::4], ys[::4]):
+            near |= (np.abs(xx - x) <= half) & (np.abs(yy - y) <= half)
+        film[near] = 1.0
+    return film
 
 
 def version(source: str) -> int:

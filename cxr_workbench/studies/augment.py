@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxr_workbench.assets import DEFAULT_GENERATOR, cache_dir, load_reader, pca_for
+from cxr_workbench.assets import DEFAULT_GENERATOR, cache_dir, films_of, load_reader, pca_for
 from cxr_workbench.devices import compile_synthesis, pick_device
 from cxr_workbench.distributed import cluster, fan_out
 from cxr_workbench.imaging.diseases import DISEASES, check_disease, reads_as
@@ -383,8 +383,8 @@ def plan_set(G, seeds, disease: str, n_samples: int, config: LOConfig, *, keep_l
     header["n_samples"] = n_samples
     header["batch"] = batch  # recorded, not compared: another batch size still resumes (see _verified)
     header["references"] = _references_key(seeds, latents)
-    if G.source not in (None, "phantom"):  # the real films the classifier protocol sets beside these samples
-        header["films"] = G.source
+    if films_of(G) != "phantom":  # the real films the classifier protocol sets beside these samples
+        header["films"] = films_of(G)
     # Only what differs from the defaults, so sets made before these existed still resume.
     if renderer is not G:
         header["tuned_from"] = generator_key(G)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cxr_workbench.assets import films_of
 from cxr_workbench.imaging.datasets import TruthDataset
 from cxr_workbench.imaging.diseases import KINDS
 from cxr_workbench.io import atomic_write, save_png
@@ -33,7 +34,8 @@ from cxr_workbench.model.stylegan2 import Generator
 
 __all__ = ["generated_images", "quality_predictions", "radiomics_figures", "quality_figures", "SHIP_TARGETS",
            "LOCALITY_KEYS", "shipping_verdict", "fd_by_kind", "fd_by_kind_text", "QUALITY_SETS", "FILMS",
-           "quality_rows", "training_history", "model_card_markdown", "grid_file", "shipped_files", "ship_generator"]
+           "quality_rows", "training_history", "model_card_markdown", "grid_file", "shipped_files", "run_films",
+           "ship_generator"]
 
 
 def generated_images(G, n: int, seed: int = 0, batch: int = 250, psi: float = 1.0,
@@ -69,21 +71,22 @@ def _image_sets(G, n: int, seed: int, size: int, source: str, ct) -> dict:
                 init=lambda: generated_images(untrained, n, seed, resolution=size))
 
 
-def quality_predictions(G, oracle, n: int = 2000, seed: int = 0, progress: bool = False, source: str = "phantom",
+def quality_predictions(G, oracle, n: int = 2000, seed: int = 0, progress: bool = False, source: str | None = None,
                         ct=None) -> dict:
     """The oracle's readings of the sets of ``_image_sets``, drawn at the size the oracle reads (G's
-    images are resized to it)."""
-    sets = _image_sets(G, n, seed, oracle.resolution, source, ct)
+    images are resized to it); films of ``source``, by default those G learned (``assets.films_of``)."""
+    sets = _image_sets(G, n, seed, oracle.resolution, source or films_of(G), ct)
     return {name: oracle.predict(images()) for name, images in tqdm(sets.items(), disable=not progress,
                                                                     desc="oracle readings")}
 
 
-def radiomics_figures(G, n: int, seed: int = 0, source: str = "phantom", ct=None, workers: int = 1,
+def radiomics_figures(G, n: int, seed: int = 0, source: str | None = None, ct=None, workers: int = 1,
                       progress: bool = False) -> dict:
-    """The Fréchet Radiomics Distance (``method.radiomics``) of each set to the first draw of films,
-    ``n`` images a set at G's resolution: {"n", "films" (the floor), "generated", "init"}."""
+    """The Fréchet Radiomics Distance (``method.radiomics``) of each set to the first draw of films
+    (of ``source``, by default those G learned), ``n`` images a set at G's resolution: {"n", "films"
+    (the floor), "generated", "init"}."""
     from cxr_workbench.method.radiomics import frechet_radiomics_distance
-    sets = _image_sets(G, n, seed, G.img_resolution, source, ct)
+    sets = _image_sets(G, n, seed, G.img_resolution, source or films_of(G), ct)
     films = sets.pop("films")()
     out = dict(n=n)
     for name, images in tqdm(sets.items(), disable=not progress, desc="radiomics"):
@@ -92,11 +95,13 @@ def radiomics_figures(G, n: int, seed: int = 0, source: str = "phantom", ct=None
 
 
 def quality_figures(G, oracle, *, n: int = 2000, seed: int = 0, pca=None, predictions: dict | None = None,
-                    progress: bool = False, source: str = "phantom", ct=None, frd: int = 0) -> dict:
-    """The model-card figures for G against films of ``source`` (see module docstring). With ``pca``
+                    progress: bool = False, source: str | None = None, ct=None, frd: int = 0) -> dict:
+    """The model-card figures for G against films of ``source`` (by default those G learned; see the
+    module docstring). With ``pca``
     (of G's W) the PC locality of each preset box is included; ``predictions`` from
     ``quality_predictions`` (of the same source) are reused instead of computed again; with ``frd``
     > 0, the Fréchet Radiomics Distance on that many images a set (``radiomics_figures``)."""
+    source = source or films_of(G)
     pred = predictions or quality_predictions(G, oracle, n, seed, progress, source=source, ct=ct)
     films_a, films_b, gen, init = pred["films"], pred["films_second"], pred["generated"], pred["init"]
     def fd(a):
@@ -290,6 +295,13 @@ def shipped_files(source: str) -> tuple[str, ...]:
     return ("generator.pt", "pca.pt", "samples.png", grid_file(source), "severity_histograms.png", "MODEL_CARD.md")
 
 
+def run_films(run_dir, data: dict | None = None) -> str:
+    """The films a training run's generator learned (``phantom`` or ``drr``); ``data``: its
+    ``generator.pt`` when the caller has read it."""
+    data = data if data is not None else read_checkpoint(Path(run_dir) / "generator.pt")
+    return data.get("model_card", {}).get("train_config", {}).get("source", "phantom")
+
+
 def ship_generator(run_dir, data_dir, oracle, *, oracle_file=None, n: int = 2000, frd: int = 0,
                    overwrite: bool = False, force: bool = False, progress: bool = False) -> list[Path]:
     """Copy a run's EMA generator and its discriminator into ``data_dir`` with its quality figures, the
@@ -307,7 +319,7 @@ def ship_generator(run_dir, data_dir, oracle, *, oracle_file=None, n: int = 2000
     from cxr_workbench.model.latents import sample_grid
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     data = read_checkpoint(run_dir / "generator.pt")
-    source = data.get("model_card", {}).get("train_config", {}).get("source", "phantom")
+    source = run_films(run_dir, data)
     if getattr(oracle, "source", "phantom") != source:
         raise ValueError(f"the oracle learned {FILMS[oracle.source]}, the generator in {run_dir} {FILMS[source]}; "
                          f"expected an oracle of {FILMS[source]} (cxr-workbench oracle --source {source})")

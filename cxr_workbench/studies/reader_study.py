@@ -340,12 +340,12 @@ def _png_size(path) -> int:
 
 def prepare_items(G, out_dir, *, n_real: int = 12, n_edited: int = 12, seed: int = 0, config=None,
                   progress: bool = False) -> list[dict]:
-    """Images for a study: ``n_real`` fresh films of the kind G learned (``G.source``: DRRs for the DRR
-    generator, else phantoms; truth from their ground truth) and
+    """Images for a study: ``n_real`` fresh films of the kind G learned (``assets.films_of``: DRRs for
+    the DRR generator and an imported one, phantoms for the phantom one; truth from their ground truth) and
     ``n_edited`` LO + direction edits of G's seeds, half in the heart box and half in the lower
     right lung (the last point of each sequence, labelled with its box's disease, as the paper
     labels its augmented samples). Written as PNG into ``out_dir``; returns the item dicts."""
-    from cxr_workbench.assets import pca_for
+    from cxr_workbench.assets import films_of, pca_for
     from cxr_workbench.imaging.datasets import TruthDataset
     from cxr_workbench.imaging.strips import to_uint8
     from cxr_workbench.io import save_png
@@ -354,7 +354,7 @@ def prepare_items(G, out_dir, *, n_real: int = 12, n_edited: int = 12, seed: int
     from cxr_workbench.model.latents import reference_latents
     out_dir = Path(out_dir)
     items = []
-    real = TruthDataset(n_real, G.img_resolution, seed=50_000 + seed, source=G.source or "phantom")
+    real = TruthDataset(n_real, G.img_resolution, seed=50_000 + seed, source=films_of(G))
     for i in range(n_real):
         path = save_png(out_dir / f"real_{i:03d}.png", to_uint8(real.images_tensor()[i:i + 1])[0])
         items.append(dict(path=path, source="real", cardiomegaly=real.kind[i] == "cardiomegaly",

@@ -535,25 +535,28 @@ def cmd_oracle(args) -> int:
 
 def add_ship(sub) -> None:
     h = sub.add_parser("ship", formatter_class=HelpFormatter,
-                       help="make a run's generator the shipped default (figures, PCA, model card)")
+                       help="ship a run's generator in place of the shipped one of its films (figures, PCA, card)")
     h.add_argument("--run-dir", type=Path, required=True)
-    h.add_argument("--data-dir", type=Path, default=None, help="default: the checkout's data/")
+    h.add_argument("--data-dir", type=Path, default=None,
+                   help="default: the checkout's folder of the films the run learned (data/drr/ or data/)")
     h.add_argument("--n", type=_number(int, 2), default=2000, help="images per set for the quality figures")
     h.add_argument("--frd", type=_number(int, 0), default=500,
                    help="images per set for the Frechet Radiomics Distance (make frd installs it); 0: none")
     h.add_argument("--force", action="store_true", help="ship even when it measures worse than the shipped one")
     h.add_argument("--oracle", type=Path, default=None,
                    help="an oracle of the films the run learned (cxr-workbench oracle --source ...), shipped with it; "
-                        "default: the shipped oracle")
+                        "default: the shipped oracle of those films")
     _common(h, progress=False)
     h.set_defaults(func=cmd_ship)
 
 
 def cmd_ship(args) -> int:
-    from cxr_workbench.assets import DATA_DIR, oracle_or_default
-    from cxr_workbench.studies.quality import ship_generator
-    oracle = oracle_or_default(args.oracle)
-    for path in ship_generator(args.run_dir, args.data_dir or DATA_DIR, oracle, oracle_file=args.oracle, n=args.n,
+    from cxr_workbench.assets import SHIPPED
+    from cxr_workbench.model.oracle import load_oracle
+    from cxr_workbench.studies.quality import run_films, ship_generator
+    films = run_films(args.run_dir)  # the shipped folder and oracle of the films the run learned
+    oracle = load_oracle(args.oracle or SHIPPED[films] / "oracle.pt")
+    for path in ship_generator(args.run_dir, args.data_dir or SHIPPED[films], oracle, oracle_file=args.oracle, n=args.n,
                                frd=args.frd, overwrite=args.overwrite, force=args.force, progress=True):
         print(path)
     return 0
