@@ -66,7 +66,9 @@ def test_bench_classify_runs():
 
 def test_direction_scoreboard_runs():
     out = run("benchmarks/directions.py", "--specs", "auto,sefa", "--unseen", "100")
-    assert out.count("| cardiomegaly | heart |") == 2 and "| opacity | lung_lower_right | sefa" in out
+    # the default is conditional on the kind: the class direction toward each disease joins the specs
+    assert out.count("| cardiomegaly | heart |") == 3 and "| opacity | lung_lower_right | sefa" in out
+    assert "| cardiomegaly | heart | class:1: toward class 1 |" in out and "read as the disease at 12" in out
 
 
 def test_readme_results_runs(tmp_path, shared_cache):

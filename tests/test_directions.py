@@ -303,6 +303,30 @@ def test_the_scoreboard_scores_each_u_where_it_was_and_was_not_computed(G):
         assert r["unseen"] == pytest.approx(expected) and r["seconds"] > 0
 
 
+def test_a_walk_along_u_is_read_as_the_reader_reads_its_images():
+    """reading_along reads the images of w_ref + a u as the reader reads them made by hand; on the
+    shipped default a walk toward the cardiomegaly class grows the heart, the box-local PC does not."""
+    from cxr_workbench.assets import load_default_generator, load_reader, pca_for
+    from cxr_workbench.imaging.masks import preset
+    from cxr_workbench.method.directions import WALK_AMOUNTS, reading_along
+    from cxr_workbench.model.latents import synthesize
+    G = load_default_generator()
+    reader, refs, layers = load_reader("oracle", G), reference_latents(G, range(100, 104)), [0, 1, 2, 3, 4, 5]
+    u = torch.nn.functional.normalize(torch.randn(G.w_dim, generator=torch.Generator().manual_seed(0)), dim=0)
+    walk = reading_along(G, u, refs, reader, "cardiomegaly", layers=layers)
+    by_hand = reader.predict(synthesize(G, apply_direction(refs, u, WALK_AMOUNTS, layers)[:, -1]))
+    assert walk["reading"][-1] == pytest.approx(by_hand["ctr"].mean(), abs=1e-6)
+    assert walk["reads_as"] == pytest.approx(((by_hand["ctr"] > 0.5) & by_hand["plausible"]).mean())
+    flat = reading_along(G, torch.zeros(G.w_dim), refs, reader, "opacity", layers=layers)["reading"]
+    assert np.ptp(flat) < 1e-6
+    box = preset("heart", G.img_resolution)
+    toward = choose_direction(G, None, box, "class:1", "cardiomegaly", layers=layers).u
+    local = choose_direction(G, pca_for(G), box, "auto", "cardiomegaly", layers=layers).u
+    grows, stays = (reading_along(G, v, refs, reader, "cardiomegaly", layers=layers)["reading"]
+                    for v in (toward, local))
+    assert grows[-1] - grows[0] > 0.1 and stays[-1] - stays[0] < 0.05, (grows, stays)
+
+
 def test_every_finder_is_named_in_the_help_and_the_error_and_gives_a_record(G, tmp_path):
     """The registry is the one list of direction names: the CLI's help (DIRECTION_SPECS) and the
     error for an unknown spec name each finder, and each returns a record with u, a description

@@ -25,9 +25,10 @@ from cxr_workbench.method.searches import (
     local_direction,
     sefa_directions,
 )
-from cxr_workbench.model.latents import check_direction, reference_latents
+from cxr_workbench.model.latents import apply_direction, check_direction, reference_latents, synthesize
 
-__all__ = ["DirectionRecord", "Finder", "FINDERS", "DIRECTION_SPECS", "choose_direction", "score_directions",
+__all__ = ["DirectionRecord", "Finder", "FINDERS", "DIRECTION_SPECS", "choose_direction", "WALK_AMOUNTS",
+           "reading_along", "score_directions",
            "save_direction", "MAX_DIRECTION_VALUES", "DIRECTION_FILE_HELP", "resolve_direction"]
 
 
@@ -135,13 +136,31 @@ def choose_direction(G, pca: WPCA | None, box: Box | None, spec: str, disease: s
     return DirectionRecord(u, description, None if share is None else float(share), time.perf_counter() - t)
 
 
+# Distances along u (of unit norm on each moving layer) of a straight walk: about as far as the points
+# of LO + direction travel (n = 12 points, springs of sigma 0.3-1.0 over six layers).
+WALK_AMOUNTS = (0.0, 4.0, 8.0, 12.0)
+
+
+def reading_along(G, u: torch.Tensor, refs: torch.Tensor, reader, disease: str, *, amounts=WALK_AMOUNTS,
+                  layers=None) -> dict:
+    """What a straight walk along u does to the disease, as ``reader`` reads it: the mean reading of
+    ``disease`` on ``refs`` [R, num_ws, w_dim] at each of ``amounts`` (u on ``layers``) and the share of
+    references read as the disease, and plausible, at the last: {"reading": [A], "reads_as": float}.
+    A box-local direction need not move the disease (it may only change the exposure in the box)."""
+    pred = reader.predict(synthesize(G, apply_direction(refs, u, amounts, layers)).flatten(0, 1))
+    reading = np.asarray(pred[reader.severity(disease)]).reshape(len(refs), len(amounts))
+    shown = (reader.reads_as(pred, disease) & reader.plausible(pred)).reshape(len(refs), len(amounts))
+    return dict(reading=reading.mean(0), reads_as=float(shown[:, -1].mean()))
+
+
 def score_directions(G, pca: WPCA, box: Box, disease: str, specs, *, seen: torch.Tensor, unseen: torch.Tensor,
-                     layers=None, cache_dir=None, progress: bool = False) -> list[dict]:
+                     layers=None, cache_dir=None, reader=None, progress: bool = False) -> list[dict]:
     """The direction scoreboard: for each spec of ``choose_direction``, its u for ``box`` and how
     box-local it is: the share of its change (+-2 standard deviations of w along u) inside the box
     on ``seen`` references (those u is computed on, seeds 0-7) and on ``unseen`` ones (each [R,
-    num_ws, w_dim]), and the seconds choosing it took (a cached search: the time to read it).
-    Rows: spec, u, description, seen, unseen, seconds."""
+    num_ws, w_dim]), and the seconds choosing it took (a cached search: the time to read it); with a
+    ``reader``, what a straight walk along u does to the disease on the unseen ones (``reading_along``).
+    Rows: spec, u, description, seen, unseen, seconds (and walk)."""
     mask = box.mask().to(seen.device)
     rows = []
     for spec in specs:
@@ -149,6 +168,8 @@ def score_directions(G, pca: WPCA, box: Box, disease: str, specs, *, seen: torch
         (on_seen,), (on_unseen,) = (inside_shares(G, refs, pca, [r.u], mask, layers=layers) for refs in (seen, unseen))
         rows.append(dict(spec=spec, u=r.u, description=r.description, seen=on_seen, unseen=on_unseen,
                          seconds=r.seconds))
+        if reader is not None:
+            rows[-1]["walk"] = reading_along(G, r.u, unseen, reader, disease, layers=layers)
     return rows
 
 
