@@ -1,4 +1,5 @@
 """Benchmarks stay runnable (tiny settings); their figures are read by people, not asserted."""
+import json
 import os
 import subprocess
 import sys
@@ -88,6 +89,8 @@ def test_readme_results_runs(tmp_path, shared_cache):
     for sigma in ("0.3",):
         for disease in ("cardiomegaly", "opacity"):
             assert len(pd.read_csv(tmp_path / "aug" / f"{disease}_s{sigma}" / "manifest.csv")) == 4
+            head = json.loads((tmp_path / "aug" / f"{disease}_s{sigma}" / "set.json").read_text())
+            assert f"kind: toward class {1 if disease == 'cardiomegaly' else 2}, {disease}" in head["u_source"]
     assert "N vs C vs O" in (tmp_path / "cls" / "table.txt").read_text()
 
 

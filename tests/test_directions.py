@@ -305,8 +305,9 @@ def test_the_scoreboard_scores_each_u_where_it_was_and_was_not_computed(G):
 
 def test_a_walk_along_u_is_read_as_the_reader_reads_its_images():
     """reading_along reads the images of w_ref + a u as the reader reads them made by hand; on the
-    shipped default a walk toward the cardiomegaly class grows the heart, the box-local PC does not."""
-    from cxr_workbench.assets import load_default_generator, load_reader, pca_for
+    shipped default a walk toward the cardiomegaly class (``kind``) grows the heart, the box-local PC
+    does not; ``kind`` is refused for a generator not told the kind of film."""
+    from cxr_workbench.assets import generator_or_default, load_default_generator, load_reader, pca_for
     from cxr_workbench.imaging.masks import preset
     from cxr_workbench.method.directions import WALK_AMOUNTS, reading_along
     from cxr_workbench.model.latents import synthesize
@@ -320,11 +321,17 @@ def test_a_walk_along_u_is_read_as_the_reader_reads_its_images():
     flat = reading_along(G, torch.zeros(G.w_dim), refs, reader, "opacity", layers=layers)["reading"]
     assert np.ptp(flat) < 1e-6
     box = preset("heart", G.img_resolution)
-    toward = choose_direction(G, None, box, "class:1", "cardiomegaly", layers=layers).u
+    toward = choose_direction(G, None, box, "kind", "cardiomegaly", layers=layers)
+    assert toward.description.startswith("kind: toward class 1, cardiomegaly")
+    for disease, k in (("cardiomegaly", 1), ("opacity", 2)):  # kind: the class of the disease, KINDS' order
+        torch.testing.assert_close(choose_direction(G, None, box, "kind", disease).u,
+                                   choose_direction(G, None, box, f"class:{k}", disease).u, rtol=0, atol=0)
     local = choose_direction(G, pca_for(G), box, "auto", "cardiomegaly", layers=layers).u
     grows, stays = (reading_along(G, v, refs, reader, "cardiomegaly", layers=layers)["reading"]
-                    for v in (toward, local))
+                    for v in (toward.u, local))
     assert grows[-1] - grows[0] > 0.1 and stays[-1] - stays[0] < 0.05, (grows, stays)
+    with pytest.raises(ValueError, match="direction kind: the generator has 0 classes"):
+        choose_direction(generator_or_default("phantom"), None, box, "kind", "cardiomegaly")
 
 
 def test_every_finder_is_named_in_the_help_and_the_error_and_gives_a_record(G, tmp_path):

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from cxr_workbench.imaging.diseases import DISEASES, check_disease
+from cxr_workbench.imaging.diseases import DISEASES, KINDS, check_disease
 from cxr_workbench.imaging.masks import Box
 from cxr_workbench.io import atomic_write, torch_load
 from cxr_workbench.method.pca import WPCA, brightens, ganspace_direction, inside_shares, suggest_direction
@@ -100,6 +100,16 @@ def _local(name):
     return find
 
 
+def _kind(G, pca, box, disease, *, layers, cache_dir, progress):
+    # Our kind-conditional generators (train --condition kind) have class k = KINDS[k]; an imported
+    # conditional generator's classes mean nothing we know, so class:K names them there.
+    if not (getattr(G, "source", None) and G.c_dim == len(KINDS)):
+        raise ValueError(f"direction kind: the generator has {G.c_dim} classes and is not one of ours told the kind "
+                         "of film; expected a generator trained with --condition kind (the default), or class:K")
+    k = KINDS.index(check_disease(disease))
+    return class_direction(G, k), f"kind: toward class {k}, {KINDS[k]} (its mean w minus the other classes')", None
+
+
 # The finders by name, in the order the CLI lists them.
 FINDERS = {
     "auto": Finder(_auto, "the most box-local PC"),
@@ -109,6 +119,7 @@ FINDERS = {
     "jacobian": Finder(_jacobian("jacobian"), "the most box-local direction to first order, in closed form, in W"),
     "jacobian+": Finder(_jacobian("jacobian+"), "the same per W+ layer"),
     "sefa": Finder(_sefa, "the most box-local of SeFa's closed-form directions"),
+    "kind": Finder(_kind, "toward the disease's class, for a generator told the kind of film (the default)"),
 }
 DIRECTION_SPECS = ", ".join(f"{name} ({f.help})" for name, f in FINDERS.items()) + \
     ", class:K (toward class K of a conditional generator), pc:K, pc:K:-1, or a .pt/.npy direction file"
