@@ -95,6 +95,13 @@ def test_ship_writes_the_default_set_and_refuses_a_worse_model(tmp_path, monkeyp
     with pytest.raises(ValueError, match="worse than the shipped generator"):
         ship_generator(bad, data, oracle, n=32, overwrite=True)
     ship_generator(bad, data, oracle, n=32, overwrite=True, force=True)
+    # the command ships into the folder of the films the run learned (here phantoms), with that folder's oracle
+    from cxr_workbench import assets
+    from cxr_workbench.ui.cli import main
+    monkeypatch.setitem(assets.SHIPPED, "phantom", tmp_path / "shipped")
+    save_oracle(tmp_path / "shipped" / "oracle.pt", oracle)
+    assert main(["ship", "--run-dir", str(tmp_path / "run"), "--n", "32", "--frd", "0"]) == 0
+    assert model_card(tmp_path / "shipped" / "generator.pt")["kimg"] == 0.048
 
 
 def test_a_run_starts_from_another_generator_and_its_discriminator(tmp_path):
