@@ -8,6 +8,7 @@ along u, and the share read as the disease and plausible at 12). A conditional g
 direction toward the disease's kind (``class:K``, K its index in KINDS) joins the specs.
 
     python benchmarks/directions.py [--specs auto,ganspace,sefa,local,jacobian,local+,jacobian+] [--unseen 100-107]
+                                    [--diseases cardiomegaly,opacity]
 """
 import argparse
 import tempfile
@@ -15,7 +16,7 @@ import tempfile
 import torch
 
 from cxr_workbench.assets import load_default_generator, load_reader, pca_for
-from cxr_workbench.imaging.diseases import DISEASES, KINDS
+from cxr_workbench.imaging.diseases import DISEASES, KINDS, check_disease
 from cxr_workbench.imaging.masks import preset
 from cxr_workbench.method.directions import WALK_AMOUNTS, score_directions
 from cxr_workbench.method.optimize import LOConfig
@@ -25,6 +26,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--specs", default="auto,ganspace,sefa,local,jacobian,local+,jacobian+")
     p.add_argument("--unseen", default="100-107", help="references never used to compute u")
+    p.add_argument("--diseases", default=",".join(DISEASES), help="the diseases (boxes) to score")
     args = p.parse_args()
     G = load_default_generator()
     pca = pca_for(G)
@@ -36,7 +38,8 @@ if __name__ == "__main__":
     print(f"| disease | box | u | inside share (seeds 0-7) | inside share (unseen) | time to compute | vs auto "
           f"| reading at {amounts} along u | read as the disease at {WALK_AMOUNTS[-1]:g} |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for disease, spec in DISEASES.items():
+    for disease in args.diseases.split(","):
+        spec = DISEASES[check_disease(disease)]
         box = preset(spec.box, G.img_resolution)
         base = None
         ours = G.source and G.c_dim == len(KINDS)  # our kind-conditional generators: class K is KINDS[K]
