@@ -69,8 +69,12 @@ def test_a_set_of_a_drr_generator_says_so_for_the_classifier_protocol(model, tmp
     make_augmentation(drr, range(10, 12), "cardiomegaly", 2, FAST, tmp_path / "drr", keep_last=2, pca=pca,
                       reader=oracle, batch=2, progress=False)
     assert json.loads((tmp_path / "drr" / "set.json").read_text())["films"] == "drr"
-    make(model, tmp_path / "phantom", n=2)  # a phantom or imported generator's set names none (older sets resume)
+    phantom = copy.deepcopy(G)
+    phantom.source = "phantom"
+    make((phantom, pca, oracle), tmp_path / "phantom", n=2)  # a phantom generator's set names none (older sets resume)
     assert "films" not in json.loads((tmp_path / "phantom" / "set.json").read_text())
+    make(model, tmp_path / "imported", n=2)  # an imported generator's: the default's films, those its reader learned
+    assert json.loads((tmp_path / "imported" / "set.json").read_text())["films"] == "drr"
 
 
 def test_uint16_round_trip_is_exact_to_half_a_level():
