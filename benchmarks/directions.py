@@ -4,8 +4,8 @@ deviations of w along u, the moving layers of LOConfig) that falls inside the bo
 references (seeds 0-7) and on unseen ones (seeds 100-107), the time to compute u from nothing
 (no cache), against the best PC's time measured in the same run, and what a straight walk along u
 does to the disease on the unseen references (the shipped oracle's mean reading at 0, 4, 8 and 12
-along u, and the share read as the disease and plausible at 12). A conditional generator's class
-direction toward the disease's kind (``class:K``, K its index in KINDS) joins the specs.
+along u, and the share read as the disease and plausible at 12). For our kind-conditional generators
+the class direction toward the disease's kind (``kind``) joins the specs.
 
     python benchmarks/directions.py [--specs auto,ganspace,sefa,local,jacobian,local+,jacobian+] [--unseen 100-107]
                                     [--diseases cardiomegaly,opacity]
@@ -16,9 +16,9 @@ import tempfile
 import torch
 
 from cxr_workbench.assets import load_default_generator, load_reader, pca_for
-from cxr_workbench.imaging.diseases import DISEASES, KINDS, check_disease
+from cxr_workbench.imaging.diseases import DISEASES, check_disease
 from cxr_workbench.imaging.masks import preset
-from cxr_workbench.method.directions import WALK_AMOUNTS, score_directions
+from cxr_workbench.method.directions import WALK_AMOUNTS, knows_kinds, score_directions
 from cxr_workbench.method.optimize import LOConfig
 from cxr_workbench.model.latents import parse_range, reference_latents
 
@@ -42,8 +42,8 @@ if __name__ == "__main__":
         spec = DISEASES[check_disease(disease)]
         box = preset(spec.box, G.img_resolution)
         base = None
-        ours = G.source and G.c_dim == len(KINDS)  # our kind-conditional generators: class K is KINDS[K]
-        specs = args.specs.split(",") + ([f"class:{KINDS.index(disease)}"] if ours else [])
+        specs = args.specs.split(",")
+        specs += ["kind"] if knows_kinds(G) and "kind" not in specs else []
         for name in specs:
             with tempfile.TemporaryDirectory() as cache:  # from nothing: no cached search
                 row, = score_directions(G, pca, box, disease, [name], seen=seen, unseen=unseen, layers=layers,

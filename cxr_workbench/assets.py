@@ -64,10 +64,11 @@ def generator_or_default(path=None, device="cpu"):
     return load_default_generator(device) if path is None else load_generator(shipped_generator(path), device=device)
 
 
-def shipped_oracle(G=None):
-    """The shipped oracle of the films G learned (the default's for an imported generator or without G)."""
+def shipped_oracle(G=None, films: str | None = None):
+    """The shipped oracle of the films G learned (the default's for an imported generator or without G),
+    or of ``films`` (a ``SHIPPED`` name) when given."""
     from cxr_workbench.model.oracle import load_oracle
-    films = DEFAULT_FILMS if G is None else films_of(G)
+    films = films or (DEFAULT_FILMS if G is None else films_of(G))
     return load_oracle(_shipped(SHIPPED[films] / "oracle.pt", f"oracle of the {films} films"))
 
 

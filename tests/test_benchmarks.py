@@ -69,7 +69,7 @@ def test_direction_scoreboard_runs():
     out = run("benchmarks/directions.py", "--specs", "auto,sefa", "--unseen", "100")
     # the default is conditional on the kind: the class direction toward each disease joins the specs
     assert out.count("| cardiomegaly | heart |") == 3 and "| opacity | lung_lower_right | sefa" in out
-    assert "| cardiomegaly | heart | class:1: toward class 1 |" in out and "read as the disease at 12" in out
+    assert "| cardiomegaly | heart | kind: toward class 1, cardiomegaly |" in out and "read as the disease at 12" in out
 
 
 def test_readme_results_runs(tmp_path, shared_cache):

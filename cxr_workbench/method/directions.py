@@ -27,7 +27,7 @@ from cxr_workbench.method.searches import (
 )
 from cxr_workbench.model.latents import apply_direction, check_direction, reference_latents, synthesize
 
-__all__ = ["DirectionRecord", "Finder", "FINDERS", "DIRECTION_SPECS", "choose_direction", "WALK_AMOUNTS",
+__all__ = ["DirectionRecord", "Finder", "FINDERS", "DIRECTION_SPECS", "knows_kinds", "choose_direction", "WALK_AMOUNTS",
            "reading_along", "score_directions",
            "save_direction", "MAX_DIRECTION_VALUES", "DIRECTION_FILE_HELP", "resolve_direction"]
 
@@ -100,10 +100,14 @@ def _local(name):
     return find
 
 
+def knows_kinds(G) -> bool:
+    """Whether G is one of our kind-conditional generators (``train --condition kind``), whose class k is
+    ``KINDS[k]``; an imported conditional generator's classes mean nothing we know (class:K names them)."""
+    return bool(getattr(G, "source", None)) and G.c_dim == len(KINDS)
+
+
 def _kind(G, pca, box, disease, *, layers, cache_dir, progress):
-    # Our kind-conditional generators (train --condition kind) have class k = KINDS[k]; an imported
-    # conditional generator's classes mean nothing we know, so class:K names them there.
-    if not (getattr(G, "source", None) and G.c_dim == len(KINDS)):
+    if not knows_kinds(G):
         raise ValueError(f"direction kind: the generator has {G.c_dim} classes and is not one of ours told the kind "
                          "of film; expected a generator trained with --condition kind (the default), or class:K")
     k = KINDS.index(check_disease(disease))

@@ -551,11 +551,11 @@ def add_ship(sub) -> None:
 
 
 def cmd_ship(args) -> int:
-    from cxr_workbench.assets import SHIPPED
+    from cxr_workbench.assets import SHIPPED, shipped_oracle
     from cxr_workbench.model.oracle import load_oracle
     from cxr_workbench.studies.quality import run_films, ship_generator
     films = run_films(args.run_dir)  # the shipped folder and oracle of the films the run learned
-    oracle = load_oracle(args.oracle or SHIPPED[films] / "oracle.pt")
+    oracle = load_oracle(args.oracle) if args.oracle else shipped_oracle(films=films)
     for path in ship_generator(args.run_dir, args.data_dir or SHIPPED[films], oracle, oracle_file=args.oracle, n=args.n,
                                frd=args.frd, overwrite=args.overwrite, force=args.force, progress=True):
         print(path)
