@@ -27,7 +27,7 @@ from cxr_workbench.model.importers import generator_from_nvlabs, generator_from_
 from cxr_workbench.model.stylegan2 import Generator
 
 __all__ = ["FORMAT", "save_checkpoint", "save_generator", "read_checkpoint", "model_card", "generator_card",
-           "machine_description", "load_generator", "FORMATS", "generator_key"]
+           "card_films", "machine_description", "load_generator", "FORMATS", "generator_key"]
 
 FORMAT = "cxr-workbench/1"
 
@@ -82,6 +82,12 @@ def generator_card(path) -> dict:
     return data.get("model_card", {}) if isinstance(data, dict) and data.get("format") == FORMAT else {}
 
 
+def card_films(card: dict) -> str:
+    """The films (``phantom`` or ``drr``) a generator with this model card learned; runs from before
+    ``train --source`` learned phantoms."""
+    return card.get("train_config", {}).get("source", "phantom")
+
+
 def machine_description() -> str:
     """This machine in a few words (host, architecture, accelerator), for model cards."""
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{torch.get_num_threads()}-thread CPU"
@@ -121,9 +127,8 @@ def _load_workbench(path, data) -> Generator:
         raise ValueError(f"{path} holds no generator (kind={data.get('kind')!r})")
     G = Generator(**data["config"])
     G.load_state_dict(data["G_ema"])
-    trained = data.get("model_card", {}).get("train_config")
-    if trained:  # runs from before --source learned phantoms
-        G.source = trained.get("source", "phantom")
+    if data.get("model_card", {}).get("train_config"):  # without one, the films it learned are unknown
+        G.source = card_films(data["model_card"])
     return G
 
 

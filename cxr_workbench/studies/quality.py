@@ -27,7 +27,7 @@ from cxr_workbench.io import atomic_write, save_png
 from cxr_workbench.method.metrics import frechet_distance, knn_precision_recall, ks_statistic
 from cxr_workbench.method.pca import compute_pca
 from cxr_workbench.method.searches import pc_locality
-from cxr_workbench.model.checkpoints import read_checkpoint, save_checkpoint
+from cxr_workbench.model.checkpoints import card_films, read_checkpoint, save_checkpoint
 from cxr_workbench.model.latents import random_classes
 from cxr_workbench.model.readers import reader_input
 from cxr_workbench.model.stylegan2 import Generator
@@ -208,7 +208,7 @@ def model_card_markdown(card: dict, folder: str = "data") -> str:
     """The model card of a shipped generator (``MODEL_CARD.md`` beside it in ``folder``, as the card's
     commands name it) from its card dict."""
     q = card.get("quality", {})
-    source = card.get("train_config", {}).get("source", "phantom")
+    source = card_films(card)
     films = FILMS[source]
     by_kind = card.get("train_config", {}).get("condition") == "kind"
     stretches = "; ".join(f"{h['kimg_from']:.0f}-{h['kimg_to']:.0f} kimg on {h['machine']} in {h['hours']:.2f} h"
@@ -299,7 +299,7 @@ def run_films(run_dir, data: dict | None = None) -> str:
     """The films a training run's generator learned (``phantom`` or ``drr``); ``data``: its
     ``generator.pt`` when the caller has read it."""
     data = data if data is not None else read_checkpoint(Path(run_dir) / "generator.pt")
-    return data.get("model_card", {}).get("train_config", {}).get("source", "phantom")
+    return card_films(data.get("model_card", {}))
 
 
 def ship_generator(run_dir, data_dir, oracle, *, oracle_file=None, n: int = 2000, frd: int = 0,
@@ -336,8 +336,7 @@ def ship_generator(run_dir, data_dir, oracle, *, oracle_file=None, n: int = 2000
     G = load_generator(run_dir / "generator.pt")
     pred = quality_predictions(G, oracle, n, source=source)
     shipped = data_dir / "generator.pt"
-    if shipped.is_file() and not force and generator_card(shipped).get("train_config", {}).get(
-            "source", "phantom") == source:
+    if shipped.is_file() and not force and card_films(generator_card(shipped)) == source:
         new_fd = frechet_distance(pred["generated"]["features"], pred["films"]["features"])
         old = generated_images(load_generator(shipped), n, resolution=oracle.resolution)
         old_fd = frechet_distance(oracle.predict(old)["features"], pred["films"]["features"])
