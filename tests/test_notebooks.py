@@ -67,7 +67,7 @@ def test_quickstart_command_writes_the_figures_and_the_html(tmp_path, shared_cac
 
 
 LARGE = {  # the notebooks that take any generator, at settings that test the plumbing, not the method
-    "00_quickstart": dict(MAX_STEPS=2),
+    "00_quickstart": dict(MAX_STEPS=2, DIRECTION="auto"),  # jacobian: 8 x (w_dim + 1) renderings
     "01_the_generator": dict(N_QUALITY=16),
     "02_pc_browser": dict(LOCAL=[]),
     "03_mask_and_edit": dict(MAX_STEPS=2),
