@@ -70,7 +70,7 @@ class ProtocolConfig:
     epochs: int = setting(12, "training epochs (the best validation epoch is kept)", low=1, high=1000)
     batch: int = setting(64, "images per step", low=1, high=65536)
     lr: float = setting(1e-3, "Adam step size", low=0, high=10, open_low=True)
-    data_seed: int = setting(20_000_000, "seed of the fresh phantoms (never drawn for the generator or the oracle)",
+    data_seed: int = setting(20_000_000, "seed of the fresh films (never drawn for the generator or the oracle)",
                              low=0, high=MAX_SEED)
     films: str = setting("phantom", "the real films: those the sets' generator learned (read from set.json)",
                          choices=SOURCES, cli=False)
