@@ -8,10 +8,12 @@ from conftest import tiny_generator
 from PIL import Image
 
 from cxr_workbench.imaging.diseases import DISEASES
-from cxr_workbench.imaging.masks import MIN_SIDE, preset, reference_box
+from cxr_workbench.imaging.masks import MIN_SIDE, Box, preset, reference_box
+from cxr_workbench.method.metrics import box_leakage
 from cxr_workbench.method.optimize import LOConfig
 from cxr_workbench.method.pca import compute_pca
 from cxr_workbench.model.checkpoints import generator_key
+from cxr_workbench.model.latents import reference_latents, synthesize
 from cxr_workbench.model.oracle import SeverityOracle
 from cxr_workbench.model.readers import Reader
 from cxr_workbench.studies import augment
@@ -35,7 +37,8 @@ def make(model, out, n=5, **kw):
 
 def test_a_set_keeps_the_last_points_as_16_bit_pngs_with_a_manifest(model, tmp_path):
     m = make(model, tmp_path / "set")
-    assert list(m.columns) == list(augment.MANIFEST_COLUMNS + augment.READER_COLUMNS + augment.SET_COLUMNS)
+    assert list(m.columns) == list(augment.MANIFEST_COLUMNS + augment.READER_COLUMNS + augment.LEAKAGE_COLUMNS
+                                   + augment.SET_COLUMNS)
     assert len(m) == 5 and m["in_set"].all()
     assert set(m["reader"]) == {"oracle"} and (m["severity"] == m["ctr"]).all()
     assert (m["read_as"] == (m["ctr"] > 0.5)).all()
@@ -51,7 +54,6 @@ def test_a_set_keeps_the_last_points_as_16_bit_pngs_with_a_manifest(model, tmp_p
     # the images are the trajectory's last points, to 16 bits
     from cxr_workbench.imaging.masks import load_box
     from cxr_workbench.method.optimize import run_method
-    from cxr_workbench.model.latents import reference_latents
     G, pca, _ = model
     box = load_box("heart", 16)
     u = torch.tensor(head["u"])
@@ -153,10 +155,11 @@ def test_set_quality_known_answers():
     v = m.assign(in_set=[False, True, False, True])
     assert set_quality(v) == dict(disease="cardiomegaly", n=2, intended=1.0, plausible=1.0,
                                   intended_and_plausible=1.0, edited=4, edits_passed=0.5)
+    # with each sample's leakage recorded: the median over the samples in the set
+    assert set_quality(v.assign(leakage=[9.0, 0.1, 9.0, 0.3]))["leakage"] == pytest.approx(0.2)
 
 
 def test_latents_are_references_too(model, tmp_path):
-    from cxr_workbench.model.latents import reference_latents
     G, pca, oracle = model
     by_seed = make(model, tmp_path / "seeds", n=4)
     ws = reference_latents(G, [10, 11])
@@ -253,7 +256,6 @@ class Brightness(Reader):
 @pytest.fixture(scope="module")
 def half_reader(model):
     """A reader that passes about half of the tiny generator's edits."""
-    from cxr_workbench.model.latents import reference_latents
     G = model[0]
     with torch.no_grad():
         means = G.synthesis(reference_latents(G, range(100, 164))).mean((1, 2, 3))
@@ -301,6 +303,14 @@ def test_a_verified_varied_set_holds_only_samples_that_pass(model, half_reader, 
     assert set(head["u"]) == {z for z, _ in DISEASES["opacity"].zones}
     q = set_quality(m)
     assert q["n"] == 6 and q["intended"] == 1.0 and q["edited"] == len(m) and 0 < q["edits_passed"] < 1
+    # each sample's leakage: its change from its reference outside its own box over inside (16-bit rounding)
+    chosen = m[m["in_set"]].reset_index(drop=True)
+    refs = synthesize(model[0], reference_latents(model[0], chosen["reference"].tolist()))
+    for j, row in chosen.iterrows():
+        inside = Box(**json.loads(row["box"])).mask().bool()
+        assert row["leakage"] == pytest.approx(box_leakage(images[j, 0] - refs[j, 0].clamp(-1, 1), inside), rel=0.02,
+                                                abs=1e-3)
+    assert q["leakage"] == pytest.approx(chosen["leakage"].median())
     # finished: a second run changes nothing
     again = make_varied(model, half_reader, tmp_path / "set")
     pd.testing.assert_frame_equal(again, m)

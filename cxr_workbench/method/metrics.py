@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 
 from cxr_workbench.imaging.masks import Box
 
-__all__ = ["PVResult", "PV_AVERAGES", "pv_metric", "trend", "frechet_distance", "feature_spread",
+__all__ = ["PVResult", "PV_AVERAGES", "pv_metric", "box_leakage", "trend", "frechet_distance", "feature_spread",
            "knn_precision_recall", "ks_statistic"]
 
 
@@ -89,11 +89,17 @@ def pv_metric(images, box: Box, sign: int = +1, average: str = "sign") -> PVResu
 
     in_mean = x[:, inside].mean(1).numpy()
     rho = spearmanr(np.arange(len(in_mean)), in_mean).statistic if np.ptp(in_mean) > 0 else 0.0
-    change = (x[1:] - x[0]).abs()
-    out_change = float(change[:, ~inside].mean())
-    in_change = float(change[:, inside].mean())
-    leakage = out_change / in_change if in_change > 0 else float("inf") if out_change > 0 else 0.0
-    return PVResult(S=S, M=M, PV=PV, monotonicity=float(sign * rho), leakage=leakage, n=int(x.shape[0]))
+    return PVResult(S=S, M=M, PV=PV, monotonicity=float(sign * rho), leakage=box_leakage(x[1:] - x[0], inside),
+                    n=int(x.shape[0]))
+
+
+def box_leakage(change: torch.Tensor, inside: torch.Tensor) -> float:
+    """Mean |change| outside the box over the mean inside it: change [..., H, W] (images minus
+    their reference), inside [H, W] bool. 0 for a change that stays in the box, 1 for one spread
+    evenly; inf for a change only outside."""
+    change = change.abs()
+    out_change, in_change = float(change[..., ~inside].mean()), float(change[..., inside].mean())
+    return out_change / in_change if in_change > 0 else float("inf") if out_change > 0 else 0.0
 
 
 def trend(values) -> float:

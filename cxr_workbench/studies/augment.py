@@ -51,7 +51,7 @@ from cxr_workbench.imaging.diseases import DISEASES, check_disease, reads_as
 from cxr_workbench.imaging.masks import reference_box
 from cxr_workbench.io import atomic_write, check_writable, write_json, writer_lock
 from cxr_workbench.method.evaluate import measure
-from cxr_workbench.method.metrics import feature_spread
+from cxr_workbench.method.metrics import box_leakage, feature_spread
 from cxr_workbench.method.optimize import METHODS, LOConfig, named_config, run_method
 from cxr_workbench.method.plans import plan_edit
 from cxr_workbench.model.checkpoints import generator_key, load_generator
@@ -60,7 +60,7 @@ from cxr_workbench.model.readers import as_reader
 from cxr_workbench.studies.films import read_inverted
 from cxr_workbench.studies.provenance import PROVENANCE, provenance
 
-__all__ = ["MANIFEST_COLUMNS", "READER_COLUMNS", "SET_COLUMNS", "SAMPLE_NAME", "to_uint16", "in_set",
+__all__ = ["MANIFEST_COLUMNS", "READER_COLUMNS", "SET_COLUMNS", "LEAKAGE_COLUMNS", "SAMPLE_NAME", "to_uint16", "in_set",
            "read_set_images", "read_manifest", "set_quality", "kept_points", "edit_references", "POINTS",
            "AugmentRequest", "check_set_options", "SetPlan", "plan_set", "write_set", "make_augmentation",
            "run_augment", "set_summary", "set_diversity", "REFERENCE_SEED_START", "normal_seeds"]
@@ -70,6 +70,7 @@ MANIFEST_COLUMNS = ("file", "label", "disease", "reference", "point_index", "box
                     "trajectory_trend", "sha256")
 READER_COLUMNS = ("reader", "severity", "read_as")  # manifests written before readers were plug-ins lack them
 SET_COLUMNS = ("in_set",)  # ... and before sets were verified
+LEAKAGE_COLUMNS = ("leakage",)  # ... and before each sample's change outside its box was recorded
 SAMPLE_NAME = re.compile(r"(\d{7})_(\d{3})\.png")  # images/<reference>_<point>.png
 
 
@@ -138,7 +139,8 @@ def set_quality(manifest: pd.DataFrame) -> dict:
     """How the set's reader read its samples: the share read as the intended disease (for the
     oracle: CTR above 0.5 for cardiomegaly, burden above the phantom threshold for opacity),
     plausible, and both; and of all the edits made for it (``edited``; more than ``n`` in a
-    verified set) the share that passed that check (``edits_passed``)."""
+    verified set) the share that passed that check (``edits_passed``); with each sample's leakage
+    recorded (sets made since it was), the median over the set (``leakage``)."""
     if manifest.empty:
         raise ValueError("an empty manifest; expected at least one sample")
     disease = check_disease(str(manifest["disease"].iloc[0]))
@@ -149,9 +151,10 @@ def set_quality(manifest: pd.DataFrame) -> dict:
     plausible = manifest["plausible"].astype(bool)
     chosen = in_set(manifest).index
     i, p = intended[chosen], plausible[chosen]
+    leakage = {"leakage": float(manifest.loc[chosen, "leakage"].median())} if "leakage" in manifest else {}
     return dict(disease=disease, n=len(chosen), intended=float(i.mean()), plausible=float(p.mean()),
                 intended_and_plausible=float((i & p).mean()), edited=len(manifest),
-                edits_passed=float((intended & plausible).mean()))
+                edits_passed=float((intended & plausible).mean()), **leakage)
 
 
 def kept_points(n: int, k: int, points: str = "last") -> list[int]:
@@ -174,9 +177,10 @@ def edit_references(G, *, seeds: list[int], box, u, config: LOConfig, method: st
     ``box`` and ``u``: one for all references, or a list of one per reference. ``reader``: a
     ``readers.Reader`` or the severity oracle (None: no readings).
 
-    Returns per kept sample (reference-major): seed, point index (1..n), uint16 image [H, W], the
-    reader's readings (the oracle's ctr and burden, NaN / False without them), its reading of the
-    disease and verdict, and its trajectory's PV and severity trend.
+    Returns per kept sample (reference-major): seed, point index (1..n), uint16 image [H, W], its
+    leakage (``metrics.box_leakage`` of its change from the reference: a label check reads the disease,
+    not where it is), the reader's readings (the oracle's ctr and burden, NaN / False without them),
+    its reading of the disease and verdict, and its trajectory's PV and severity trend.
     """
     reader = as_reader(reader)
     w_ref = reference_latents(G, seeds, label=label) if ws is None else ws
@@ -188,9 +192,13 @@ def edit_references(G, *, seeds: list[int], box, u, config: LOConfig, method: st
     picks = [(r, i) for r, k in enumerate(keep) for i in kept_points(n, k, points)]
     measured = measure(traj, box, disease, reader)
     images = torch.stack([traj.images[r, i] for r, i in picks])  # [S, C, H, W]
+    boxes = box if isinstance(box, list) else [box] * len(seeds)
+    shown = [traj.reference_images[:, 0].clamp(-1, 1), traj.images[:, :, 0].clamp(-1, 1)]  # as the PNGs hold them
+    leakage = [box_leakage(shown[1][r, i] - shown[0][r], boxes[r].mask().bool().to(images.device)) for r, i in picks]
     nan = [math.nan] * len(picks)
     out = dict(seed=[int(seeds[r]) for r, _ in picks], point=[i + 1 for _, i in picks], images=to_uint16(images[:, 0]),
-               ctr=nan, opacity_burden=nan, plausible=[False] * len(picks), severity=nan, read_as=nan,
+               leakage=leakage, ctr=nan, opacity_burden=nan, plausible=[False] * len(picks), severity=nan,
+               read_as=nan,
                trajectory_pv=[measured[r]["PV"] for r, _ in picks],
                trajectory_trend=[measured[r].get("severity_trend", math.nan) for r, _ in picks])
     if reader is not None:
@@ -472,7 +480,8 @@ def _sample_rows(plan: SetPlan, result: dict, out_dir: Path) -> list[dict]:
                          trajectory_pv=result["trajectory_pv"][j], trajectory_trend=result["trajectory_trend"][j],
                          sha256=hashlib.sha256(png).hexdigest(),
                          reader=plan.reader.name if plan.reader is not None else "none",
-                         severity=result["severity"][j], read_as=result["read_as"][j]))
+                         severity=result["severity"][j], read_as=result["read_as"][j],
+                         leakage=result["leakage"][j]))
     return rows
 
 
@@ -547,8 +556,9 @@ def set_summary(manifest: pd.DataFrame, out_dir, reader, verify: bool) -> str:
     q = set_quality(manifest)
     plausible = f", {q['plausible']:.0%} plausible" if reader.plausibility else ""
     dropped = f" ({q['edits_passed']:.0%} of {q['edited']} edits passed the check)" if verify else ""
+    leakage = f"; change outside the box over inside: median {q['leakage']:.2f}" if "leakage" in q else ""
     return (f"{q['n']} {q['disease']} samples -> {out_dir}; {reader.name} reads {q['intended']:.0%} as "
-            f"{q['disease']}{plausible}{dropped}")
+            f"{q['disease']}{plausible}{dropped}{leakage}")
 
 
 def set_diversity(images: torch.Tensor, real: torch.Tensor, oracle) -> dict:
@@ -623,7 +633,7 @@ def _write_manifest(path: Path, rows: list[dict], verify_size: int | None = None
                     ) -> pd.DataFrame:
     """The manifest of ``rows``, written atomically. Every row is in the set, or with
     ``verify_size`` the first that many that pass the label check, in the references' ``order``."""
-    frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS + READER_COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS + READER_COLUMNS + LEAKAGE_COLUMNS))
     frame["in_set"] = True
     if verify_size is not None:
         frame = frame.assign(_o=frame["reference"].map(order)).sort_values(["_o", "point_index"]).drop(columns="_o")
