@@ -193,8 +193,8 @@ def edit_references(G, *, seeds: list[int], box, u, config: LOConfig, method: st
     measured = measure(traj, box, disease, reader)
     images = torch.stack([traj.images[r, i] for r, i in picks])  # [S, C, H, W]
     boxes = box if isinstance(box, list) else [box] * len(seeds)
-    shown = [traj.reference_images[:, 0].clamp(-1, 1), traj.images[:, :, 0].clamp(-1, 1)]  # as the PNGs hold them
-    leakage = [box_leakage(shown[1][r, i] - shown[0][r], boxes[r].mask().bool().to(images.device)) for r, i in picks]
+    refs, edits = traj.reference_images[:, 0].clamp(-1, 1), traj.images[:, :, 0].clamp(-1, 1)  # as PNGs hold them
+    leakage = [box_leakage(edits[r, i] - refs[r], boxes[r].mask().bool().to(edits.device)) for r, i in picks]
     nan = [math.nan] * len(picks)
     out = dict(seed=[int(seeds[r]) for r, _ in picks], point=[i + 1 for _, i in picks], images=to_uint16(images[:, 0]),
                leakage=leakage, ctr=nan, opacity_burden=nan, plausible=[False] * len(picks), severity=nan,
