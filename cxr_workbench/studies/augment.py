@@ -48,7 +48,7 @@ from cxr_workbench.assets import DEFAULT_GENERATOR, cache_dir, films_of, load_re
 from cxr_workbench.devices import compile_synthesis, pick_device
 from cxr_workbench.distributed import cluster, fan_out
 from cxr_workbench.imaging.diseases import DISEASES, check_disease, reads_as
-from cxr_workbench.imaging.masks import reference_box
+from cxr_workbench.imaging.masks import box_masks, reference_box
 from cxr_workbench.io import atomic_write, check_writable, write_json, writer_lock
 from cxr_workbench.method.evaluate import measure
 from cxr_workbench.method.metrics import box_leakage, feature_spread
@@ -192,9 +192,9 @@ def edit_references(G, *, seeds: list[int], box, u, config: LOConfig, method: st
     picks = [(r, i) for r, k in enumerate(keep) for i in kept_points(n, k, points)]
     measured = measure(traj, box, disease, reader)
     images = torch.stack([traj.images[r, i] for r, i in picks])  # [S, C, H, W]
-    boxes = box if isinstance(box, list) else [box] * len(seeds)
-    refs, edits = traj.reference_images[:, 0].clamp(-1, 1), traj.images[:, :, 0].clamp(-1, 1)  # as PNGs hold them
-    leakage = [box_leakage(edits[r, i] - refs[r], boxes[r].mask().bool().to(edits.device)) for r, i in picks]
+    inside = box_masks(box, len(seeds), G.img_resolution, images.device).bool().expand(len(seeds), -1, -1, -1)
+    refs = traj.reference_images[:, 0].clamp(-1, 1)  # the reference and the samples as the PNGs hold them
+    leakage = [box_leakage(x - refs[r], inside[r, 0]) for (r, _), x in zip(picks, images[:, 0].clamp(-1, 1))]
     nan = [math.nan] * len(picks)
     out = dict(seed=[int(seeds[r]) for r, _ in picks], point=[i + 1 for _, i in picks], images=to_uint16(images[:, 0]),
                leakage=leakage, ctr=nan, opacity_burden=nan, plausible=[False] * len(picks), severity=nan,
